@@ -1,0 +1,456 @@
+# cython: language_level=3, always_allow_keywords=False, binding=False, embedsignature=True
+"""The compiled core of fasthost: the only place where Python meets the C
+runtime in core/fh_runtime.h.
+
+The transition functions here are thin: convert the argument, call the
+inline C function, return a cached ``HResult``. Everything that shapes data
+for people (structured arrays, histograms, reports) lives in Python above.
+"""
+
+cimport cython
+from cpython.pycapsule cimport PyCapsule_New
+from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import numpy as np
+
+from fasthost._runtime cimport *
+from fasthost.hresult import RESULT_ORDER
+
+cdef extern from *:
+    """
+    #define FASTHOST_NO_IMPORT
+    #include "fasthost.h"
+    """
+    const char *FASTHOST_CAPSULE_NAME
+    uint32_t FASTHOST_ABI_VERSION
+    ctypedef struct fasthost_api:
+        uint32_t abi_version
+        uint32_t size
+        int32_t (*LeaveRuntime)(size_t target) noexcept nogil
+        int32_t (*EnterRuntime)() noexcept nogil
+        int32_t (*ReverseLeaveRuntime)() noexcept nogil
+        int32_t (*ReverseEnterRuntime)() noexcept nogil
+
+# HResult members by result index; a C static, so the hot path reads it
+# without a module-dict lookup.
+cdef tuple _RESULTS = tuple(RESULT_ORDER)
+
+CLOCKS = ("auto", "tsc", "monotonic", "manual")
+cdef dict _CLOCK_IDS = {"tsc": FH_CLOCK_TSC, "monotonic": FH_CLOCK_MONOTONIC, "manual": FH_CLOCK_MANUAL}
+cdef dict _CLOCK_NAMES = {v: k for k, v in _CLOCK_IDS.items()}
+
+cdef uint64_t _tsc_ns_per_tick = 0  # calibrated once per process
+cdef object _config = None          # the running session's config, as a tuple
+cdef uint64_t _session_start_ns = 0
+
+if fh_runtime_init() != 0:
+    raise ImportError("fasthost: could not initialise the runtime (pthread_key_create/pthread_atfork failed)")
+
+
+# ---- the four transitions ---------------------------------------------------
+
+def leave_runtime(size_t target):
+    """Opens an unmanaged (U) frame: managed code is about to call ``target``.
+
+    ``target`` is the address of the unmanaged function, 0 <= target < 2**64.
+    Returns an ``HResult``; never raises for a protocol error. Raises
+    ``TypeError`` (not an int) or ``OverflowError`` (out of range) before
+    anything is recorded.
+    """
+    return <object>PyTuple_GET_ITEM(_RESULTS, fh_leave_runtime(target))
+
+
+def enter_runtime():
+    """Closes the unmanaged frame on top of this thread's stack.
+
+    Records its inclusive and exclusive duration (ns). Returns an
+    ``HResult``; never raises.
+    """
+    return <object>PyTuple_GET_ITEM(_RESULTS, fh_enter_runtime())
+
+
+def reverse_enter_runtime():
+    """Opens a managed (M) frame: unmanaged code calls back into Python.
+
+    Allowed on an empty stack. Returns an ``HResult``; never raises.
+    """
+    return <object>PyTuple_GET_ITEM(_RESULTS, fh_reverse_enter_runtime())
+
+
+def reverse_leave_runtime():
+    """Closes the managed frame on top of this thread's stack.
+
+    Records the callback duration (ns). Returns an ``HResult``; never raises.
+    """
+    return <object>PyTuple_GET_ITEM(_RESULTS, fh_reverse_leave_runtime())
+
+
+def depth():
+    """Number of frames open on the calling thread (U and M, any session)."""
+    return fh_current_depth()
+
+
+@cython.final
+cdef class unmanaged:
+    """Context manager: ``leave_runtime(target)`` on entry, ``enter_runtime()``
+    on exit, also when the block raises. Never raises for protocol errors;
+    ``__enter__`` returns the ``HResult`` of ``leave_runtime``.
+
+    Raises ``TypeError``/``OverflowError`` at construction for a bad target.
+    """
+    cdef readonly uint64_t target
+
+    def __cinit__(self, size_t target):
+        self.target = target
+
+    def __enter__(self):
+        return <object>PyTuple_GET_ITEM(_RESULTS, fh_leave_runtime(self.target))
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        fh_enter_runtime()
+        return False
+
+    def __repr__(self):
+        return f"fasthost.unmanaged(0x{self.target:x})"
+
+
+@cython.final
+cdef class callback:
+    """Context manager: ``reverse_enter_runtime()`` on entry,
+    ``reverse_leave_runtime()`` on exit, also when the block raises. Never
+    raises for protocol errors; ``__enter__`` returns the opening ``HResult``.
+    """
+
+    def __enter__(self):
+        return <object>PyTuple_GET_ITEM(_RESULTS, fh_reverse_enter_runtime())
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        fh_reverse_leave_runtime()
+        return False
+
+    def __repr__(self):
+        return "fasthost.callback()"
+
+
+# ---- session control ----------------------------------------------------------
+
+cdef uint64_t _checked_int(object value, str name, uint64_t low, uint64_t high) except? 0:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def tsc_available():
+    """True when the CPU has an invariant TSC that ``clock="tsc"`` can use."""
+    return bool(fh_tsc_is_invariant())
+
+
+cdef int _resolve_clock(object clock) except -1:
+    global _tsc_ns_per_tick
+    if not isinstance(clock, str):
+        raise TypeError(f"clock must be a str, not {type(clock).__name__}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(map(repr, CLOCKS))}, got {clock!r}")
+    if clock == "auto":
+        clock = "tsc" if fh_tsc_is_invariant() else "monotonic"
+    if clock == "tsc":
+        if not fh_tsc_is_invariant():
+            raise ValueError("clock='tsc' needs an invariant TSC, which this CPU does not report; use 'monotonic' or 'auto'")
+        if _tsc_ns_per_tick == 0:
+            with nogil:
+                _tsc_ns_per_tick = fh_tsc_calibrate(20_000_000)
+            if _tsc_ns_per_tick == 0:
+                raise RuntimeError("clock='tsc': calibration against CLOCK_MONOTONIC failed")
+    return _CLOCK_IDS[clock]
+
+
+def start(*, clock="auto", max_depth=256, precision=5, timeout_ns=0, max_targets=1024):
+    """Starts a new recording session (counters at zero; frames opened before
+    it will close as HOST_E_ABANDONED).
+
+    clock: "tsc" (invariant TSC calibrated to ns), "monotonic"
+    (clock_gettime), "auto" (tsc where invariant, else monotonic), or
+    "manual" (time moves only when fasthost._testing says; for tests).
+    max_depth: frames per thread, 1..2**20; an opening call beyond it returns
+    E_OUTOFMEMORY. precision: sub-bucket bits of the histograms, 1..8.
+    timeout_ns: a frame longer than this closes with HOST_E_TIMEOUT (0 =
+    never). max_targets: distinct targets per thread, 1..2**20, before the
+    rest fold into one overflow row.
+
+    Calling it while recording with the same configuration does nothing;
+    with a different one raises ``RuntimeError``. Bad values raise
+    ``TypeError``/``ValueError``.
+    """
+    global _config, _session_start_ns
+    cdef fh_config config
+    cdef fh_clock clk
+    clock_id = _resolve_clock(clock)
+    config.max_depth = _checked_int(max_depth, "max_depth", 1, FH_MAX_DEPTH_LIMIT)
+    config.precision = _checked_int(precision, "precision", FH_PRECISION_MIN, FH_PRECISION_MAX)
+    config.timeout_ns = _checked_int(timeout_ns, "timeout_ns", 0, 2**64 - 1)
+    config.max_targets = _checked_int(max_targets, "max_targets", 1, FH_MAX_TARGETS_LIMIT)
+    config.clock_kind = clock_id
+    wanted = (_CLOCK_NAMES[clock_id], config.max_depth, config.precision, config.timeout_ns, config.max_targets)
+    if fh_running():
+        if wanted == _config:
+            return
+        raise RuntimeError(f"fasthost is already recording with {_describe(_config)}; stop() it before starting with {_describe(wanted)}")
+    clk.kind = clock_id
+    clk.ns_per_tick = _tsc_ns_per_tick if clock_id == FH_CLOCK_TSC else (<uint64_t>1 << 32)
+    _config = wanted
+    _session_start_ns = fh_monotonic_ns()
+    fh_start(&config, &clk)
+
+
+cdef str _describe(tuple config):
+    names = ("clock", "max_depth", "precision", "timeout_ns", "max_targets")
+    return ", ".join(f"{n}={v!r}" for n, v in zip(names, config))
+
+
+def stop():
+    """Stops recording. Data stays readable with ``snapshot()`` until the next
+    ``start()``/``reset()``; calls made while stopped return
+    HOST_E_CLRNOTAVAILABLE and are not counted."""
+    fh_stop()
+
+
+def running():
+    """True while recording (also when poisoned by an E_FAIL)."""
+    return bool(fh_running())
+
+
+def poisoned():
+    """True once a call returned E_FAIL, until the next ``start()``/``reset()``."""
+    return bool(fh_poisoned())
+
+
+def reset():
+    """Zeroes all counters and histograms and forgets exited threads; frames
+    open now will close as HOST_E_ABANDONED. Recording stays on or off as it
+    was, and a poisoned session recovers."""
+    global _session_start_ns
+    _session_start_ns = fh_monotonic_ns()
+    fh_reset()
+
+
+def config():
+    """The configuration of the current (or last) session as a dict, or None
+    before the first ``start()``."""
+    if _config is None:
+        return None
+    return dict(zip(("clock", "max_depth", "precision", "timeout_ns", "max_targets"), _config))
+
+
+# ---- reading -------------------------------------------------------------------
+
+THREAD_FIELDS = (
+    "tid", "alive", "depth", "max_depth", "exit_abandoned", "dropped_samples", "heap_bytes",
+    "callback_calls", "callback_total_ns", "callback_min_ns", "callback_max_ns",
+)
+TARGET_FIELDS = ("thread", "target", "calls", "total_ns", "exclusive_ns", "min_ns", "max_ns", "timeouts", "overflow")
+ROW_FIELDS = ("thread", "target", "kind", "row")
+
+
+cdef Py_ssize_t _count_rows(fh_thread *ts, Py_ssize_t *ntargets) noexcept nogil:
+    cdef Py_ssize_t rows = 0
+    cdef uint32_t i, r, n = fh_thread_ntargets(ts)
+    cdef fh_target *t
+    ntargets[0] += n
+    for i in range(n):
+        t = ts.targets[i]
+        for r in range(2 * t.rows_per_hist):
+            if fh_read_row(&t.rows[r]) != NULL:
+                rows += 1
+    return rows + fh_bucket_rows(ts.precision)  # callback rows, at most
+
+
+cdef void _count_session(Py_ssize_t *nthreads, Py_ssize_t *ntargets, Py_ssize_t *nrows) noexcept nogil:
+    cdef fh_thread *ts
+    fh_registry_lock()
+    ts = fh_rt.threads
+    while ts != NULL:
+        if fh_thread_in_session(ts):
+            nthreads[0] += 1
+            nrows[0] += _count_rows(ts, ntargets)
+        ts = ts.next
+    fh_registry_unlock()
+
+
+def _collect():
+    """Raw session data as numpy arrays (the export layer shapes it).
+
+    Returns a dict: ``threads`` (uint64, one row per thread of
+    THREAD_FIELDS), ``names`` (bytes, S16), ``results`` (uint64, threads x 4
+    calls x 7 results), ``targets`` (uint64, TARGET_FIELDS), ``rows`` (int64,
+    ROW_FIELDS: which histogram row each ``counts`` row is; target -1 is the
+    thread's callback histogram) and ``counts`` (uint64, rows x
+    2**precision), plus ``precision`` and session facts.
+    """
+    cdef Py_ssize_t nthreads, ntargets, nrows, filled_targets = 0, filled_rows = 0
+    cdef uint32_t precision = _config[2] if _config is not None else 5
+    while True:
+        nthreads = ntargets = nrows = 0
+        _count_session(&nthreads, &ntargets, &nrows)
+        # Live threads may add threads, targets and rows between counting and
+        # copying: leave room, and count again in the rare case it was not
+        # enough. The registry lock is never held while Python code can run
+        # (a GC finalizer here could switch to a thread that needs the lock).
+        nthreads += 4
+        ntargets += 16
+        nrows += 64
+        threads = np.zeros((nthreads, len(THREAD_FIELDS)), dtype=np.uint64)
+        names = np.zeros(nthreads, dtype="S16")
+        results = np.zeros((nthreads, FH_CALLS, FH_RESULTS), dtype=np.uint64)
+        targets = np.zeros((ntargets, len(TARGET_FIELDS)), dtype=np.uint64)
+        rows = np.zeros((nrows, len(ROW_FIELDS)), dtype=np.int64)
+        counts = np.zeros((nrows, 1 << precision), dtype=np.uint64)
+        filled_threads = _fill(precision, threads, names.view(np.uint8).reshape(nthreads, 16), results,
+                               targets, rows, counts, &filled_targets, &filled_rows)
+        if filled_threads >= 0:
+            break
+    return {
+        "precision": precision,
+        "threads": threads[:filled_threads],
+        "names": names[:filled_threads],
+        "results": results[:filled_threads],
+        "targets": targets[:filled_targets],
+        "rows": rows[:filled_rows],
+        "counts": counts[:filled_rows],
+        "unregistered_out_of_memory": fh_read_u64(&fh_rt.unregistered_out_of_memory),
+        "config": config(),
+        "running": bool(fh_running()),
+        "poisoned": bool(fh_poisoned()),
+        "session_ns": fh_monotonic_ns() - _session_start_ns if _config is not None else 0,
+    }
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned char[:, ::1] names,
+                      uint64_t[:, :, ::1] results, uint64_t[:, ::1] targets, long long[:, ::1] rows,
+                      uint64_t[:, ::1] counts, Py_ssize_t *filled_targets, Py_ssize_t *filled_rows) noexcept nogil:
+    """Copies every in-session thread into the (zeroed) arrays. Returns the
+    number of threads copied, or -1 when an array was too small."""
+    cdef fh_thread *ts
+    cdef fh_target *t
+    cdef Py_ssize_t ti = 0, gi = 0, ri = 0
+    cdef uint32_t i, r, c, k, n, nrow = fh_bucket_rows(precision), width = 1u << precision
+    cdef uint64_t *row
+    fh_registry_lock()
+    ts = fh_rt.threads
+    while ts != NULL:
+        if not fh_thread_in_session(ts):
+            ts = ts.next
+            continue
+        if ti >= threads.shape[0]:
+            fh_registry_unlock()
+            return -1
+        threads[ti, 0] = ts.tid
+        threads[ti, 1] = fh_read_u32(&ts.alive)
+        threads[ti, 2] = fh_read_u32(&ts.depth)
+        threads[ti, 3] = fh_read_u32(&ts.max_depth_seen)
+        threads[ti, 4] = fh_read_u64(&ts.exit_abandoned)
+        threads[ti, 5] = fh_read_u64(&ts.dropped_samples)
+        threads[ti, 6] = fh_read_u64(&ts.heap_bytes)
+        threads[ti, 7] = fh_read_u64(&ts.callback_calls)
+        threads[ti, 8] = fh_read_u64(&ts.callback_total_ns)
+        threads[ti, 9] = fh_read_u64(&ts.callback_min_ns)
+        threads[ti, 10] = fh_read_u64(&ts.callback_max_ns)
+        memcpy(&names[ti, 0], ts.name, 16)
+        for c in range(FH_CALLS):
+            for k in range(FH_RESULTS):
+                results[ti, c, k] = fh_read_u64(&ts.results[c][k])
+        # The thread's callback histogram, cut into rows like the others; an
+        # empty row is left in place (still zero) and overwritten by the next.
+        for r in range(nrow):
+            if ri >= rows.shape[0]:
+                fh_registry_unlock()
+                return -1
+            fh_add_counts(&counts[ri, 0], &ts.callback_counts[r * width], width)
+            if _row_is_empty(&counts[ri, 0], width):
+                continue
+            rows[ri, 0] = ti
+            rows[ri, 1] = -1
+            rows[ri, 2] = FH_HIST_CALLBACK
+            rows[ri, 3] = r
+            ri += 1
+        n = fh_thread_ntargets(ts)
+        for i in range(n):
+            t = ts.targets[i]
+            if gi >= targets.shape[0]:
+                fh_registry_unlock()
+                return -1
+            targets[gi, 0] = ti
+            targets[gi, 1] = t.address
+            targets[gi, 2] = fh_read_u64(&t.calls)
+            targets[gi, 3] = fh_read_u64(&t.total_ns)
+            targets[gi, 4] = fh_read_u64(&t.exclusive_ns)
+            targets[gi, 5] = fh_read_u64(&t.min_ns)
+            targets[gi, 6] = fh_read_u64(&t.max_ns)
+            targets[gi, 7] = fh_read_u64(&t.timeouts)
+            targets[gi, 8] = t.overflow
+            for r in range(2 * t.rows_per_hist):
+                row = fh_read_row(&t.rows[r])
+                if row == NULL:
+                    continue
+                if ri >= rows.shape[0]:
+                    fh_registry_unlock()
+                    return -1
+                fh_add_counts(&counts[ri, 0], row, width)
+                rows[ri, 0] = ti
+                rows[ri, 1] = gi
+                rows[ri, 2] = FH_HIST_INCLUSIVE if r < t.rows_per_hist else FH_HIST_EXCLUSIVE
+                rows[ri, 3] = r % t.rows_per_hist
+                ri += 1
+            gi += 1
+        ti += 1
+        ts = ts.next
+    fh_registry_unlock()
+    filled_targets[0] = gi
+    filled_rows[0] = ri
+    return ti
+
+
+cdef bint _row_is_empty(const uint64_t *counts, uint32_t width) noexcept nogil:
+    cdef uint32_t b
+    for b in range(width):
+        if counts[b]:
+            return False
+    return True
+
+
+# ---- C API --------------------------------------------------------------------
+
+cdef fasthost_api _api
+_api.abi_version = FASTHOST_ABI_VERSION
+_api.size = sizeof(fasthost_api)
+_api.LeaveRuntime = FH_API_LeaveRuntime
+_api.EnterRuntime = FH_API_EnterRuntime
+_api.ReverseLeaveRuntime = FH_API_ReverseLeaveRuntime
+_api.ReverseEnterRuntime = FH_API_ReverseEnterRuntime
+_C_API = PyCapsule_New(<void *>&_api, FASTHOST_CAPSULE_NAME, NULL)
+
+cdef fh_test_api _test_api
+_test_api.corrupt_current_thread = fh_test_corrupt_current
+_test_api.set_manual_time = fh_clock_set_manual
+_TEST_API = PyCapsule_New(<void *>&_test_api, FH_TEST_CAPSULE_NAME, NULL)
+
+
+def function_pointers():
+    """C addresses of the four transition functions, in the CLR's IDL order
+    (LeaveRuntime, EnterRuntime, ReverseLeaveRuntime, ReverseEnterRuntime).
+
+    Each takes what its C API counterpart takes (``size_t`` target for
+    LeaveRuntime, nothing otherwise) and returns an ``int32_t`` HRESULT; they
+    need no GIL, so ctypes-loaded libraries may call them from any thread.
+    """
+    return {
+        "LeaveRuntime": <size_t>FH_API_LeaveRuntime,
+        "EnterRuntime": <size_t>FH_API_EnterRuntime,
+        "ReverseLeaveRuntime": <size_t>FH_API_ReverseLeaveRuntime,
+        "ReverseEnterRuntime": <size_t>FH_API_ReverseEnterRuntime,
+    }

@@ -1,0 +1,116 @@
+# Declarations of the C core (core/fh_runtime.h) for _core.pyx, the one
+# module that owns the runtime.
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+
+cdef extern from "fh_histogram.h" nogil:
+    uint32_t FH_PRECISION_MIN
+    uint32_t FH_PRECISION_MAX
+    uint32_t fh_bucket_index(uint64_t value, unsigned precision) noexcept
+    uint32_t fh_bucket_rows(unsigned precision) noexcept
+    uint32_t fh_bucket_count(unsigned precision) noexcept
+    uint64_t fh_bucket_lower(uint32_t index, unsigned precision) noexcept
+    uint64_t fh_bucket_width(uint32_t index, unsigned precision) noexcept
+
+cdef extern from "fh_clock.h" nogil:
+    enum:
+        FH_CLOCK_TSC
+        FH_CLOCK_MONOTONIC
+        FH_CLOCK_MANUAL
+    ctypedef struct fh_clock:
+        int kind
+        uint64_t ns_per_tick
+    int fh_tsc_is_invariant() noexcept
+    uint64_t fh_tsc_calibrate(uint64_t window_ns) noexcept
+    uint64_t fh_monotonic_ns() noexcept
+    void fh_clock_set_manual(uint64_t ns) noexcept
+    uint64_t fh_clock_ticks(const fh_clock *clock) noexcept
+
+cdef extern from "fh_runtime.h" nogil:
+    enum:
+        FH_CALLS
+        FH_RESULTS
+        FH_HIST_INCLUSIVE
+        FH_HIST_EXCLUSIVE
+        FH_HIST_CALLBACK
+        FH_MAX_DEPTH_LIMIT
+        FH_MAX_TARGETS_LIMIT
+    const int32_t fh_hresult_of[]
+
+    ctypedef struct fh_config:
+        uint32_t max_depth
+        uint32_t precision
+        uint32_t max_targets
+        uint32_t clock_kind
+        uint64_t timeout_ns
+
+    ctypedef struct fh_target:
+        uint64_t address
+        uint64_t calls
+        uint64_t total_ns
+        uint64_t exclusive_ns
+        uint64_t min_ns
+        uint64_t max_ns
+        uint64_t timeouts
+        uint32_t overflow
+        uint32_t rows_per_hist
+        uint64_t **rows
+
+    ctypedef struct fh_thread:
+        uint32_t depth
+        uint32_t capacity
+        uint32_t max_depth_seen
+        uint32_t alive
+        uint32_t precision
+        uint64_t results[4][7]
+        uint64_t *callback_counts
+        uint64_t callback_calls
+        uint64_t callback_total_ns
+        uint64_t callback_min_ns
+        uint64_t callback_max_ns
+        fh_target **targets
+        uint64_t exit_abandoned
+        uint64_t dropped_samples
+        uint64_t heap_bytes
+        uint64_t tid
+        char name[16]
+        fh_thread *next
+
+    ctypedef struct fh_runtime:
+        uint64_t unregistered_out_of_memory
+        fh_thread *threads
+
+    fh_runtime fh_rt
+
+    int fh_leave_runtime(uint64_t target) noexcept
+    int fh_enter_runtime() noexcept
+    int fh_reverse_enter_runtime() noexcept
+    int fh_reverse_leave_runtime() noexcept
+    int32_t FH_API_LeaveRuntime(size_t target) noexcept
+    int32_t FH_API_EnterRuntime() noexcept
+    int32_t FH_API_ReverseLeaveRuntime() noexcept
+    int32_t FH_API_ReverseEnterRuntime() noexcept
+
+    int fh_runtime_init() noexcept
+    void fh_start(const fh_config *config, const fh_clock *clock) noexcept
+    void fh_stop() noexcept
+    void fh_reset() noexcept
+    int fh_running() noexcept
+    int fh_poisoned() noexcept
+    uint32_t fh_current_depth() noexcept
+    void fh_registry_lock() noexcept
+    void fh_registry_unlock() noexcept
+    uint64_t fh_read_u64(const uint64_t *p) noexcept
+    uint32_t fh_read_u32(const uint32_t *p) noexcept
+
+    int fh_thread_in_session(const fh_thread *ts) noexcept
+    uint32_t fh_thread_ntargets(const fh_thread *ts) noexcept
+    uint64_t *fh_read_row(uint64_t **slot) noexcept
+    void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n) noexcept
+
+    int fh_test_corrupt_current(int how) noexcept
+
+cdef extern from "fh_test_api.h" nogil:
+    const char *FH_TEST_CAPSULE_NAME
+    ctypedef struct fh_test_api:
+        int (*corrupt_current_thread)(int how) noexcept
+        void (*set_manual_time)(uint64_t ns) noexcept

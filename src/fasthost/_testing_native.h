@@ -1,0 +1,152 @@
+/* _testing_native.h -- native helpers for fasthost's tests and benchmarks.
+ *
+ * Everything here uses the public C API (fasthost.h), as a third-party
+ * extension would, and runs on pthreads that never touch the GIL.
+ */
+#ifndef FASTHOST_TESTING_NATIVE_H
+#define FASTHOST_TESTING_NATIVE_H
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "fasthost.h"
+#include "fh_histogram.h"
+#include "fh_clock.h"
+
+enum fh_worker_mode {
+    FH_WORK_PAIRS = 0,      /* leave/enter */
+    FH_WORK_NESTED = 1,     /* leave, reverse_enter, leave, enter, reverse_leave, enter */
+    FH_WORK_LEAVE_OPEN = 2, /* `count` leaves, then exit with the frames open */
+    FH_WORK_TARGETS = 3,    /* leave/enter cycling over `count` distinct targets */
+};
+
+typedef struct fh_worker {
+    pthread_t thread;
+    int mode;
+    size_t count;
+    size_t target;
+    size_t distinct;
+    uint64_t not_ok; /* calls that did not return S_OK */
+} fh_worker;
+
+static void *fh_worker_main(void *arg)
+{
+    fh_worker *w = (fh_worker *)arg;
+    uint64_t not_ok = 0;
+    for (size_t i = 0; i < w->count; i++) {
+        switch (w->mode) {
+        case FH_WORK_PAIRS:
+            not_ok += FH_LeaveRuntime(w->target) != FH_S_OK;
+            not_ok += FH_EnterRuntime() != FH_S_OK;
+            break;
+        case FH_WORK_NESTED:
+            not_ok += FH_LeaveRuntime(w->target) != FH_S_OK;
+            not_ok += FH_ReverseEnterRuntime() != FH_S_OK;
+            not_ok += FH_LeaveRuntime(w->target + 1) != FH_S_OK;
+            not_ok += FH_EnterRuntime() != FH_S_OK;
+            not_ok += FH_ReverseLeaveRuntime() != FH_S_OK;
+            not_ok += FH_EnterRuntime() != FH_S_OK;
+            break;
+        case FH_WORK_LEAVE_OPEN:
+            not_ok += FH_LeaveRuntime(w->target) != FH_S_OK;
+            break;
+        case FH_WORK_TARGETS:
+            not_ok += FH_LeaveRuntime(w->target + i % w->distinct) != FH_S_OK;
+            not_ok += FH_EnterRuntime() != FH_S_OK;
+            break;
+        }
+    }
+    w->not_ok = not_ok;
+    return NULL;
+}
+
+/* Runs `nthreads` workers to completion; 0, or an errno from pthread. */
+static int fh_run_workers(fh_worker *workers, int nthreads)
+{
+    int started = 0, err = 0;
+    for (; started < nthreads; started++) {
+        err = pthread_create(&workers[started].thread, NULL, fh_worker_main, &workers[started]);
+        if (err != 0)
+            break;
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(workers[i].thread, NULL);
+    return err;
+}
+
+/* A native thread that opens one frame and closes it when told to. */
+typedef struct fh_held_frame {
+    pthread_t thread;
+    size_t target;
+    int kind; /* 0: U frame, 1: M frame */
+    sem_t opened, release_, closed;
+    int32_t open_result, close_result;
+} fh_held_frame;
+
+static void *fh_held_main(void *arg)
+{
+    fh_held_frame *h = (fh_held_frame *)arg;
+    h->open_result = h->kind == 0 ? FH_LeaveRuntime(h->target) : FH_ReverseEnterRuntime();
+    sem_post(&h->opened);
+    sem_wait(&h->release_);
+    h->close_result = h->kind == 0 ? FH_EnterRuntime() : FH_ReverseLeaveRuntime();
+    sem_post(&h->closed);
+    return NULL;
+}
+
+/* The C API pair in a loop; returns elapsed ns. */
+static uint64_t fh_capi_pair_loop(size_t n, size_t target)
+{
+    uint64_t t0 = fh_monotonic_ns();
+    for (size_t i = 0; i < n; i++) {
+        FH_LeaveRuntime(target);
+        FH_EnterRuntime();
+    }
+    return fh_monotonic_ns() - t0;
+}
+
+/* The floor SPEC §9 compares against: a hand-written pair doing only
+ * 2 x rdtsc, a thread-local push/pop and one histogram increment. */
+#define FH_MINIMAL_DEPTH 256
+#define FH_MINIMAL_PRECISION 5
+typedef struct fh_minimal_state {
+    uint32_t depth;
+    uint64_t start[FH_MINIMAL_DEPTH];
+    uint64_t counts[60 << FH_MINIMAL_PRECISION];
+} fh_minimal_state;
+static FH_TLS fh_minimal_state *fh_minimal;
+
+static FH_NOINLINE int32_t fh_minimal_leave(size_t target)
+{
+    (void)target;
+    fh_minimal_state *s = fh_minimal;
+    s->start[s->depth++] = __rdtsc();
+    return 0;
+}
+
+static FH_NOINLINE int32_t fh_minimal_enter(void)
+{
+    uint64_t now = __rdtsc();
+    fh_minimal_state *s = fh_minimal;
+    uint64_t ticks = now - s->start[--s->depth];
+    s->counts[fh_bucket_index(ticks, FH_MINIMAL_PRECISION)]++;
+    return 0;
+}
+
+/* Like the core, only a pointer lives in (initial-exec) TLS: a module
+ * loaded with dlopen() gets just a small static-TLS surplus. */
+static uint64_t fh_minimal_pair_loop(size_t n, size_t target)
+{
+    if (fh_minimal == NULL && (fh_minimal = (fh_minimal_state *)calloc(1, sizeof(fh_minimal_state))) == NULL)
+        return 0;
+    uint64_t t0 = fh_monotonic_ns();
+    for (size_t i = 0; i < n; i++) {
+        fh_minimal_leave(target);
+        fh_minimal_enter();
+    }
+    return fh_monotonic_ns() - t0;
+}
+
+#endif /* FASTHOST_TESTING_NATIVE_H */

@@ -1,0 +1,54 @@
+/* fh_histogram.h -- log-linear bucket arithmetic (HdrHistogram's layout).
+ *
+ * With p sub-bucket bits, values below 2**(p+1) get exact 1-ns buckets; each
+ * later power of two [2**k, 2**(k+1)) is cut into 2**p equal buckets of width
+ * 2**(k-p). A bucket's width is at most 2**-p of its lower edge, which is the
+ * relative-error promise of SPEC §3. The index is branch-free:
+ *
+ *     shift = max(0, floor(log2 v) - p)        -- via clz of (v | 2**p)
+ *     index = (shift << p) + (v >> shift)
+ *
+ * The buckets cover all of uint64 in (65 - p) rows of 2**p buckets; row r
+ * holds indexes [r << p, (r+1) << p). Counts are split by row so that a
+ * per-target histogram only stores the rows its durations actually reach.
+ */
+#ifndef FASTHOST_HISTOGRAM_H
+#define FASTHOST_HISTOGRAM_H
+
+#include "fh_platform.h"
+
+#define FH_PRECISION_MIN 1
+#define FH_PRECISION_MAX 8
+
+FH_INLINE uint32_t fh_bucket_index(uint64_t value, unsigned precision)
+{
+    unsigned top = 63u - (unsigned)__builtin_clzll(value | (1ull << precision));
+    unsigned shift = top - precision;
+    return (shift << precision) + (uint32_t)(value >> shift);
+}
+
+static inline uint32_t fh_bucket_rows(unsigned precision) { return 65u - precision; }
+
+static inline uint32_t fh_bucket_count(unsigned precision)
+{
+    return fh_bucket_rows(precision) << precision;
+}
+
+/* Smallest value that lands in bucket `index`. */
+static inline uint64_t fh_bucket_lower(uint32_t index, unsigned precision)
+{
+    uint32_t row = index >> precision;
+    if (row == 0)
+        return index;
+    uint64_t offset = index & ((1u << precision) - 1u);
+    return ((1ull << precision) + offset) << (row - 1);
+}
+
+/* Number of distinct integer values in bucket `index`. */
+static inline uint64_t fh_bucket_width(uint32_t index, unsigned precision)
+{
+    uint32_t row = index >> precision;
+    return row == 0 ? 1 : 1ull << (row - 1);
+}
+
+#endif /* FASTHOST_HISTOGRAM_H */

@@ -1,0 +1,39 @@
+/* fh_platform.h -- compiler and atomics glue shared by the fasthost C core.
+ *
+ * Every counter in the core has exactly one writer: the thread that owns it.
+ * Readers (snapshot, the sanitizer harness) run on other threads. A plain
+ * `x++` would be a data race in the C11 sense, so writers use a relaxed load
+ * and a relaxed store (not a read-modify-write: nobody else writes) and
+ * readers a relaxed load. On x86-64 both compile to ordinary `mov`s; the
+ * point is that the compiler and ThreadSanitizer know the access is shared.
+ */
+#ifndef FASTHOST_PLATFORM_H
+#define FASTHOST_PLATFORM_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#if !defined(__GNUC__)
+#error "fasthost's core needs GCC or Clang (atomics builtins, __thread)"
+#endif
+
+#define FH_LIKELY(x) __builtin_expect(!!(x), 1)
+#define FH_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define FH_INLINE static inline __attribute__((always_inline))
+#define FH_NOINLINE __attribute__((noinline))
+#define FH_COLD __attribute__((cold, noinline))
+
+/* initial-exec: the TLS slot is reached with one %fs-relative load instead of
+ * a __tls_get_addr call. The core keeps a single pointer there, well inside
+ * the static TLS surplus glibc reserves for dlopen()ed modules. */
+#define FH_TLS __thread __attribute__((tls_model("initial-exec")))
+
+#define fh_load(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define fh_store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define fh_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define fh_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/* Single-writer increment: see the comment at the top of this file. */
+#define fh_bump(p, n) fh_store((p), fh_load(p) + (n))
+
+#endif /* FASTHOST_PLATFORM_H */

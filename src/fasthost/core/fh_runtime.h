@@ -1,0 +1,849 @@
+/* fh_runtime.h -- the transition protocol: per-thread stacks of frames,
+ * counters and histograms, kept without locks.
+ *
+ * One translation unit includes this file and owns the runtime (the Cython
+ * module `fasthost._core`, or the plain-C sanitizer harness). Other native
+ * code reaches that runtime through fasthost.h and a capsule, never by
+ * including this header, which would give it a runtime of its own.
+ *
+ * Threading model.
+ *   - Each thread that makes a call gets an fh_thread, allocated on its first
+ *     call, put on the registry list (the only lock, taken once per thread)
+ *     and reached afterwards through one initial-exec TLS pointer.
+ *   - Only the owning thread writes its fh_thread. Readers (snapshot) load
+ *     the counters relaxed; structure that appears later (targets, histogram
+ *     rows) is published with a release store and read with an acquire load.
+ *   - Sessions are numbered (epochs). start() and reset() hand out a new
+ *     epoch; a thread notices on its next call and zeroes its own data there
+ *     (so no other thread ever writes it). Readers ignore threads whose data
+ *     belongs to an older epoch. Frames remember the epoch they were opened
+ *     in, which is how a close after reset() knows it is HOST_E_ABANDONED.
+ *   - Readers, start() and reset() are serialised by their caller (the GIL
+ *     in the Python module, a mutex in the C harness), so a thread's data
+ *     can only be zeroed or freed while no reader looks at it.
+ *   - The hot path touches one global word (`gate`), read-only, and the
+ *     thread's own memory. Anything unusual (first call, new epoch, error,
+ *     poisoned state, new target) goes to an out-of-line slow path.
+ */
+#ifndef FASTHOST_RUNTIME_H
+#define FASTHOST_RUNTIME_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "fh_platform.h"
+#include "fh_clock.h"
+#include "fh_histogram.h"
+#include "fh_test_api.h"
+
+/* ---- protocol vocabulary ------------------------------------------------ */
+
+/* Calls, in the order of the CLR's IHostTaskManager IDL. */
+enum fh_call {
+    FH_CALL_LEAVE = 0,
+    FH_CALL_ENTER = 1,
+    FH_CALL_REVERSE_LEAVE = 2,
+    FH_CALL_REVERSE_ENTER = 3,
+    FH_CALLS = 4
+};
+
+/* Results, as small indexes; fh_hresult_of maps them to HRESULTs. */
+enum fh_result {
+    FH_OK = 0,
+    FH_CLR_NOT_AVAILABLE = 1,
+    FH_TIMEOUT = 2,
+    FH_NOT_OWNER = 3,
+    FH_ABANDONED = 4,
+    FH_FAIL = 5,
+    FH_OUT_OF_MEMORY = 6,
+    FH_RESULTS = 7
+};
+
+static const int32_t fh_hresult_of[FH_RESULTS] = {
+    (int32_t)0x00000000u, /* S_OK */
+    (int32_t)0x80131023u, /* HOST_E_CLRNOTAVAILABLE */
+    (int32_t)0x80131024u, /* HOST_E_TIMEOUT */
+    (int32_t)0x80131025u, /* HOST_E_NOT_OWNER */
+    (int32_t)0x80131026u, /* HOST_E_ABANDONED */
+    (int32_t)0x80004005u, /* E_FAIL */
+    (int32_t)0x8007000Eu, /* E_OUTOFMEMORY */
+};
+
+/* Frame kinds are distinct non-zero bytes so that a zeroed or overwritten
+ * frame is recognised as corruption rather than read as a valid kind. */
+enum fh_frame_kind { FH_FRAME_UNMANAGED = 0x55, FH_FRAME_MANAGED = 0x4d };
+
+enum fh_hist_kind { FH_HIST_INCLUSIVE = 0, FH_HIST_EXCLUSIVE = 1, FH_HIST_CALLBACK = 2 };
+
+#define FH_DEFAULT_MAX_DEPTH 256u
+#define FH_DEFAULT_PRECISION 5u
+#define FH_DEFAULT_MAX_TARGETS 1024u
+#define FH_MAX_DEPTH_LIMIT (1u << 20)
+#define FH_MAX_TARGETS_LIMIT (1u << 20)
+
+/* ---- data ---------------------------------------------------------------- */
+
+typedef struct fh_config {
+    uint32_t max_depth;
+    uint32_t precision;
+    uint32_t max_targets;
+    uint32_t clock_kind;
+    uint64_t timeout_ns; /* 0: never */
+} fh_config;
+
+/* One unmanaged target as seen by one thread. Allocated from the thread's
+ * arena the first time the thread calls it; histogram rows likewise. */
+typedef struct fh_target {
+    uint64_t address;
+    uint64_t calls;
+    uint64_t total_ns;
+    uint64_t exclusive_ns;
+    uint64_t min_ns;
+    uint64_t max_ns;
+    uint64_t timeouts;
+    uint32_t overflow; /* 1: the row that folds targets past max_targets */
+    uint32_t rows_per_hist;
+    uint64_t *rows[]; /* inclusive rows, then exclusive rows */
+} fh_target;
+
+typedef struct fh_frame {
+    uint64_t start;       /* clock ticks */
+    uint64_t child_ticks; /* U frames: M frames opened directly inside */
+    fh_target *target;    /* U frames only */
+    uint32_t epoch;
+    uint32_t kind;
+} fh_frame;
+
+typedef struct fh_target_entry {
+    uint64_t address;
+    fh_target *target; /* NULL: empty */
+} fh_target_entry;
+
+typedef struct fh_arena_chunk {
+    struct fh_arena_chunk *next;
+    size_t size;
+    size_t used;
+    /* memory follows, 16-byte aligned */
+} fh_arena_chunk;
+
+typedef struct fh_thread {
+    /* Hot: read or written by every call. */
+    uint64_t gate;       /* the global gate this state is synced to */
+    uint32_t depth;      /* open frames */
+    uint32_t capacity;   /* max_depth of this state's session */
+    fh_frame *stack;
+    fh_clock clock;
+    uint32_t precision;
+    uint32_t epoch;
+    uint64_t timeout_ns;
+    uint64_t last_address; /* one-entry cache in front of the target table */
+    fh_target *last_target;
+    uint64_t results[FH_CALLS][FH_RESULTS];
+    uint32_t max_depth_seen;
+    uint32_t alive;
+
+    /* Callbacks (M frames): one flat histogram per thread. */
+    uint64_t *callback_counts;
+    uint64_t callback_calls;
+    uint64_t callback_total_ns;
+    uint64_t callback_min_ns;
+    uint64_t callback_max_ns;
+
+    /* Targets: `targets[0..ntargets)` is what readers see; the hash table
+     * is the owner's private index into it. */
+    fh_target **targets;
+    uint32_t ntargets;
+    uint32_t max_targets;
+    fh_target *overflow_target;
+    fh_target_entry *table;
+    uint32_t table_mask;
+    uint32_t table_used;
+
+    uint64_t exit_abandoned;  /* frames still open when the thread ended */
+    uint64_t dropped_samples; /* durations not binned: no memory for a row */
+    uint64_t heap_bytes;      /* everything this state holds */
+    fh_arena_chunk *arena;
+
+    uint64_t tid;
+    char name[16];
+    struct fh_thread *next;
+} fh_thread;
+
+typedef struct fh_runtime {
+    /* `gate` is the one global word the hot path reads: (epoch << 1) while
+     * recording, | 1 once poisoned by E_FAIL, 0 when stopped. */
+    uint64_t gate;
+    uint32_t epoch; /* current session; readers compare thread epochs to it */
+    int initialized;
+    fh_config config;
+    fh_clock clock;
+    uint64_t unregistered_out_of_memory; /* calls refused before a state existed */
+    pthread_mutex_t lock;                /* the registry; never on the fast path */
+    fh_thread *threads;
+    pthread_key_t exit_key;
+} fh_runtime;
+
+static fh_runtime fh_rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static FH_TLS fh_thread *fh_current;
+
+/* ---- arena --------------------------------------------------------------- */
+
+#define FH_ARENA_FIRST_CHUNK 4096u
+#define FH_ARENA_MAX_CHUNK 65536u
+#define FH_ARENA_HEADER ((sizeof(fh_arena_chunk) + 15u) & ~(size_t)15u)
+
+/* Zeroed memory that lives as long as the thread's session data. Chunks
+ * grow geometrically so a thread with one target holds one small chunk. */
+static void *fh_arena_alloc(fh_thread *ts, size_t size)
+{
+    size = (size + 15u) & ~(size_t)15u;
+    fh_arena_chunk *chunk = ts->arena;
+    if (chunk == NULL || chunk->size - chunk->used < size) {
+        size_t want = chunk ? chunk->size * 2 : FH_ARENA_FIRST_CHUNK;
+        if (want > FH_ARENA_MAX_CHUNK)
+            want = FH_ARENA_MAX_CHUNK;
+        if (want < size)
+            want = size;
+        chunk = (fh_arena_chunk *)calloc(1, FH_ARENA_HEADER + want);
+        if (chunk == NULL)
+            return NULL;
+        chunk->size = want;
+        chunk->used = 0;
+        chunk->next = ts->arena;
+        ts->arena = chunk;
+        fh_bump(&ts->heap_bytes, FH_ARENA_HEADER + want);
+    }
+    void *p = (char *)chunk + FH_ARENA_HEADER + chunk->used;
+    chunk->used += size;
+    return p;
+}
+
+static void fh_arena_free(fh_thread *ts)
+{
+    fh_arena_chunk *chunk = ts->arena;
+    while (chunk) {
+        fh_arena_chunk *next = chunk->next;
+        fh_store(&ts->heap_bytes, fh_load(&ts->heap_bytes) - FH_ARENA_HEADER - chunk->size);
+        free(chunk);
+        chunk = next;
+    }
+    ts->arena = NULL;
+}
+
+/* ---- targets ------------------------------------------------------------- */
+
+static inline uint32_t fh_hash_address(uint64_t address, uint32_t mask)
+{
+    return (uint32_t)((address * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+}
+
+static fh_target *fh_target_new(fh_thread *ts, uint64_t address, uint32_t overflow)
+{
+    uint32_t rows = fh_bucket_rows(ts->precision);
+    fh_target *t = (fh_target *)fh_arena_alloc(ts, sizeof(fh_target) + 2u * rows * sizeof(uint64_t *));
+    if (t == NULL)
+        return NULL;
+    t->address = address;
+    t->min_ns = UINT64_MAX;
+    t->overflow = overflow;
+    t->rows_per_hist = rows;
+    /* Publish after the fields are written: a reader that sees the new
+     * count sees an initialised target. */
+    ts->targets[ts->ntargets] = t;
+    fh_store_release(&ts->ntargets, ts->ntargets + 1);
+    return t;
+}
+
+static int fh_table_grow(fh_thread *ts)
+{
+    uint32_t size = ts->table ? (ts->table_mask + 1u) * 2u : 64u;
+    fh_target_entry *table = (fh_target_entry *)calloc(size, sizeof(fh_target_entry));
+    if (table == NULL)
+        return -1;
+    if (ts->table) {
+        for (uint32_t i = 0; i <= ts->table_mask; i++) {
+            fh_target_entry e = ts->table[i];
+            if (e.target == NULL)
+                continue;
+            uint32_t j = fh_hash_address(e.address, size - 1u);
+            while (table[j].target != NULL)
+                j = (j + 1u) & (size - 1u);
+            table[j] = e;
+        }
+        free(ts->table);
+        fh_store(&ts->heap_bytes, fh_load(&ts->heap_bytes) - (uint64_t)(ts->table_mask + 1u) * sizeof(fh_target_entry));
+    }
+    fh_bump(&ts->heap_bytes, (uint64_t)size * sizeof(fh_target_entry));
+    ts->table = table;
+    ts->table_mask = size - 1u;
+    return 0;
+}
+
+/* The target's record for this thread; creates it on first sight, or folds
+ * it into the overflow record past max_targets. NULL only without memory. */
+static FH_NOINLINE fh_target *fh_target_lookup(fh_thread *ts, uint64_t address)
+{
+    fh_target *t;
+    if (ts->table != NULL) {
+        uint32_t i = fh_hash_address(address, ts->table_mask);
+        while ((t = ts->table[i].target) != NULL) {
+            if (ts->table[i].address == address)
+                goto found;
+            i = (i + 1u) & ts->table_mask;
+        }
+    }
+    if (ts->ntargets - (ts->overflow_target != NULL) >= ts->max_targets) {
+        if (ts->overflow_target == NULL)
+            ts->overflow_target = fh_target_new(ts, 0, 1);
+        t = ts->overflow_target;
+        if (t == NULL)
+            return NULL;
+        goto found; /* not cached in the table: it stays bounded */
+    }
+    if ((ts->table_used + 1u) * 2u > ts->table_mask + 1u || ts->table == NULL) {
+        if (fh_table_grow(ts) != 0)
+            return NULL;
+    }
+    t = fh_target_new(ts, address, 0);
+    if (t == NULL)
+        return NULL;
+    {
+        uint32_t i = fh_hash_address(address, ts->table_mask);
+        while (ts->table[i].target != NULL)
+            i = (i + 1u) & ts->table_mask;
+        ts->table[i].address = address;
+        ts->table[i].target = t;
+        ts->table_used++;
+    }
+found:
+    ts->last_address = address;
+    ts->last_target = t;
+    return t;
+}
+
+/* ---- histograms ---------------------------------------------------------- */
+
+static FH_NOINLINE uint64_t *fh_row_new(fh_thread *ts, uint64_t **slot)
+{
+    uint64_t *row = (uint64_t *)fh_arena_alloc(ts, sizeof(uint64_t) << ts->precision);
+    if (row != NULL)
+        fh_store_release(slot, row);
+    return row;
+}
+
+FH_INLINE void fh_paged_record(fh_thread *ts, uint64_t **rows, uint64_t ns)
+{
+    uint32_t index = fh_bucket_index(ns, ts->precision);
+    uint64_t **slot = &rows[index >> ts->precision];
+    uint64_t *row = *slot;
+    if (FH_UNLIKELY(row == NULL)) {
+        int saved = errno;
+        row = fh_row_new(ts, slot);
+        errno = saved;
+        if (row == NULL) {
+            fh_bump(&ts->dropped_samples, 1);
+            return;
+        }
+    }
+    fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
+}
+
+FH_INLINE void fh_minmax(uint64_t *min_ns, uint64_t *max_ns, uint64_t ns)
+{
+    if (ns < *min_ns)
+        fh_store(min_ns, ns);
+    if (ns > *max_ns)
+        fh_store(max_ns, ns);
+}
+
+/* ---- thread states ------------------------------------------------------- */
+
+static void fh_thread_free(fh_thread *ts)
+{
+    fh_arena_free(ts);
+    free(ts->table);
+    free(ts->targets);
+    free(ts->callback_counts);
+    free(ts->stack);
+    free(ts);
+}
+
+static inline uint64_t fh_os_tid(void) { return (uint64_t)syscall(SYS_gettid); }
+
+/* (Re)shapes `ts` for the session `gate` names and zeroes its data. Open
+ * frames survive (their old epoch marks them abandoned); only frames beyond a
+ * smaller max_depth are dropped, and counted as abandoned. */
+static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
+{
+    /* Field-wise relaxed loads: a call that loaded the gate just before
+     * start() replaced the config may get here while it is being written.
+     * Each field is read once, so what this state allocates always agrees
+     * with what it records; its epoch is then already stale and the next
+     * call adopts again. */
+    fh_config config = {
+        .max_depth = fh_load(&fh_rt.config.max_depth),
+        .precision = fh_load(&fh_rt.config.precision),
+        .max_targets = fh_load(&fh_rt.config.max_targets),
+        .timeout_ns = fh_load(&fh_rt.config.timeout_ns),
+    };
+    fh_clock clock = {fh_load(&fh_rt.clock.kind), fh_load(&fh_rt.clock.ns_per_tick)};
+    const fh_config *cfg = &config;
+    uint32_t buckets = fh_bucket_count(cfg->precision);
+    uint64_t dropped = 0;
+
+    if (ts->depth > ts->capacity) {
+        /* A corrupted depth that no call has tripped over yet: the stack
+         * cannot be trusted, drop it. */
+        dropped += ts->depth;
+        ts->depth = 0;
+    }
+    if (ts->stack == NULL || ts->capacity != cfg->max_depth) {
+        fh_frame *stack = (fh_frame *)calloc(cfg->max_depth, sizeof(fh_frame));
+        if (stack == NULL)
+            return -1;
+        uint32_t keep = ts->depth < cfg->max_depth ? ts->depth : cfg->max_depth;
+        if (ts->stack)
+            memcpy(stack, ts->stack, keep * sizeof(fh_frame));
+        dropped += ts->depth - keep;
+        free(ts->stack);
+        ts->heap_bytes += ((uint64_t)cfg->max_depth - ts->capacity) * sizeof(fh_frame);
+        ts->stack = stack;
+        ts->capacity = cfg->max_depth;
+        ts->depth = keep;
+    }
+    if (ts->callback_counts == NULL || ts->precision != cfg->precision) {
+        uint64_t *counts = (uint64_t *)calloc(buckets, sizeof(uint64_t));
+        if (counts == NULL)
+            return -1;
+        if (ts->callback_counts)
+            ts->heap_bytes -= (uint64_t)fh_bucket_count(ts->precision) * sizeof(uint64_t);
+        free(ts->callback_counts);
+        ts->callback_counts = counts;
+        ts->heap_bytes += (uint64_t)buckets * sizeof(uint64_t);
+    } else {
+        memset(ts->callback_counts, 0, buckets * sizeof(uint64_t));
+    }
+    if (ts->targets == NULL || ts->max_targets != cfg->max_targets) {
+        fh_target **targets = (fh_target **)calloc(cfg->max_targets + 1u, sizeof(fh_target *));
+        if (targets == NULL)
+            return -1;
+        if (ts->targets)
+            ts->heap_bytes -= ((uint64_t)ts->max_targets + 1u) * sizeof(fh_target *);
+        free(ts->targets);
+        ts->targets = targets;
+        ts->max_targets = cfg->max_targets;
+        ts->heap_bytes += ((uint64_t)cfg->max_targets + 1u) * sizeof(fh_target *);
+    }
+    fh_arena_free(ts);
+    if (ts->table)
+        memset(ts->table, 0, (ts->table_mask + 1u) * sizeof(fh_target_entry));
+    ts->table_used = 0;
+    ts->ntargets = 0;
+    ts->overflow_target = NULL;
+    ts->last_address = 0;
+    ts->last_target = NULL;
+
+    ts->precision = cfg->precision;
+    ts->timeout_ns = cfg->timeout_ns;
+    ts->clock = clock;
+    memset(ts->results, 0, sizeof(ts->results));
+    ts->max_depth_seen = ts->depth;
+    ts->callback_calls = ts->callback_total_ns = ts->callback_max_ns = 0;
+    ts->callback_min_ns = UINT64_MAX;
+    ts->exit_abandoned = dropped;
+    ts->dropped_samples = 0;
+    ts->gate = gate & ~(uint64_t)1;
+    fh_store_release(&ts->epoch, (uint32_t)(gate >> 1));
+    return 0;
+}
+
+static void fh_thread_exit(void *arg);
+
+static fh_thread *fh_thread_create(void)
+{
+    fh_thread *ts = (fh_thread *)calloc(1, sizeof(fh_thread));
+    if (ts == NULL)
+        return NULL;
+    ts->heap_bytes = sizeof(fh_thread);
+    ts->tid = fh_os_tid();
+    pthread_getname_np(pthread_self(), ts->name, sizeof(ts->name));
+    ts->alive = 1;
+    pthread_mutex_lock(&fh_rt.lock);
+    ts->next = fh_rt.threads;
+    fh_rt.threads = ts;
+    pthread_mutex_unlock(&fh_rt.lock);
+    /* The key's destructor tells us when the thread ends (Python threads and
+     * bare pthreads alike). */
+    pthread_setspecific(fh_rt.exit_key, ts);
+    fh_current = ts;
+    return ts;
+}
+
+static void fh_thread_exit(void *arg)
+{
+    fh_thread *ts = (fh_thread *)arg;
+    if (ts->epoch == fh_load_acquire(&fh_rt.epoch))
+        fh_bump(&ts->exit_abandoned, ts->depth);
+    fh_store(&ts->depth, 0);
+    if (fh_current == ts)
+        fh_current = NULL;
+    /* Last write: after this, reset() may free the state. */
+    fh_store_release(&ts->alive, 0);
+}
+
+/* ---- slow paths ---------------------------------------------------------- */
+
+/* Poisons recording: called when a thread's state breaks an invariant. The
+ * stack cannot be trusted, so it is dropped; counters survive. */
+static FH_COLD int fh_fail(fh_thread *ts, int call)
+{
+    uint64_t gate = fh_load(&fh_rt.gate);
+    fh_store(&ts->depth, 0);
+    fh_bump(&ts->results[call][FH_FAIL], 1);
+    while (gate != 0 && !(gate & 1u)) {
+        if (__atomic_compare_exchange_n(&fh_rt.gate, &gate, gate | 1u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            break;
+    }
+    return FH_FAIL;
+}
+
+/* Everything the fast path's one comparison `ts->gate == gate` rules out:
+ * no state yet, a new session, a poisoned session. Returns the state to use,
+ * or NULL with *result set when the call ends here. */
+static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
+{
+    int saved = errno;
+    fh_thread *ts = fh_current ? fh_current : fh_thread_create();
+    int adopted = ts != NULL && (ts->epoch == (uint32_t)(gate >> 1) || fh_thread_adopt(ts, gate) == 0);
+    errno = saved;
+    if (!adopted) {
+        /* Without a state for this session there is nowhere to count. */
+        __atomic_fetch_add(&fh_rt.unregistered_out_of_memory, 1, __ATOMIC_RELAXED);
+        *result = FH_OUT_OF_MEMORY;
+        return NULL;
+    }
+    if (gate & 1u) {
+        fh_bump(&ts->results[call][FH_CLR_NOT_AVAILABLE], 1);
+        *result = FH_CLR_NOT_AVAILABLE;
+        return NULL;
+    }
+    return ts;
+}
+
+/* Fetches the caller's state for `call`, or returns from the caller. */
+#define FH_ENTER_CALL(ts, call)                                          \
+    uint64_t gate_ = fh_load_acquire(&fh_rt.gate);                       \
+    fh_thread *ts = fh_current;                                          \
+    if (FH_UNLIKELY(gate_ == 0))                                         \
+        return FH_CLR_NOT_AVAILABLE;                                     \
+    if (FH_UNLIKELY(ts == NULL || ts->gate != gate_)) {                  \
+        int result_;                                                     \
+        ts = fh_sync(gate_, (call), &result_);                           \
+        if (ts == NULL)                                                  \
+            return result_;                                              \
+    }
+
+static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call)
+{
+    if (ts->depth > ts->capacity)
+        return fh_fail(ts, call);
+    fh_bump(&ts->results[call][FH_OUT_OF_MEMORY], 1);
+    return FH_OUT_OF_MEMORY;
+}
+
+/* A close whose frame is not on top: NOT_OWNER, or E_FAIL if what is on
+ * top is not a frame at all. */
+static FH_NOINLINE int fh_close_refused(fh_thread *ts, int call)
+{
+    uint32_t depth = ts->depth;
+    if (depth > ts->capacity)
+        return fh_fail(ts, call);
+    if (depth > 0) {
+        uint32_t top = ts->stack[depth - 1].kind;
+        if (top != FH_FRAME_UNMANAGED && top != FH_FRAME_MANAGED)
+            return fh_fail(ts, call);
+    }
+    fh_bump(&ts->results[call][FH_NOT_OWNER], 1);
+    return FH_NOT_OWNER;
+}
+
+static FH_NOINLINE int fh_close_abandoned(fh_thread *ts, int call)
+{
+    fh_store(&ts->depth, ts->depth - 1u);
+    fh_bump(&ts->results[call][FH_ABANDONED], 1);
+    return FH_ABANDONED;
+}
+
+/* ---- the four transitions (hot path) ------------------------------------- */
+
+FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
+{
+    uint32_t depth = ts->depth;
+    fh_frame *frame = &ts->stack[depth];
+    frame->kind = kind;
+    frame->epoch = ts->epoch;
+    frame->child_ticks = 0;
+    fh_store(&ts->depth, depth + 1u);
+    if (FH_UNLIKELY(depth + 1u > ts->max_depth_seen))
+        fh_store(&ts->max_depth_seen, depth + 1u);
+    return frame;
+}
+
+/* LeaveRuntime: managed code is about to call `target` (unmanaged). */
+FH_INLINE int fh_leave_runtime(uint64_t target)
+{
+    FH_ENTER_CALL(ts, FH_CALL_LEAVE)
+    if (FH_UNLIKELY(ts->depth >= ts->capacity))
+        return fh_open_refused(ts, FH_CALL_LEAVE);
+    fh_target *t = ts->last_target;
+    if (FH_UNLIKELY(t == NULL || ts->last_address != target)) {
+        int saved = errno;
+        t = fh_target_lookup(ts, target);
+        errno = saved;
+        if (FH_UNLIKELY(t == NULL)) {
+            fh_bump(&ts->results[FH_CALL_LEAVE][FH_OUT_OF_MEMORY], 1);
+            return FH_OUT_OF_MEMORY;
+        }
+    }
+    fh_frame *frame = fh_push(ts, FH_FRAME_UNMANAGED);
+    frame->target = t;
+    fh_bump(&ts->results[FH_CALL_LEAVE][FH_OK], 1);
+    /* Timestamp last, so the frame excludes our own bookkeeping. */
+    frame->start = fh_clock_ticks(&ts->clock);
+    return FH_OK;
+}
+
+/* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
+FH_INLINE int fh_enter_runtime(void)
+{
+    FH_ENTER_CALL(ts, FH_CALL_ENTER)
+    /* Timestamp first (after the gate check), for the same reason. */
+    uint64_t now = fh_clock_ticks(&ts->clock);
+    uint32_t depth = ts->depth;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
+        return fh_close_refused(ts, FH_CALL_ENTER);
+    fh_frame *frame = &ts->stack[depth - 1u];
+    if (FH_UNLIKELY(frame->kind != FH_FRAME_UNMANAGED))
+        return fh_close_refused(ts, FH_CALL_ENTER);
+    if (FH_UNLIKELY(frame->epoch != ts->epoch))
+        return fh_close_abandoned(ts, FH_CALL_ENTER);
+    fh_store(&ts->depth, depth - 1u);
+
+    uint64_t ticks = now > frame->start ? now - frame->start : 0;
+    uint64_t child = frame->child_ticks < ticks ? frame->child_ticks : ticks;
+    uint64_t inclusive = fh_clock_to_ns(&ts->clock, ticks);
+    uint64_t exclusive = fh_clock_to_ns(&ts->clock, ticks - child);
+
+    fh_target *t = frame->target;
+    fh_bump(&t->calls, 1);
+    fh_bump(&t->total_ns, inclusive);
+    fh_bump(&t->exclusive_ns, exclusive);
+    fh_minmax(&t->min_ns, &t->max_ns, inclusive);
+    fh_paged_record(ts, &t->rows[0], inclusive);
+    fh_paged_record(ts, &t->rows[t->rows_per_hist], exclusive);
+
+    int result = FH_OK;
+    if (FH_UNLIKELY(ts->timeout_ns != 0 && inclusive > ts->timeout_ns)) {
+        fh_bump(&t->timeouts, 1);
+        result = FH_TIMEOUT;
+    }
+    fh_bump(&ts->results[FH_CALL_ENTER][result], 1);
+    return result;
+}
+
+/* ReverseEnterRuntime: unmanaged code calls back into managed code. */
+FH_INLINE int fh_reverse_enter_runtime(void)
+{
+    FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER)
+    if (FH_UNLIKELY(ts->depth >= ts->capacity))
+        return fh_open_refused(ts, FH_CALL_REVERSE_ENTER);
+    fh_frame *frame = fh_push(ts, FH_FRAME_MANAGED);
+    frame->target = NULL;
+    fh_bump(&ts->results[FH_CALL_REVERSE_ENTER][FH_OK], 1);
+    frame->start = fh_clock_ticks(&ts->clock);
+    return FH_OK;
+}
+
+/* ReverseLeaveRuntime: the callback returns to unmanaged code. */
+FH_INLINE int fh_reverse_leave_runtime(void)
+{
+    FH_ENTER_CALL(ts, FH_CALL_REVERSE_LEAVE)
+    uint64_t now = fh_clock_ticks(&ts->clock);
+    uint32_t depth = ts->depth;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
+        return fh_close_refused(ts, FH_CALL_REVERSE_LEAVE);
+    fh_frame *frame = &ts->stack[depth - 1u];
+    if (FH_UNLIKELY(frame->kind != FH_FRAME_MANAGED))
+        return fh_close_refused(ts, FH_CALL_REVERSE_LEAVE);
+    if (FH_UNLIKELY(frame->epoch != ts->epoch))
+        return fh_close_abandoned(ts, FH_CALL_REVERSE_LEAVE);
+    fh_store(&ts->depth, depth - 1u);
+
+    uint64_t ticks = now > frame->start ? now - frame->start : 0;
+    if (depth >= 2u) {
+        fh_frame *parent = frame - 1;
+        if (parent->kind == FH_FRAME_UNMANAGED)
+            parent->child_ticks += ticks;
+    }
+    uint64_t ns = fh_clock_to_ns(&ts->clock, ticks);
+    fh_bump(&ts->callback_calls, 1);
+    fh_bump(&ts->callback_total_ns, ns);
+    fh_minmax(&ts->callback_min_ns, &ts->callback_max_ns, ns);
+    fh_bump(&ts->callback_counts[fh_bucket_index(ns, ts->precision)], 1);
+
+    int result = FH_OK;
+    if (FH_UNLIKELY(ts->timeout_ns != 0 && ns > ts->timeout_ns))
+        result = FH_TIMEOUT;
+    fh_bump(&ts->results[FH_CALL_REVERSE_LEAVE][result], 1);
+    return result;
+}
+
+/* The C API: the same four calls returning HRESULTs. Real functions, so
+ * their addresses can go into the capsule table and to ctypes. */
+static int32_t FH_API_LeaveRuntime(size_t target) { return fh_hresult_of[fh_leave_runtime(target)]; }
+static int32_t FH_API_EnterRuntime(void) { return fh_hresult_of[fh_enter_runtime()]; }
+static int32_t FH_API_ReverseLeaveRuntime(void) { return fh_hresult_of[fh_reverse_leave_runtime()]; }
+static int32_t FH_API_ReverseEnterRuntime(void) { return fh_hresult_of[fh_reverse_enter_runtime()]; }
+
+/* ---- control (caller serialises these and the readers) ------------------ */
+
+static void fh_atfork_prepare(void) { pthread_mutex_lock(&fh_rt.lock); }
+static void fh_atfork_parent(void) { pthread_mutex_unlock(&fh_rt.lock); }
+
+/* The child has one thread: forget the others' states and start a fresh
+ * session, so the child's counters begin at zero. */
+static void fh_atfork_child(void)
+{
+    pthread_mutex_init(&fh_rt.lock, NULL);
+    fh_thread *keep = fh_current, *ts = fh_rt.threads;
+    while (ts) {
+        fh_thread *next = ts->next;
+        if (ts != keep)
+            fh_thread_free(ts);
+        ts = next;
+    }
+    fh_rt.threads = keep;
+    if (keep) {
+        keep->next = NULL;
+        keep->tid = fh_os_tid();
+    }
+    fh_store_release(&fh_rt.epoch, fh_rt.epoch + 1u);
+    if (fh_load(&fh_rt.gate) != 0)
+        fh_store_release(&fh_rt.gate, (uint64_t)fh_rt.epoch << 1);
+}
+
+static int fh_runtime_init(void)
+{
+    if (fh_rt.initialized)
+        return 0;
+    if (pthread_key_create(&fh_rt.exit_key, fh_thread_exit) != 0)
+        return -1;
+    if (pthread_atfork(fh_atfork_prepare, fh_atfork_parent, fh_atfork_child) != 0)
+        return -1;
+    fh_rt.config.max_depth = FH_DEFAULT_MAX_DEPTH;
+    fh_rt.config.precision = FH_DEFAULT_PRECISION;
+    fh_rt.config.max_targets = FH_DEFAULT_MAX_TARGETS;
+    fh_rt.initialized = 1;
+    return 0;
+}
+
+/* Frees the states of threads that have ended; their data is history once
+ * a new session begins. */
+static void fh_reap_dead_threads(void)
+{
+    pthread_mutex_lock(&fh_rt.lock);
+    fh_thread **link = &fh_rt.threads;
+    while (*link) {
+        fh_thread *ts = *link;
+        if (!fh_load_acquire(&ts->alive)) {
+            *link = ts->next;
+            fh_thread_free(ts);
+        } else {
+            link = &ts->next;
+        }
+    }
+    pthread_mutex_unlock(&fh_rt.lock);
+}
+
+static void fh_new_epoch(int recording)
+{
+    fh_store_release(&fh_rt.epoch, fh_rt.epoch + 1u);
+    fh_reap_dead_threads();
+    fh_store_release(&fh_rt.gate, recording ? (uint64_t)fh_rt.epoch << 1 : 0);
+}
+
+/* Starts a new session with `config` and `clock` (already validated). */
+static void fh_start(const fh_config *config, const fh_clock *clock)
+{
+    fh_store_release(&fh_rt.gate, 0);
+    fh_store(&fh_rt.config.max_depth, config->max_depth);
+    fh_store(&fh_rt.config.precision, config->precision);
+    fh_store(&fh_rt.config.max_targets, config->max_targets);
+    fh_store(&fh_rt.config.clock_kind, config->clock_kind);
+    fh_store(&fh_rt.config.timeout_ns, config->timeout_ns);
+    fh_store(&fh_rt.clock.kind, clock->kind);
+    fh_store(&fh_rt.clock.ns_per_tick, clock->ns_per_tick);
+    fh_new_epoch(1);
+}
+
+static void fh_stop(void) { fh_store_release(&fh_rt.gate, 0); }
+
+static void fh_reset(void) { fh_new_epoch(fh_load(&fh_rt.gate) != 0); }
+
+static inline int fh_running(void) { return fh_load(&fh_rt.gate) != 0; }
+
+static inline int fh_poisoned(void) { return (int)(fh_load(&fh_rt.gate) & 1u); }
+
+static inline uint32_t fh_current_depth(void)
+{
+    fh_thread *ts = fh_current;
+    return ts ? ts->depth : 0;
+}
+
+/* ---- reading (snapshot side; caller holds fh_rt.lock and is serialised
+ * against start/reset) ----------------------------------------------------- */
+
+static inline void fh_registry_lock(void) { pthread_mutex_lock(&fh_rt.lock); }
+static inline void fh_registry_unlock(void) { pthread_mutex_unlock(&fh_rt.lock); }
+static inline uint64_t fh_read_u64(const uint64_t *p) { return fh_load(p); }
+static inline uint32_t fh_read_u32(const uint32_t *p) { return fh_load(p); }
+
+static inline int fh_thread_in_session(const fh_thread *ts)
+{
+    return fh_load_acquire(&ts->epoch) == fh_load(&fh_rt.epoch);
+}
+
+static inline uint32_t fh_thread_ntargets(const fh_thread *ts) { return fh_load_acquire(&ts->ntargets); }
+
+static inline uint64_t *fh_read_row(uint64_t *const *slot) { return fh_load_acquire((uint64_t **)slot); }
+
+/* Adds `n` relaxed-loaded counts from `src` into `dst`. */
+static inline void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        dst[i] += fh_load(&src[i]);
+}
+
+/* ---- hooks for the test-only extension (see fh_test_api.h) --------------- */
+
+/* Breaks the calling thread's state so the next call detects it (E_FAIL). */
+static int fh_test_corrupt_current(int how)
+{
+    fh_thread *ts = fh_current;
+    if (ts == NULL || ts->stack == NULL)
+        return -1;
+    if (how == FH_CORRUPT_DEPTH) {
+        fh_store(&ts->depth, ts->capacity + 7u);
+    } else {
+        if (ts->depth == 0)
+            return -1;
+        ts->stack[ts->depth - 1u].kind = 0xDEADu;
+    }
+    return 0;
+}
+
+#endif /* FASTHOST_RUNTIME_H */
