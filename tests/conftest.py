@@ -3,20 +3,39 @@ import sys
 import pytest
 
 import fasthost
+from fasthost import HResult
 
 MANUAL = {"clock": "manual"}
 
 
+def drain_stack():
+    """Closes every frame left open on the calling thread (in a throwaway
+    session, so the closes return HOST_E_ABANDONED), then resets so that
+    the draining itself is not in the data."""
+    fasthost.stop()
+    fasthost.start(clock="manual")
+    for _ in range(100_000):
+        if fasthost.depth() == 0:
+            break
+        if fasthost.enter_runtime() is HResult.HOST_E_NOT_OWNER:
+            fasthost.reverse_leave_runtime()
+    fasthost.stop()
+    fasthost.reset()
+    assert fasthost.depth() == 0
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_state():
-    """Every test leaves fasthost as it found it: not recording, and no
-    profile hook installed."""
+    """Every test leaves fasthost as it found it: not recording, no frames
+    open on the main thread, and no profile hook installed."""
     assert not fasthost.running(), "a previous test left fasthost recording"
     assert sys.getprofile() is None
     yield
-    leaked = fasthost.running()
-    fasthost.stop()
-    assert not leaked, "this test left fasthost recording"
+    leaked_recording = fasthost.running()
+    leaked_frames = fasthost.depth()
+    drain_stack()
+    assert not leaked_recording, "this test left fasthost recording"
+    assert leaked_frames == 0, f"this test left {leaked_frames} frames open"
     assert sys.getprofile() is None, "this test left a profile hook installed"
 
 

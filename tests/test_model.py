@@ -11,6 +11,7 @@ from fasthost import HResult
 from fasthost import _testing
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER
 
+from .conftest import drain_stack
 from .model import Config, ThreadModel
 
 TARGETS = st.sampled_from([0, 1, 0x7F00_0000_1000, 2**64 - 1, 42, 43])
@@ -20,20 +21,6 @@ CONFIGS = st.builds(
     timeout_ns=st.sampled_from([0, 1, 50, 1000]),
     max_targets=st.sampled_from([1, 2, 1024]),
 )
-
-
-def drain_stack():
-    """Empties the calling thread's stack left by a previous example."""
-    fasthost.stop()
-    fasthost.start(clock="manual")
-    for _ in range(10_000):
-        if fasthost.depth() == 0:
-            break
-        if fasthost.enter_runtime() is HResult.HOST_E_NOT_OWNER:
-            fasthost.reverse_leave_runtime()
-    fasthost.stop()
-    fasthost.reset()  # the draining calls joined that session; leave it
-    assert fasthost.depth() == 0
 
 
 ADVANCE = st.sampled_from([0, 1, 2, 49, 50, 51, 999, 1000, 1001, 10**6, 10**12])
@@ -51,7 +38,7 @@ class CoreMatchesModel(RuleBasedStateMachine):
         _testing.set_manual_time(0)
 
     def teardown(self):
-        fasthost.stop()
+        drain_stack()
 
     def _start(self, config):
         fasthost.stop()

@@ -8,6 +8,8 @@ for people (structured arrays, histograms, reports) lives in Python above.
 """
 
 cimport cython
+from cpython.long cimport PyLong_AsUnsignedLong, PyLong_Check
+from cpython.number cimport PyIndex_Check, PyNumber_Index
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport int32_t, uint32_t, uint64_t
@@ -51,7 +53,17 @@ if fh_runtime_init() != 0:
 
 # ---- the four transitions ---------------------------------------------------
 
-def leave_runtime(size_t target):
+cdef inline uint64_t _as_target(object target) except? 0xFFFFFFFFFFFFFFFF:
+    # Stricter than Cython's size_t conversion, which truncates floats
+    # through __int__: a target is an int or has __index__, nothing else.
+    if not PyLong_Check(target):
+        if not PyIndex_Check(target):
+            raise TypeError(f"target must be an int (the unmanaged function's address), not {type(target).__name__}")
+        target = PyNumber_Index(target)
+    return PyLong_AsUnsignedLong(target)  # OverflowError below 0 or past 2**64 - 1
+
+
+def leave_runtime(target):
     """Opens an unmanaged (U) frame: managed code is about to call ``target``.
 
     ``target`` is the address of the unmanaged function, 0 <= target < 2**64.
@@ -59,7 +71,7 @@ def leave_runtime(size_t target):
     ``TypeError`` (not an int) or ``OverflowError`` (out of range) before
     anything is recorded.
     """
-    return <object>PyTuple_GET_ITEM(_RESULTS, fh_leave_runtime(target))
+    return <object>PyTuple_GET_ITEM(_RESULTS, fh_leave_runtime(_as_target(target)))
 
 
 def enter_runtime():
@@ -102,8 +114,8 @@ cdef class unmanaged:
     """
     cdef readonly uint64_t target
 
-    def __cinit__(self, size_t target):
-        self.target = target
+    def __cinit__(self, target):
+        self.target = _as_target(target)
 
     def __enter__(self):
         return <object>PyTuple_GET_ITEM(_RESULTS, fh_leave_runtime(self.target))

@@ -1,0 +1,160 @@
+"""Real threads: native pthreads that never hold the GIL, Python threads,
+threads that end with frames open, reset() while other threads hold frames."""
+
+import threading
+
+import pytest
+
+import fasthost
+from fasthost import HResult
+from fasthost import _testing
+
+
+@pytest.mark.parametrize(("nthreads", "pairs"), [(1, 1), (4, 25_000), (16, 5_000)])
+def test_native_threads_totals_are_exact_after_they_exit(recording, nthreads, pairs):
+    not_ok = _testing.run_native_threads(nthreads, pairs, 0x5000)
+    assert not_ok == [0] * nthreads
+    snap = fasthost.snapshot()  # every worker has exited by now
+    workers = snap.threads[~snap.threads["alive"]]
+    assert len(workers) == nthreads
+    assert workers["leave"].tolist() == [pairs] * nthreads
+    assert workers["enter"].tolist() == [pairs] * nthreads
+    assert snap.totals["calls"]["leave"] == nthreads * pairs
+    targets = snap.thread_targets
+    assert targets["calls"].sum() == nthreads * pairs
+    assert set(targets["target"].tolist()) == {0x5000}
+    assert len(set(workers["tid"].tolist())) == nthreads
+
+
+def test_native_threads_nesting_u_m_u(recording):
+    iterations = 10_000
+    assert _testing.run_native_threads(2, iterations, 0x6000, mode="nested") == [0, 0]
+    snap = fasthost.snapshot()
+    assert snap.totals["calls"] == {
+        "leave": 4 * iterations,
+        "enter": 4 * iterations,
+        "reverse_leave": 2 * iterations,
+        "reverse_enter": 2 * iterations,
+    }
+    workers = snap.threads[~snap.threads["alive"]]
+    assert workers["max_depth"].tolist() == [3, 3]
+    assert workers["callback_calls"].sum() == 2 * iterations
+    outer = snap.thread_targets[snap.thread_targets["target"] == 0x6000]
+    assert (outer["exclusive_ns"] <= outer["total_ns"]).all()
+
+
+def test_frames_open_when_a_thread_exits_count_as_abandoned(recording):
+    _testing.run_native_threads(3, 5, 0x7000, mode="leave_open")
+    snap = fasthost.snapshot()
+    workers = snap.threads[~snap.threads["alive"]]
+    assert workers["abandoned"].tolist() == [5, 5, 5]
+    assert workers["depth"].tolist() == [0, 0, 0]
+    assert snap.totals["results"]["HOST_E_ABANDONED"] == 15
+
+
+def test_reset_while_a_native_thread_holds_a_frame(recording):
+    held = _testing.HeldFrame(0x8000)
+    managed = _testing.HeldFrame(managed=True)
+    assert held.open_result is HResult.S_OK
+    assert managed.open_result is HResult.S_OK
+    fasthost.reset()
+    assert held.close() is HResult.HOST_E_ABANDONED
+    assert managed.close() is HResult.HOST_E_ABANDONED
+    snap = fasthost.snapshot()
+    # Nothing from before the reset leaks in: only the abandoned closes.
+    assert snap.totals["calls"] == {"leave": 0, "enter": 1, "reverse_leave": 1, "reverse_enter": 0}
+    assert snap.totals["results"]["HOST_E_ABANDONED"] == 2
+    assert len(snap.thread_targets) == 0
+
+
+def test_reset_while_a_python_thread_holds_a_frame(recording):
+    opened, go = threading.Event(), threading.Event()
+    results = []
+
+    def worker():
+        results.append(fasthost.leave_runtime(0x9000))
+        opened.set()
+        go.wait()
+        results.append(fasthost.enter_runtime())
+
+    thread = threading.Thread(target=worker, name="holder")
+    thread.start()
+    opened.wait()
+    fasthost.reset()
+    go.set()
+    thread.join()
+    assert results == [HResult.S_OK, HResult.HOST_E_ABANDONED]
+
+
+def test_reset_forgets_threads_that_have_ended(recording):
+    _testing.run_native_threads(2, 10, 0x1)
+    assert len(fasthost.snapshot().threads) == 2
+    fasthost.reset()
+    assert len(fasthost.snapshot().threads) == 0
+
+
+def test_a_frame_belongs_to_the_thread_that_opened_it(recording):
+    fasthost.leave_runtime(0xA)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(fasthost.enter_runtime()))
+    thread.start()
+    thread.join()
+    assert seen == [HResult.HOST_E_NOT_OWNER]
+    assert fasthost.enter_runtime() is HResult.S_OK
+
+
+def test_snapshots_while_threads_record_end_exact(recording):
+    """Snapshots taken concurrently never crash or go backwards; the final
+    one is exact."""
+    pairs, nthreads = 200_000, 2
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (_testing.run_native_threads(nthreads, pairs, 0xB000, mode="targets", distinct=50), done.set())
+    )
+    worker.start()
+    previous = 0
+    while not done.is_set():
+        leaves = fasthost.snapshot().totals["calls"]["leave"]
+        assert leaves >= previous
+        previous = leaves
+    worker.join()
+    snap = fasthost.snapshot()
+    assert snap.totals["calls"]["leave"] == nthreads * pairs
+    assert snap.thread_targets["calls"].sum() == nthreads * pairs
+    assert len(snap.thread_targets) == nthreads * 50
+
+
+def test_python_threads_each_get_their_own_row(recording):
+    def work(n):
+        for _ in range(n):
+            with fasthost.unmanaged(0xC):
+                pass
+
+    threads = [threading.Thread(target=work, args=(1000 * (i + 1),), name=f"py-{i}") for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = fasthost.snapshot()
+    assert sorted(r["leave"] for r in snap.threads) == [1000, 2000, 3000, 4000]
+    assert not snap.threads["alive"].any()
+
+
+def test_live_python_threads_are_named(recording):
+    opened, go = threading.Event(), threading.Event()
+
+    def worker():
+        fasthost.leave_runtime(1)
+        opened.set()
+        go.wait()
+        fasthost.enter_runtime()
+
+    thread = threading.Thread(target=worker, name="named-worker")
+    thread.start()
+    opened.wait()
+    try:
+        names = fasthost.snapshot().threads["name"].tolist()
+    finally:
+        go.set()
+        thread.join()
+    assert "named-worker" in names
