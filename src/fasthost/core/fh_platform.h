@@ -22,6 +22,8 @@
 #define FH_INLINE static inline __attribute__((always_inline))
 #define FH_NOINLINE __attribute__((noinline))
 #define FH_COLD __attribute__((cold, noinline))
+/* For header functions that not every includer calls. */
+#define FH_UNUSED __attribute__((unused))
 
 /* initial-exec: the TLS slot is reached with one %fs-relative load instead of
  * a __tls_get_addr call. The core keeps a single pointer there, well inside

@@ -704,10 +704,10 @@ FH_INLINE int fh_reverse_leave_runtime(void)
 
 /* The C API: the same four calls returning HRESULTs. Real functions, so
  * their addresses can go into the capsule table and to ctypes. */
-static int32_t FH_API_LeaveRuntime(size_t target) { return fh_hresult_of[fh_leave_runtime(target)]; }
-static int32_t FH_API_EnterRuntime(void) { return fh_hresult_of[fh_enter_runtime()]; }
-static int32_t FH_API_ReverseLeaveRuntime(void) { return fh_hresult_of[fh_reverse_leave_runtime()]; }
-static int32_t FH_API_ReverseEnterRuntime(void) { return fh_hresult_of[fh_reverse_enter_runtime()]; }
+static FH_UNUSED int32_t FH_API_LeaveRuntime(size_t target) { return fh_hresult_of[fh_leave_runtime(target)]; }
+static FH_UNUSED int32_t FH_API_EnterRuntime(void) { return fh_hresult_of[fh_enter_runtime()]; }
+static FH_UNUSED int32_t FH_API_ReverseLeaveRuntime(void) { return fh_hresult_of[fh_reverse_leave_runtime()]; }
+static FH_UNUSED int32_t FH_API_ReverseEnterRuntime(void) { return fh_hresult_of[fh_reverse_enter_runtime()]; }
 
 /* ---- control (caller serialises these and the readers) ------------------ */
 
@@ -831,7 +831,7 @@ static inline void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n)
 /* ---- hooks for the test-only extension (see fh_test_api.h) --------------- */
 
 /* Breaks the calling thread's state so the next call detects it (E_FAIL). */
-static int fh_test_corrupt_current(int how)
+static FH_UNUSED int fh_test_corrupt_current(int how)
 {
     fh_thread *ts = fh_current;
     if (ts == NULL || ts->stack == NULL)

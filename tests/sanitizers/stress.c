@@ -1,0 +1,182 @@
+/* stress.c -- the C core under concurrency, without Python: built and run
+ * under ThreadSanitizer and AddressSanitizer by run.sh.
+ *
+ * Phase 1 (chaos): writers make every kind of call (pairs, nesting, protocol
+ * errors, new targets past max_targets, threads ending with frames open)
+ * while a reader copies every thread's data and a controller calls reset().
+ * The reader and the controller share one mutex, as snapshot() and reset()
+ * share the GIL in the Python module.
+ * Phase 2 (exact): a fresh session, writers doing plain pairs; the totals
+ * read afterwards must be exactly threads x pairs.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <time.h>
+
+#include "fh_runtime.h"
+
+#define WRITERS 4
+#define CHAOS_ITERATIONS 100000
+#define EXACT_PAIRS 100000
+
+static pthread_mutex_t controller = PTHREAD_MUTEX_INITIALIZER;
+static int stop_reader;
+static int failures;
+static volatile uint64_t sink; /* keeps the reads from being optimised away */
+
+static void check(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "stress: FAILED: %s\n", what);
+        __atomic_fetch_add(&failures, 1, __ATOMIC_RELAXED);
+    }
+}
+
+static void *chaos_writer(void *arg)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 1;
+    for (int i = 0; i < CHAOS_ITERATIONS; i++) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        uint64_t target = 0x1000 + seed % 300; /* > max_targets: overflow row */
+        switch (seed % 7) {
+        case 0:
+        case 1:
+            fh_leave_runtime(target);
+            fh_enter_runtime();
+            break;
+        case 2:
+            fh_leave_runtime(target);
+            fh_reverse_enter_runtime();
+            fh_leave_runtime(target + 1);
+            fh_enter_runtime();
+            fh_reverse_leave_runtime();
+            fh_enter_runtime();
+            break;
+        case 3:
+            fh_enter_runtime(); /* NOT_OWNER (or closes a leftover frame) */
+            break;
+        case 4:
+            fh_reverse_enter_runtime();
+            break;
+        case 5:
+            fh_reverse_leave_runtime();
+            break;
+        default:
+            fh_leave_runtime(seed); /* wide addresses, long durations */
+            break;
+        }
+    }
+    return NULL; /* usually with frames open: abandoned at exit */
+}
+
+static uint64_t read_everything(void)
+{
+    uint64_t calls = 0, seen = 0;
+    uint64_t counts[1u << FH_PRECISION_MAX];
+    fh_registry_lock();
+    for (fh_thread *ts = fh_rt.threads; ts; ts = ts->next) {
+        if (!fh_thread_in_session(ts))
+            continue;
+        for (int c = 0; c < FH_CALLS; c++)
+            for (int r = 0; r < FH_RESULTS; r++)
+                calls += fh_read_u64(&ts->results[c][r]);
+        seen += fh_read_u32(&ts->depth) + fh_read_u64(&ts->heap_bytes) + fh_read_u32(&ts->alive);
+        uint32_t width = 1u << ts->precision, rows = fh_bucket_rows(ts->precision);
+        memset(counts, 0, sizeof(counts));
+        for (uint32_t r = 0; r < rows; r++)
+            fh_add_counts(counts, &ts->callback_counts[r * width], width);
+        uint32_t n = fh_thread_ntargets(ts);
+        for (uint32_t i = 0; i < n; i++) {
+            fh_target *t = ts->targets[i];
+            seen += t->address + fh_read_u64(&t->calls) + fh_read_u64(&t->total_ns) + fh_read_u64(&t->min_ns);
+            for (uint32_t r = 0; r < 2u * t->rows_per_hist; r++) {
+                uint64_t *row = fh_read_row(&t->rows[r]);
+                if (row)
+                    fh_add_counts(counts, row, width);
+            }
+        }
+        seen += counts[0];
+    }
+    fh_registry_unlock();
+    sink = seen;
+    return calls;
+}
+
+static void *reader(void *arg)
+{
+    (void)arg;
+    uint64_t reads = 0;
+    while (!__atomic_load_n(&stop_reader, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&controller);
+        read_everything();
+        pthread_mutex_unlock(&controller);
+        reads++;
+        /* Let the controller get the mutex: an immediate re-lock starves it. */
+        struct timespec pause = {0, 200000};
+        nanosleep(&pause, NULL);
+    }
+    check(reads > 0, "the reader ran");
+    printf("stress: reader copied every thread %llu times\n", (unsigned long long)reads);
+    return NULL;
+}
+
+static void run_threads(void *(*fn)(void *), int n)
+{
+    pthread_t threads[WRITERS];
+    for (int i = 0; i < n; i++)
+        check(pthread_create(&threads[i], NULL, fn, (void *)(uintptr_t)(i + 1)) == 0, "pthread_create");
+    for (int i = 0; i < n; i++)
+        pthread_join(threads[i], NULL);
+}
+
+static void *exact_writer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < EXACT_PAIRS; i++) {
+        check(fh_leave_runtime(0xE0) == FH_OK, "leave S_OK");
+        check(fh_enter_runtime() == FH_OK, "enter S_OK");
+    }
+    return NULL;
+}
+
+int main(void)
+{
+    check(fh_runtime_init() == 0, "runtime init");
+    fh_config config = {.max_depth = 64, .precision = 5, .max_targets = 128, .timeout_ns = 500};
+    fh_clock clock = {.kind = FH_CLOCK_MONOTONIC, .ns_per_tick = 1ull << 32};
+    if (fh_tsc_is_invariant()) {
+        clock.kind = FH_CLOCK_TSC;
+        clock.ns_per_tick = fh_tsc_calibrate(2000000);
+    }
+    fh_start(&config, &clock);
+
+    /* Phase 1: chaos, with a concurrent reader and resets. */
+    pthread_t reader_thread;
+    check(pthread_create(&reader_thread, NULL, reader, NULL) == 0, "reader thread");
+    for (int round = 0; round < 3; round++) {
+        run_threads(chaos_writer, WRITERS);
+        pthread_mutex_lock(&controller);
+        fh_reset();
+        pthread_mutex_unlock(&controller);
+    }
+    __atomic_store_n(&stop_reader, 1, __ATOMIC_RELEASE);
+    pthread_join(reader_thread, NULL);
+
+    /* Phase 2: exact totals (no timeout: sanitizers make calls slow). */
+    config.timeout_ns = 0;
+    pthread_mutex_lock(&controller);
+    fh_stop();
+    fh_start(&config, &clock);
+    pthread_mutex_unlock(&controller);
+    run_threads(exact_writer, WRITERS);
+    uint64_t calls = read_everything();
+    check(calls == (uint64_t)WRITERS * EXACT_PAIRS * 2u, "exact totals after the writers ended");
+
+    fh_stop();
+    fh_reset(); /* frees the ended threads' states: LeakSanitizer checks */
+    printf("stress: %d writers x %d chaos iterations x 3 rounds, %llu exact calls: %s\n", WRITERS,
+           CHAOS_ITERATIONS, (unsigned long long)calls, failures ? "FAILED" : "ok");
+    return failures ? 1 : 0;
+}
