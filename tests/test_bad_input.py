@@ -7,8 +7,15 @@ import fasthost
 
 @pytest.mark.parametrize(
     ("target", "error"),
-    [(-1, OverflowError), (2**64, OverflowError), (2**100, OverflowError), ("x", TypeError), (None, TypeError),
-     (1.5, TypeError), (b"\x01", TypeError)],
+    [
+        (-1, OverflowError),
+        (2**64, OverflowError),
+        (2**100, OverflowError),
+        ("x", TypeError),
+        (None, TypeError),
+        (1.5, TypeError),
+        (b"\x01", TypeError),
+    ],
 )
 def test_bad_target_raises_and_records_nothing(recording, target, error):
     with pytest.raises(error):

@@ -11,7 +11,8 @@ import pytest
 import fasthost
 
 EXTENSION = """
-from fasthost.capi cimport fasthost_import, FH_LeaveRuntime, FH_EnterRuntime, FH_ReverseEnterRuntime, FH_ReverseLeaveRuntime
+from fasthost.capi cimport (fasthost_import, FH_LeaveRuntime, FH_EnterRuntime,
+                            FH_ReverseEnterRuntime, FH_ReverseLeaveRuntime)
 
 fasthost_import()
 

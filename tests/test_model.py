@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import fasthost
-from fasthost import HResult
 from fasthost import _testing
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER
 

@@ -3,8 +3,7 @@
 import pytest
 
 import fasthost
-from fasthost import HResult
-from fasthost import _testing
+from fasthost import HResult, _testing
 
 OPENERS = {"leave": lambda: fasthost.leave_runtime(0x1000), "reverse_enter": fasthost.reverse_enter_runtime}
 CLOSERS = {"enter": fasthost.enter_runtime, "reverse_leave": fasthost.reverse_leave_runtime}
@@ -26,7 +25,8 @@ def test_hresult_values_match_the_clr():
     assert HResult.E_FAIL == 0x80004005
     assert HResult.E_OUTOFMEMORY == 0x8007000E
     assert HResult.from_int32(-2146234333) is HResult.HOST_E_CLRNOTAVAILABLE
-    assert HResult.E_FAIL.failed and not HResult.S_OK.failed
+    assert HResult.E_FAIL.failed
+    assert not HResult.S_OK.failed
 
 
 @pytest.mark.parametrize("call", sorted(ALL_CALLS))

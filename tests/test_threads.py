@@ -6,8 +6,7 @@ import threading
 import pytest
 
 import fasthost
-from fasthost import HResult
-from fasthost import _testing
+from fasthost import HResult, _testing
 
 
 @pytest.mark.parametrize(("nthreads", "pairs"), [(1, 1), (4, 25_000), (16, 5_000)])
@@ -135,9 +134,10 @@ def test_python_threads_each_get_their_own_row(recording):
         t.start()
     for t in threads:
         t.join()
+    # (Not checking `alive`: Thread.join() returns when CPython releases the
+    # thread state, a moment before the OS thread exits and fasthost hears.)
     snap = fasthost.snapshot()
     assert sorted(r["leave"] for r in snap.threads) == [1000, 2000, 3000, 4000]
-    assert not snap.threads["alive"].any()
 
 
 def test_live_python_threads_are_named(recording):

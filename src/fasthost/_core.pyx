@@ -271,12 +271,15 @@ cdef Py_ssize_t _count_rows(fh_thread *ts, Py_ssize_t *ntargets) noexcept nogil:
     cdef Py_ssize_t rows = 0
     cdef uint32_t i, r, n = fh_thread_ntargets(ts)
     cdef fh_target *t
+    cdef uint64_t **nested
     ntargets[0] += n
     for i in range(n):
         t = ts.targets[i]
-        for r in range(2 * t.rows_per_hist):
-            if fh_read_row(&t.rows[r]) != NULL:
-                rows += 1
+        nested = fh_read_nested(t)
+        for r in range(t.rows_per_hist):
+            rows += fh_read_row(&t.rows[r]) != NULL
+            if nested != NULL:
+                rows += (fh_read_row(&nested[r]) != NULL) + (fh_read_row(&nested[r + t.rows_per_hist]) != NULL)
     return rows + fh_bucket_rows(ts.precision)  # callback rows, at most
 
 
@@ -352,6 +355,8 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
     cdef Py_ssize_t ti = 0, gi = 0, ri = 0
     cdef uint32_t i, r, c, k, n, nrow = fh_bucket_rows(precision), width = 1u << precision
     cdef uint64_t *row
+    cdef uint64_t **nested
+    cdef int kind
     fh_registry_lock()
     ts = fh_rt.threads
     while ts != NULL:
@@ -405,19 +410,29 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
             targets[gi, 6] = fh_read_u64(&t.max_ns)
             targets[gi, 7] = fh_read_u64(&t.timeouts)
             targets[gi, 8] = t.overflow
-            for r in range(2 * t.rows_per_hist):
-                row = fh_read_row(&t.rows[r])
-                if row == NULL:
-                    continue
-                if ri >= rows.shape[0]:
-                    fh_registry_unlock()
-                    return -1
-                fh_add_counts(&counts[ri, 0], row, width)
-                rows[ri, 0] = ti
-                rows[ri, 1] = gi
-                rows[ri, 2] = FH_HIST_INCLUSIVE if r < t.rows_per_hist else FH_HIST_EXCLUSIVE
-                rows[ri, 3] = r % t.rows_per_hist
-                ri += 1
+            # Nested rows first: a frame closing meanwhile adds to INCLUSIVE
+            # before NESTED_INCLUSIVE, so reading in the opposite order keeps
+            # INCLUSIVE - NESTED_INCLUSIVE from going negative.
+            nested = fh_read_nested(t)
+            for kind in range(3):
+                for r in range(t.rows_per_hist):
+                    if kind == 0:
+                        row = NULL if nested == NULL else fh_read_row(&nested[r])
+                    elif kind == 1:
+                        row = NULL if nested == NULL else fh_read_row(&nested[r + t.rows_per_hist])
+                    else:
+                        row = fh_read_row(&t.rows[r])
+                    if row == NULL:
+                        continue
+                    if ri >= rows.shape[0]:
+                        fh_registry_unlock()
+                        return -1
+                    fh_add_counts(&counts[ri, 0], row, width)
+                    rows[ri, 0] = ti
+                    rows[ri, 1] = gi
+                    rows[ri, 2] = FH_HIST_NESTED_INCLUSIVE if kind == 0 else (FH_HIST_NESTED_EXCLUSIVE if kind == 1 else FH_HIST_INCLUSIVE)
+                    rows[ri, 3] = r
+                    ri += 1
             gi += 1
         ti += 1
         ts = ts.next

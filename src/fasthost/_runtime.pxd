@@ -30,7 +30,8 @@ cdef extern from "fh_runtime.h" nogil:
         FH_CALLS
         FH_RESULTS
         FH_HIST_INCLUSIVE
-        FH_HIST_EXCLUSIVE
+        FH_HIST_NESTED_INCLUSIVE
+        FH_HIST_NESTED_EXCLUSIVE
         FH_HIST_CALLBACK
         FH_MAX_DEPTH_LIMIT
         FH_MAX_TARGETS_LIMIT
@@ -53,6 +54,7 @@ cdef extern from "fh_runtime.h" nogil:
         uint64_t timeouts
         uint32_t overflow
         uint32_t rows_per_hist
+        uint64_t **nested
         uint64_t **rows
 
     ctypedef struct fh_thread:
@@ -105,6 +107,7 @@ cdef extern from "fh_runtime.h" nogil:
     int fh_thread_in_session(const fh_thread *ts) noexcept
     uint32_t fh_thread_ntargets(const fh_thread *ts) noexcept
     uint64_t *fh_read_row(uint64_t **slot) noexcept
+    uint64_t **fh_read_nested(fh_target *t) noexcept
     void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n) noexcept
 
     int fh_test_corrupt_current(int how) noexcept

@@ -91,10 +91,16 @@ static uint64_t read_everything(void)
         for (uint32_t i = 0; i < n; i++) {
             fh_target *t = ts->targets[i];
             seen += t->address + fh_read_u64(&t->calls) + fh_read_u64(&t->total_ns) + fh_read_u64(&t->min_ns);
-            for (uint32_t r = 0; r < 2u * t->rows_per_hist; r++) {
-                uint64_t *row = fh_read_row(&t->rows[r]);
-                if (row)
-                    fh_add_counts(counts, row, width);
+            uint64_t **nested = fh_read_nested(t);
+            for (uint32_t r = 0; r < t->rows_per_hist; r++) {
+                uint64_t *rows[3] = {fh_read_row(&t->rows[r]), NULL, NULL};
+                if (nested) {
+                    rows[1] = fh_read_row(&nested[r]);
+                    rows[2] = fh_read_row(&nested[r + t->rows_per_hist]);
+                }
+                for (int k = 0; k < 3; k++)
+                    if (rows[k])
+                        fh_add_counts(counts, rows[k], width);
             }
         }
         seen += counts[0];

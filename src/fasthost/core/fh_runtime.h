@@ -77,7 +77,17 @@ static const int32_t fh_hresult_of[FH_RESULTS] = {
  * frame is recognised as corruption rather than read as a valid kind. */
 enum fh_frame_kind { FH_FRAME_UNMANAGED = 0x55, FH_FRAME_MANAGED = 0x4d };
 
-enum fh_hist_kind { FH_HIST_INCLUSIVE = 0, FH_HIST_EXCLUSIVE = 1, FH_HIST_CALLBACK = 2 };
+/* The histograms a snapshot reads. Exclusive durations are not kept as
+ * such: a frame without callbacks inside has exclusive == inclusive, so only
+ * frames with callbacks keep both (NESTED_*), and
+ *     exclusive = INCLUSIVE - NESTED_INCLUSIVE + NESTED_EXCLUSIVE
+ * bucket by bucket, exactly. The common close records one histogram. */
+enum fh_hist_kind {
+    FH_HIST_INCLUSIVE = 0,        /* all U frames of a target */
+    FH_HIST_NESTED_INCLUSIVE = 1, /* U frames with M frames inside */
+    FH_HIST_NESTED_EXCLUSIVE = 2, /* the same frames, exclusive durations */
+    FH_HIST_CALLBACK = 3,         /* M frames, per thread */
+};
 
 #define FH_DEFAULT_MAX_DEPTH 256u
 #define FH_DEFAULT_PRECISION 5u
@@ -107,7 +117,10 @@ typedef struct fh_target {
     uint64_t timeouts;
     uint32_t overflow; /* 1: the row that folds targets past max_targets */
     uint32_t rows_per_hist;
-    uint64_t *rows[]; /* inclusive rows, then exclusive rows */
+    /* NESTED_INCLUSIVE rows then NESTED_EXCLUSIVE rows (2 x rows_per_hist);
+     * allocated when the target's first frame with a callback closes. */
+    uint64_t **nested;
+    uint64_t *rows[]; /* INCLUSIVE rows */
 } fh_target;
 
 typedef struct fh_frame {
@@ -244,7 +257,7 @@ static inline uint32_t fh_hash_address(uint64_t address, uint32_t mask)
 static fh_target *fh_target_new(fh_thread *ts, uint64_t address, uint32_t overflow)
 {
     uint32_t rows = fh_bucket_rows(ts->precision);
-    fh_target *t = (fh_target *)fh_arena_alloc(ts, sizeof(fh_target) + 2u * rows * sizeof(uint64_t *));
+    fh_target *t = (fh_target *)fh_arena_alloc(ts, sizeof(fh_target) + rows * sizeof(uint64_t *));
     if (t == NULL)
         return NULL;
     t->address = address;
@@ -350,6 +363,24 @@ FH_INLINE void fh_paged_record(fh_thread *ts, uint64_t **rows, uint64_t ns)
         }
     }
     fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
+}
+
+/* A frame that had callbacks inside: its exclusive duration differs. */
+static FH_NOINLINE void fh_record_nested(fh_thread *ts, fh_target *t, uint64_t inclusive, uint64_t exclusive)
+{
+    uint64_t **nested = fh_load_acquire(&t->nested);
+    if (nested == NULL) {
+        int saved = errno;
+        nested = (uint64_t **)fh_arena_alloc(ts, 2u * t->rows_per_hist * sizeof(uint64_t *));
+        errno = saved;
+        if (nested == NULL) {
+            fh_bump(&ts->dropped_samples, 2);
+            return;
+        }
+        fh_store_release(&t->nested, nested);
+    }
+    fh_paged_record(ts, nested, inclusive);
+    fh_paged_record(ts, nested + t->rows_per_hist, exclusive);
 }
 
 FH_INLINE void fh_minmax(uint64_t *min_ns, uint64_t *max_ns, uint64_t ns)
@@ -634,17 +665,19 @@ FH_INLINE int fh_enter_runtime(void)
     fh_store(&ts->depth, depth - 1u);
 
     uint64_t ticks = now > frame->start ? now - frame->start : 0;
-    uint64_t child = frame->child_ticks < ticks ? frame->child_ticks : ticks;
     uint64_t inclusive = fh_clock_to_ns(&ts->clock, ticks);
-    uint64_t exclusive = fh_clock_to_ns(&ts->clock, ticks - child);
-
+    uint64_t exclusive = inclusive;
     fh_target *t = frame->target;
+    fh_paged_record(ts, t->rows, inclusive);
+    if (FH_UNLIKELY(frame->child_ticks != 0)) {
+        uint64_t child = frame->child_ticks < ticks ? frame->child_ticks : ticks;
+        exclusive = fh_clock_to_ns(&ts->clock, ticks - child);
+        fh_record_nested(ts, t, inclusive, exclusive);
+    }
     fh_bump(&t->calls, 1);
     fh_bump(&t->total_ns, inclusive);
     fh_bump(&t->exclusive_ns, exclusive);
     fh_minmax(&t->min_ns, &t->max_ns, inclusive);
-    fh_paged_record(ts, &t->rows[0], inclusive);
-    fh_paged_record(ts, &t->rows[t->rows_per_hist], exclusive);
 
     int result = FH_OK;
     if (FH_UNLIKELY(ts->timeout_ns != 0 && inclusive > ts->timeout_ns)) {
@@ -820,6 +853,9 @@ static inline int fh_thread_in_session(const fh_thread *ts)
 static inline uint32_t fh_thread_ntargets(const fh_thread *ts) { return fh_load_acquire(&ts->ntargets); }
 
 static inline uint64_t *fh_read_row(uint64_t *const *slot) { return fh_load_acquire((uint64_t **)slot); }
+
+/* The target's NESTED_INCLUSIVE then NESTED_EXCLUSIVE rows, or NULL. */
+static inline uint64_t **fh_read_nested(fh_target *t) { return fh_load_acquire(&t->nested); }
 
 /* Adds `n` relaxed-loaded counts from `src` into `dst`. */
 static inline void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n)

@@ -10,7 +10,7 @@ import numpy as np
 from fasthost import _core
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER, HResult
 
-__all__ = ["THREAD_DTYPE", "TARGET_DTYPE", "Snapshot", "snapshot"]
+__all__ = ["TARGET_DTYPE", "THREAD_DTYPE", "Snapshot", "snapshot"]
 
 _CALL = {name: i for i, name in enumerate(CALL_ORDER)}
 _RESULT = {hr: i for i, hr in enumerate(RESULT_ORDER)}
