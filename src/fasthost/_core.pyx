@@ -8,7 +8,7 @@ for people (structured arrays, histograms, reports) lives in Python above.
 """
 
 cimport cython
-from cpython.long cimport PyLong_AsUnsignedLong, PyLong_Check
+from cpython.long cimport PyLong_Check
 from cpython.number cimport PyIndex_Check, PyNumber_Index
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -53,14 +53,15 @@ if fh_runtime_init() != 0:
 
 # ---- the four transitions ---------------------------------------------------
 
-cdef inline uint64_t _as_target(object target) except? 0xFFFFFFFFFFFFFFFF:
-    # Stricter than Cython's size_t conversion, which truncates floats
-    # through __int__: a target is an int or has __index__, nothing else.
+cdef inline size_t _as_target(object target) except? <size_t>-1:
+    # Cython's size_t conversion has unrolled fast paths for small ints, but
+    # on its own it would also truncate floats through __int__: so only ints
+    # reach it, and anything else must have __index__.
     if not PyLong_Check(target):
         if not PyIndex_Check(target):
             raise TypeError(f"target must be an int (the unmanaged function's address), not {type(target).__name__}")
         target = PyNumber_Index(target)
-    return PyLong_AsUnsignedLong(target)  # OverflowError below 0 or past 2**64 - 1
+    return <size_t>target  # OverflowError below 0 or past 2**64 - 1
 
 
 def leave_runtime(target):

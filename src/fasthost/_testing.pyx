@@ -47,6 +47,9 @@ cdef extern from "_testing_native.h" nogil:
     int pthread_join(pthread_t thread, void **retval)
     uint64_t fh_capi_pair_loop(size_t n, size_t target)
     uint64_t fh_minimal_pair_loop(size_t n, size_t target)
+    int fh_minimal_ready()
+    int32_t fh_minimal_leave(size_t target)
+    int32_t fh_minimal_enter()
 
 cdef extern from "fh_test_api.h":
     const char *FH_TEST_CAPSULE_NAME
@@ -176,6 +179,19 @@ def minimal_pair_loop(size_t n, size_t target=0x1000):
     with nogil:
         elapsed = fh_minimal_pair_loop(n, target)
     return elapsed
+
+
+def minimal_leave(size_t target):
+    """The minimal hand-written leave as a builtin: what any pair that takes
+    two timestamps costs from Python (the floor of the Python-level pair)."""
+    if fh_minimal_ready() and fh_minimal_leave(target) == 0:
+        return 0
+    raise MemoryError()
+
+
+def minimal_enter():
+    """The minimal hand-written enter as a builtin (see minimal_leave)."""
+    return fh_minimal_enter()
 
 
 def noop():

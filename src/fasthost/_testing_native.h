@@ -137,9 +137,16 @@ static FH_NOINLINE int32_t fh_minimal_enter(void)
 
 /* Like the core, only a pointer lives in (initial-exec) TLS: a module
  * loaded with dlopen() gets just a small static-TLS surplus. */
+static int fh_minimal_ready(void)
+{
+    if (fh_minimal == NULL)
+        fh_minimal = (fh_minimal_state *)calloc(1, sizeof(fh_minimal_state));
+    return fh_minimal != NULL;
+}
+
 static uint64_t fh_minimal_pair_loop(size_t n, size_t target)
 {
-    if (fh_minimal == NULL && (fh_minimal = (fh_minimal_state *)calloc(1, sizeof(fh_minimal_state))) == NULL)
+    if (!fh_minimal_ready())
         return 0;
     uint64_t t0 = fh_monotonic_ns();
     for (size_t i = 0; i < n; i++) {

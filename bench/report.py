@@ -1,0 +1,96 @@
+"""Turns a pytest-benchmark JSON into SPEC §9's ratio table (markdown).
+
+    pytest bench/ --benchmark-json=bench/core.json
+    python bench/report.py bench/core.json
+
+Each figure is a ratio of two benchmarks from the same run (per pair, on
+the median round), so machine speed cancels out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    ours: str
+    baseline: str
+    budget: float
+    at_most: bool  # True: ratio <= budget passes; False: ratio >= budget passes
+
+
+FIGURES = (
+    Figure("C API pair / minimal hand-written pair", "test_c_api_pair", "test_c_minimal_pair", 1.25, True),
+    Figure(
+        "Python pair / two empty builtin calls",
+        "test_python_fasthost_pair",
+        "test_python_two_empty_builtins",
+        1.3,
+        True,
+    ),
+    Figure(
+        "(floor) minimal pair as builtins / two empty builtin calls",
+        "test_python_minimal_pair_builtins",
+        "test_python_two_empty_builtins",
+        1.3,
+        True,
+    ),
+    Figure(
+        "pure-Python recorder / Python pair (speed-up)",
+        "test_python_pure_python_recorder",
+        "test_python_fasthost_pair",
+        6.0,
+        False,
+    ),
+)
+
+
+def per_pair_ns(bench: dict) -> float:
+    pairs = bench.get("extra_info", {}).get("pairs_per_round", 1)
+    return bench["stats"]["median"] * 1e9 / pairs
+
+
+def render(data: dict) -> str:
+    by_name = {b["name"]: b for b in data["benchmarks"]}
+    lines = [
+        "| figure | ours (ns/pair) | baseline (ns/pair) | ratio | budget | |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for fig in FIGURES:
+        if fig.ours not in by_name or fig.baseline not in by_name:
+            lines.append(f"| {fig.name} | | | not run | | |")
+            continue
+        ours, base = per_pair_ns(by_name[fig.ours]), per_pair_ns(by_name[fig.baseline])
+        ratio = ours / base
+        passed = ratio <= fig.budget if fig.at_most else ratio >= fig.budget
+        budget = f"{'≤' if fig.at_most else '≥'} {fig.budget:g}x"
+        lines.append(
+            f"| {fig.name} | {ours:.1f} | {base:.1f} | {ratio:.2f}x | {budget} | {'pass' if passed else 'MISS'} |"
+        )
+    machine = data.get("machine_info", {})
+    lines.append("")
+    lines.append(f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, Python {machine.get('python_version')}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", help="a file written by pytest --benchmark-json")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.json) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        print(f"report.py: cannot read {args.json}: {exc}", file=sys.stderr)
+        return 2
+    print(render(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""SPEC §9, core rows: the C-level and the Python-level pair, each next to
+its baselines in the same run. `python bench/report.py` turns the saved JSON
+into the ratio table of the README.
+
+    pytest bench/test_core_bench.py --benchmark-json=bench/core.json
+"""
+
+import pytest
+
+import fasthost
+from fasthost import _testing
+
+from .loops import UNROLL, unrolled
+from .peers import PurePythonRecorder
+
+C_PAIRS = 200_000
+PY_ITERATIONS = 100
+PY_PAIRS = PY_ITERATIONS * UNROLL
+TARGET = 0x7F00_1234_5678
+
+
+@pytest.fixture
+def tsc_recording():
+    if not fasthost._core.tsc_available():
+        pytest.skip("SPEC §9 measures the C pair on the tsc clock; this CPU has no invariant TSC")
+    fasthost.start(clock="tsc")
+    yield
+    fasthost.stop()
+
+
+def per_pair(benchmark, pairs):
+    benchmark.extra_info["pairs_per_round"] = pairs
+
+
+@pytest.mark.benchmark(group="c-pair")
+def test_c_api_pair(benchmark, tsc_recording):
+    per_pair(benchmark, C_PAIRS)
+    benchmark(_testing.capi_pair_loop, C_PAIRS, TARGET)
+    assert fasthost.snapshot().totals["calls"]["leave"] >= C_PAIRS
+
+
+@pytest.mark.benchmark(group="c-pair")
+def test_c_minimal_pair(benchmark, tsc_recording):
+    per_pair(benchmark, C_PAIRS)
+    benchmark(_testing.minimal_pair_loop, C_PAIRS, TARGET)
+
+
+@pytest.mark.benchmark(group="python-pair")
+def test_python_fasthost_pair(benchmark, tsc_recording):
+    per_pair(benchmark, PY_PAIRS)
+    run = unrolled(
+        "leave(t); enter()", PY_ITERATIONS, leave=fasthost.leave_runtime, enter=fasthost.enter_runtime, t=TARGET
+    )
+    benchmark(run)
+    assert fasthost.snapshot().totals["results"]["S_OK"] >= 2 * PY_PAIRS
+
+
+@pytest.mark.benchmark(group="python-pair")
+def test_python_two_empty_builtins(benchmark):
+    per_pair(benchmark, PY_PAIRS)
+    benchmark(unrolled("noop1(t); noop()", PY_ITERATIONS, noop1=_testing.noop1, noop=_testing.noop, t=TARGET))
+
+
+@pytest.mark.benchmark(group="python-pair")
+def test_python_minimal_pair_builtins(benchmark):
+    per_pair(benchmark, PY_PAIRS)
+    leave, enter = _testing.minimal_leave, _testing.minimal_enter
+    benchmark(unrolled("leave(t); enter()", PY_ITERATIONS, leave=leave, enter=enter, t=TARGET))
+
+
+@pytest.mark.benchmark(group="python-pair")
+def test_python_pure_python_recorder(benchmark):
+    per_pair(benchmark, PY_PAIRS)
+    recorder = PurePythonRecorder()
+    run = unrolled(
+        "leave(t); enter()", PY_ITERATIONS, leave=recorder.leave_runtime, enter=recorder.enter_runtime, t=TARGET
+    )
+    benchmark(run)
+    assert sum(recorder.histogram.values()) >= PY_PAIRS
