@@ -262,3 +262,29 @@ def test_function_pointers_are_callable_through_ctypes(recording):
     assert HResult.from_int32(enter()) is HResult.HOST_E_NOT_OWNER
     (target,) = fasthost.snapshot().thread_targets
     assert target["target"] == 0x77
+
+
+def test_transitions_leave_errno_untouched_also_on_slow_paths(recording):
+    """ctypes with use_errno=True puts its private errno into the real one
+    before a foreign call and reads it back after: so calling the raw C
+    functions that way shows whether they touched errno."""
+    import ctypes
+    import threading
+
+    pointers = fasthost.function_pointers()
+    leave = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_size_t, use_errno=True)(pointers["LeaveRuntime"])
+    enter = ctypes.CFUNCTYPE(ctypes.c_int32, use_errno=True)(pointers["EnterRuntime"])
+    seen = []
+
+    def calls():
+        # A fresh thread: its first call allocates its state; each new target
+        # allocates a record; the first close allocates a histogram row.
+        for target, errno_value in [(0x10, 42), (0x20, 7), (0x10, 99)]:
+            ctypes.set_errno(errno_value)
+            results = (leave(target), enter())
+            seen.append((results, ctypes.get_errno()))
+
+    thread = threading.Thread(target=calls)
+    thread.start()
+    thread.join()
+    assert seen == [((0, 0), 42), ((0, 0), 7), ((0, 0), 99)]
