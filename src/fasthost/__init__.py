@@ -26,11 +26,21 @@ from fasthost._core import (
     unmanaged,
 )
 from fasthost._version import __version__
-from fasthost.export import Snapshot, snapshot
+from fasthost.export import (
+    Histogram,
+    Snapshot,
+    load,
+    memory_usage,
+    merge,
+    register_target,
+    snapshot,
+    unregister_target,
+)
 from fasthost.hresult import HResult
 
 __all__ = [
     "HResult",
+    "Histogram",
     "Snapshot",
     "__version__",
     "callback",
@@ -39,6 +49,10 @@ __all__ = [
     "function_pointers",
     "get_include",
     "leave_runtime",
+    "load",
+    "memory_usage",
+    "merge",
+    "register_target",
     "reset",
     "reverse_enter_runtime",
     "reverse_leave_runtime",
@@ -47,6 +61,7 @@ __all__ = [
     "start",
     "stop",
     "unmanaged",
+    "unregister_target",
 ]
 
 

@@ -341,6 +341,7 @@ def _collect():
         "running": bool(fh_running()),
         "poisoned": bool(fh_poisoned()),
         "session_ns": fh_monotonic_ns() - _session_start_ns if _config is not None else 0,
+        "session": fh_read_u32(&fh_rt.epoch),
     }
 
 
@@ -449,6 +450,115 @@ cdef bint _row_is_empty(const uint64_t *counts, uint32_t width) noexcept nogil:
         if counts[b]:
             return False
     return True
+
+
+# ---- histogram kernels (the export layer's Histogram is built on these) ------
+
+def bucket_lower_edges(unsigned precision):
+    """The smallest value (ns) of every bucket at `precision`, as uint64, plus
+    one last entry: the upper bound of the last bucket (2**64, as float64
+    would round it, is given as 2**64 - 1 here)."""
+    _checked_int(precision, "precision", FH_PRECISION_MIN, FH_PRECISION_MAX)
+    cdef uint32_t n = fh_bucket_count(precision), i
+    edges = np.empty(n + 1, dtype=np.uint64)
+    cdef uint64_t[::1] out = edges
+    for i in range(n):
+        out[i] = fh_bucket_lower(i, precision)
+    out[n] = 0xFFFFFFFFFFFFFFFF
+    return edges
+
+
+def bucket_index(uint64_t value, unsigned precision):
+    """The bucket `value` (ns) falls in at `precision`."""
+    return fh_bucket_index(value, precision)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def histogram_add(uint64_t[::1] counts, const uint64_t[::1] values, unsigned precision):
+    """Adds every value (ns) to `counts` (a histogram at `precision`).
+
+    Returns (n, min, max, sum); min/max are None when `values` is empty. The
+    sum is exact (128-bit), so means of long runs of large values stay exact.
+    """
+    if precision < FH_PRECISION_MIN or precision > FH_PRECISION_MAX:
+        raise ValueError(f"precision must be between {FH_PRECISION_MIN} and {FH_PRECISION_MAX}")
+    if counts.shape[0] != fh_bucket_count(precision):
+        raise ValueError(f"counts has {counts.shape[0]} buckets; precision {precision} needs {fh_bucket_count(precision)}")
+    cdef Py_ssize_t i, n = values.shape[0]
+    cdef uint64_t v, lo = 0xFFFFFFFFFFFFFFFF, hi = 0, sum_low = 0, sum_high = 0
+    with nogil:
+        for i in range(n):
+            v = values[i]
+            counts[fh_bucket_index(v, precision)] += 1
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+            sum_low += v
+            sum_high += sum_low < v  # carry
+    if n == 0:
+        return 0, None, None, 0
+    return n, lo, hi, (<object>sum_high << 64) + sum_low
+
+
+# ---- symbols and memory ---------------------------------------------------------
+
+cdef extern from "<dlfcn.h>" nogil:
+    ctypedef struct Dl_info:
+        const char *dli_fname
+        void *dli_fbase
+        const char *dli_sname
+        void *dli_saddr
+    int dladdr(const void *addr, Dl_info *info)
+
+
+def symbol_of(size_t address):
+    """What dladdr() knows of `address`: (object file path, symbol name or
+    None, symbol address or 0), or None when no loaded object contains it."""
+    cdef Dl_info info
+    if address == 0 or dladdr(<const void *>address, &info) == 0 or info.dli_fname == NULL:
+        return None
+    fname = info.dli_fname.decode("utf-8", "replace")
+    sname = info.dli_sname.decode("utf-8", "replace") if info.dli_sname != NULL else None
+    return fname, sname, <size_t>info.dli_saddr
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef Py_ssize_t _fill_memory(uint64_t[:, ::1] out) noexcept nogil:
+    """One row per registered thread state: tid, alive, in session, bytes,
+    targets. Returns the rows written, or -1 when `out` was too small."""
+    cdef fh_thread *ts
+    cdef Py_ssize_t i = 0
+    fh_registry_lock()
+    ts = fh_rt.threads
+    while ts != NULL:
+        if i >= out.shape[0]:
+            fh_registry_unlock()
+            return -1
+        out[i, 0] = ts.tid
+        out[i, 1] = fh_read_u32(&ts.alive)
+        out[i, 2] = fh_thread_in_session(ts)
+        out[i, 3] = fh_read_u64(&ts.heap_bytes)
+        out[i, 4] = fh_thread_ntargets(ts)
+        i += 1
+        ts = ts.next
+    fh_registry_unlock()
+    return i
+
+
+def _memory():
+    """Bytes held by every registered thread state, in session or not: a
+    uint64 array with one row per state of (tid, alive, in_session, bytes,
+    targets)."""
+    cdef Py_ssize_t size = 64, n
+    while True:
+        out = np.zeros((size, 5), dtype=np.uint64)
+        n = _fill_memory(out)
+        if n >= 0:
+            return out[:n]
+        size *= 4
 
 
 # ---- C API --------------------------------------------------------------------

@@ -78,6 +78,7 @@ cdef extern from "fh_runtime.h" nogil:
         fh_thread *next
 
     ctypedef struct fh_runtime:
+        uint32_t epoch
         uint64_t unregistered_out_of_memory
         fh_thread *threads
 

@@ -1,5 +1,10 @@
-"""The export layer: turns what the core recorded into numpy arrays."""
+"""The export layer: turns what the core recorded into numpy arrays,
+histograms, files, reports and plots."""
 
-from fasthost.export.snapshot import Snapshot, snapshot
+from fasthost.export.histogram import Histogram
+from fasthost.export.memory import memory_usage
+from fasthost.export.snapshot import Snapshot, merge, snapshot
+from fasthost.export.storage import load
+from fasthost.export.symbols import register_target, unregister_target
 
-__all__ = ["Snapshot", "snapshot"]
+__all__ = ["Histogram", "Snapshot", "load", "memory_usage", "merge", "register_target", "snapshot", "unregister_target"]

@@ -1,19 +1,33 @@
-"""Snapshot: an immutable picture of every thread's transitions."""
+"""Snapshot: an immutable picture of every thread's transitions.
+
+A snapshot is a handful of flat numpy arrays (the same ones ``save()``
+writes): ``threads``, ``results``, ``thread_targets``, and the histogram
+rows the core keeps (``hist_rows`` says which histogram each row of
+``hist_counts`` belongs to). Everything else (``targets``, ``histogram()``,
+``totals``, reports) is computed from them on demand.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Union
 
 import numpy as np
 
 from fasthost import _core
+from fasthost.export import symbols
+from fasthost.export.histogram import Histogram
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER, HResult
 
-__all__ = ["TARGET_DTYPE", "THREAD_DTYPE", "Snapshot", "snapshot"]
+__all__ = ["HIST_ROW_DTYPE", "KINDS", "TARGET_DTYPE", "THREAD_DTYPE", "THREAD_TARGET_DTYPE", "Snapshot", "merge", "snapshot"]
 
 _CALL = {name: i for i, name in enumerate(CALL_ORDER)}
 _RESULT = {hr: i for i, hr in enumerate(RESULT_ORDER)}
+# Result columns of THREAD_DTYPE, in RESULT_ORDER.
+_RESULT_FIELDS = ("ok", "clr_not_available", "timeout", "not_owner", "abandoned", "failed", "out_of_memory")
+_UINT64_MAX = 2**64 - 1
 
 THREAD_DTYPE = np.dtype(
     [
@@ -31,18 +45,24 @@ THREAD_DTYPE = np.dtype(
         ("abandoned", np.uint64),
         ("failed", np.uint64),
         ("out_of_memory", np.uint64),
+        ("exit_abandoned", np.uint64),
         ("depth", np.uint32),
         ("max_depth", np.uint32),
         ("callback_calls", np.uint64),
         ("callback_total_ns", np.uint64),
+        ("callback_min_ns", np.uint64),
+        ("callback_max_ns", np.uint64),
+        ("dropped_samples", np.uint64),
         ("memory_bytes", np.uint64),
     ]
 )
-"""One row per thread. Call columns count every call of that kind made
-while recording, whatever its result; result columns count non-S_OK results
-of all kinds (``abandoned`` includes frames open when the thread ended)."""
+"""One row per thread. Call columns (``leave`` ...) count every call of that
+kind made while recording, whatever its result; result columns (``ok`` ...
+``out_of_memory``) count results of all kinds, and ``abandoned`` includes
+``exit_abandoned``, the frames still open when the thread ended.
+``callback_min_ns`` is 2**64 - 1 while ``callback_calls`` is 0."""
 
-TARGET_DTYPE = np.dtype(
+THREAD_TARGET_DTYPE = np.dtype(
     [
         ("thread", np.int64),
         ("target", np.uint64),
@@ -56,72 +76,273 @@ TARGET_DTYPE = np.dtype(
     ]
 )
 """One row per (thread, target) pair; ``thread`` indexes ``threads``. The
-``overflow`` row of a thread folds the targets past ``max_targets``."""
+``overflow`` row of a thread (target 0) folds its targets past
+``max_targets``."""
+
+HIST_ROW_DTYPE = np.dtype([("thread", np.int64), ("target", np.int64), ("kind", np.int8), ("row", np.int16)])
+"""Which histogram a row of ``hist_counts`` belongs to: ``thread`` indexes
+``threads``, ``target`` indexes ``thread_targets`` (-1 for callbacks),
+``kind`` is one of the core's histogram kinds (see ``_KIND``), ``row`` is
+the power-of-two row, so the row's buckets are ``row * 2**precision ...``."""
+
+# The core's histogram kinds (core/fh_runtime.h, enum fh_hist_kind).
+_INCLUSIVE, _NESTED_INCLUSIVE, _NESTED_EXCLUSIVE, _CALLBACK = 0, 1, 2, 3
+KINDS = ("inclusive", "exclusive", "callback")
+
+ThreadKey = Union[int, str]
+TargetKey = Union[int, str]
 
 
-def _thread_names() -> dict[int, str]:
-    return {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+def _target_dtype(symbol_width: int) -> np.dtype:
+    return np.dtype(
+        [
+            ("target", np.uint64),
+            ("symbol", f"U{max(symbol_width, 1)}"),
+            ("calls", np.uint64),
+            ("total_ns", np.uint64),
+            ("exclusive_ns", np.uint64),
+            ("min_ns", np.uint64),
+            ("max_ns", np.uint64),
+            ("timeouts", np.uint64),
+            ("threads", np.uint32),
+            ("overflow", np.bool_),
+        ]
+    )
+
+
+TARGET_DTYPE = _target_dtype(64)
+"""One row per target over all threads (the ``symbol`` width follows the
+longest name). The overflow row (``overflow`` True, target 0) folds every
+thread's targets past ``max_targets``."""
 
 
 class Snapshot:
-    """All threads' counters at one moment (live threads, and threads that
-    ended since the last ``reset()``/``start()``).
+    """All threads' counters and histograms at one moment: live threads,
+    and threads that ended since the last ``reset()``/``start()``.
 
-    Attributes: ``threads`` (structured array, ``THREAD_DTYPE``),
-    ``thread_targets`` (structured array, ``TARGET_DTYPE``), ``results``
-    (uint64 array, threads x 4 calls x 7 results, in IDL call order and
-    ``RESULT_ORDER``), ``precision``, ``config``, ``totals``.
+    Attributes (read-only numpy arrays): ``threads`` (``THREAD_DTYPE``),
+    ``thread_targets`` (``THREAD_TARGET_DTYPE``), ``targets`` (per target
+    over all threads, ``TARGET_DTYPE``, busiest first), ``results`` (uint64,
+    threads x 4 calls x 7 results, in the CLR's IDL call order and
+    ``RESULT_ORDER``), ``hist_rows``/``hist_counts`` (the raw histogram
+    rows). Also ``precision``, ``config`` and ``meta``. All durations in ns.
 
     A thread that is recording while the snapshot is taken is read counter
     by counter, not atomically across counters; threads that are quiet or
     have ended are exact.
     """
 
-    def __init__(self, raw: dict[str, Any]):
-        self._raw = raw
-        self.precision: int = int(raw["precision"])
-        self.config: dict[str, Any] | None = raw["config"]
-        self.results: np.ndarray = raw["results"]
-        self.threads: np.ndarray = self._build_threads(raw)
-        self.thread_targets: np.ndarray = self._build_targets(raw)
-        for array in (self.results, self.threads, self.thread_targets):
+    def __init__(
+        self,
+        *,
+        threads: np.ndarray,
+        results: np.ndarray,
+        thread_targets: np.ndarray,
+        hist_rows: np.ndarray,
+        hist_counts: np.ndarray,
+        symbols: dict[int, str],
+        meta: dict[str, Any],
+    ):
+        self.threads = threads
+        self.results = results
+        self.thread_targets = thread_targets
+        self.hist_rows = hist_rows
+        self.hist_counts = hist_counts
+        self.meta = meta
+        self.precision: int = int(meta["precision"])
+        self.config: dict[str, Any] | None = meta.get("config")
+        self._symbols = dict(symbols)
+        for array in (threads, results, thread_targets, hist_rows, hist_counts):
             array.flags.writeable = False
+        self._targets: np.ndarray | None = None
 
-    @staticmethod
-    def _build_threads(raw: dict[str, Any]) -> np.ndarray:
+    # ---- building -------------------------------------------------------
+    @classmethod
+    def _from_core(cls, raw: dict[str, Any]) -> Snapshot:
         fields = {name: i for i, name in enumerate(_core.THREAD_FIELDS)}
         values, results = raw["threads"], raw["results"]
-        out = np.zeros(len(values), dtype=THREAD_DTYPE)
-        out["tid"] = values[:, fields["tid"]]
-        names = _thread_names()
+        threads = np.zeros(len(values), dtype=THREAD_DTYPE)
+        for name in ("tid", "depth", "max_depth", "exit_abandoned", "dropped_samples", "callback_calls"):
+            threads[name] = values[:, fields[name]]
+        for name in ("callback_total_ns", "callback_min_ns", "callback_max_ns"):
+            threads[name] = values[:, fields[name]]
+        threads["memory_bytes"] = values[:, fields["heap_bytes"]]
+        threads["alive"] = values[:, fields["alive"]] != 0
+        live_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
         os_names = [n.decode("utf-8", "replace") for n in raw["names"]]
-        out["name"] = [names.get(int(tid), os_name) for tid, os_name in zip(out["tid"], os_names)]
-        out["alive"] = values[:, fields["alive"]] != 0
+        threads["name"] = [
+            live_names.get(int(tid), os_name) if alive else os_name
+            for tid, os_name, alive in zip(threads["tid"], os_names, threads["alive"])
+        ]
         for call in CALL_ORDER:
-            out[call] = results[:, _CALL[call], :].sum(axis=1)
+            threads[call] = results[:, _CALL[call], :].sum(axis=1)
         by_result = results.sum(axis=1)
-        out["ok"] = by_result[:, _RESULT[HResult.S_OK]]
-        out["clr_not_available"] = by_result[:, _RESULT[HResult.HOST_E_CLRNOTAVAILABLE]]
-        out["timeout"] = by_result[:, _RESULT[HResult.HOST_E_TIMEOUT]]
-        out["not_owner"] = by_result[:, _RESULT[HResult.HOST_E_NOT_OWNER]]
-        out["abandoned"] = by_result[:, _RESULT[HResult.HOST_E_ABANDONED]] + values[:, fields["exit_abandoned"]]
-        out["failed"] = by_result[:, _RESULT[HResult.E_FAIL]]
-        out["out_of_memory"] = by_result[:, _RESULT[HResult.E_OUTOFMEMORY]]
-        out["depth"] = values[:, fields["depth"]]
-        out["max_depth"] = values[:, fields["max_depth"]]
-        out["callback_calls"] = values[:, fields["callback_calls"]]
-        out["callback_total_ns"] = values[:, fields["callback_total_ns"]]
-        out["memory_bytes"] = values[:, fields["heap_bytes"]]
-        return out
+        for i, name in enumerate(_RESULT_FIELDS):
+            threads[name] = by_result[:, i]
+        threads["abandoned"] += threads["exit_abandoned"]
 
-    @staticmethod
-    def _build_targets(raw: dict[str, Any]) -> np.ndarray:
-        values = raw["targets"]
-        out = np.zeros(len(values), dtype=TARGET_DTYPE)
+        thread_targets = np.zeros(len(raw["targets"]), dtype=THREAD_TARGET_DTYPE)
         for i, name in enumerate(_core.TARGET_FIELDS):
-            out[name] = values[:, i]
-        return out
+            thread_targets[name] = raw["targets"][:, i]
 
+        hist_rows = np.zeros(len(raw["rows"]), dtype=HIST_ROW_DTYPE)
+        for i, name in enumerate(_core.ROW_FIELDS):
+            hist_rows[name] = raw["rows"][:, i]
+
+        addresses = np.unique(thread_targets["target"][~thread_targets["overflow"]])
+        meta = {
+            "precision": int(raw["precision"]),
+            "config": raw["config"],
+            "session": {"pid": os.getpid(), "epoch": int(raw["session"])},
+            "running": raw["running"],
+            "poisoned": raw["poisoned"],
+            "session_ns": int(raw["session_ns"]),
+            "unregistered_out_of_memory": int(raw["unregistered_out_of_memory"]),
+        }
+        return cls(
+            threads=threads,
+            results=np.ascontiguousarray(results, dtype=np.uint64),
+            thread_targets=thread_targets,
+            hist_rows=hist_rows,
+            hist_counts=np.ascontiguousarray(raw["counts"], dtype=np.uint64),
+            symbols={int(a): symbols.resolve(int(a)) for a in addresses},
+            meta=meta,
+        )
+
+    # ---- per-target view ------------------------------------------------
+    def symbol(self, target: int) -> str:
+        """The name of a target address in this snapshot (``libm.so.6!cos``,
+        a registered label, or hex when nothing names it)."""
+        return self._symbols.get(int(target), f"0x{int(target):x}")
+
+    @property
+    def symbols(self) -> dict[int, str]:
+        """Target address -> name, as resolved when the snapshot was taken."""
+        return dict(self._symbols)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """One row per target over all threads (``TARGET_DTYPE``), busiest
+        (largest ``total_ns``) first; the overflow row, if any, last."""
+        if self._targets is None:
+            self._targets = self._aggregate_targets()
+            self._targets.flags.writeable = False
+        return self._targets
+
+    def _aggregate_targets(self) -> np.ndarray:
+        tt = self.thread_targets
+        order = np.lexsort((tt["target"], tt["overflow"]))
+        keys = np.stack([tt["overflow"][order].astype(np.uint64), tt["target"][order]], axis=1)
+        if len(order):
+            starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
+        else:
+            starts = np.zeros(0, dtype=np.intp)
+        sorted_tt = tt[order]
+        names = [
+            "overflow" if over else self.symbol(int(t))
+            for t, over in zip(sorted_tt["target"][starts], sorted_tt["overflow"][starts])
+        ]
+        out = np.zeros(len(starts), dtype=_target_dtype(max((len(n) for n in names), default=1)))
+        if len(starts):
+            out["target"] = sorted_tt["target"][starts]
+            out["overflow"] = sorted_tt["overflow"][starts]
+            out["symbol"] = names
+            for name in ("calls", "total_ns", "exclusive_ns", "timeouts"):
+                out[name] = np.add.reduceat(sorted_tt[name], starts)
+            out["min_ns"] = np.minimum.reduceat(sorted_tt["min_ns"], starts)
+            out["max_ns"] = np.maximum.reduceat(sorted_tt["max_ns"], starts)
+            out["threads"] = np.diff(np.r_[starts, len(order)])
+        busiest = np.lexsort((out["target"], -out["total_ns"].astype(np.float64), out["overflow"]))
+        return out[busiest]
+
+    # ---- histograms -----------------------------------------------------
+    def histogram(self, kind: str = "inclusive", target: TargetKey | None = None, thread: ThreadKey | None = None):
+        """The latency histogram (ns) of ``kind`` over all threads and targets,
+        or only ``target`` (an address, or a symbol as in ``targets``) and/or
+        ``thread`` (an OS thread id, or a thread name).
+
+        kind: "inclusive" (unmanaged calls, leave -> enter), "exclusive"
+        (the same minus the callbacks made directly inside them), or
+        "callback" (managed frames; per thread, so ``target`` must be None).
+        Raises ``ValueError`` for an unknown kind, target or thread.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        thread_mask = self._thread_mask(thread)
+        if kind == "callback":
+            if target is not None:
+                raise ValueError("callback histograms are per thread: pass thread=, not target=")
+            counts = self._sum_rows(self._row_mask(_CALLBACK, thread_mask, None))
+            rows = self.threads[thread_mask & (self.threads["callback_calls"] > 0)]
+            low, high, total = _extremes(rows["callback_min_ns"], rows["callback_max_ns"], rows["callback_total_ns"])
+            return Histogram._from_counts(self.precision, counts, low, high, total)
+
+        pair_mask = thread_mask[self.thread_targets["thread"]] & self._target_mask(target)
+        counts = self._sum_rows(self._row_mask(_INCLUSIVE, thread_mask, pair_mask))
+        pairs = self.thread_targets[pair_mask & (self.thread_targets["calls"] > 0)]
+        if kind == "inclusive":
+            low, high, total = _extremes(pairs["min_ns"], pairs["max_ns"], pairs["total_ns"])
+            return Histogram._from_counts(self.precision, counts, low, high, total)
+        # exclusive = INCLUSIVE - NESTED_INCLUSIVE + NESTED_EXCLUSIVE (see fh_runtime.h)
+        nested_inclusive = self._sum_rows(self._row_mask(_NESTED_INCLUSIVE, thread_mask, pair_mask))
+        nested_exclusive = self._sum_rows(self._row_mask(_NESTED_EXCLUSIVE, thread_mask, pair_mask))
+        counts = counts - np.minimum(counts, nested_inclusive) + nested_exclusive
+        # The exact extremes of exclusive durations are not kept: the
+        # buckets bound them, and no exclusive duration exceeds the largest
+        # inclusive one.
+        _, high, total = _extremes(pairs["min_ns"], pairs["max_ns"], pairs["exclusive_ns"])
+        bounded = Histogram._from_counts(self.precision, counts, None, None, total)
+        if bounded.total and high is not None:
+            bounded._max = min(bounded._max, high)
+        return bounded
+
+    def _thread_mask(self, thread: ThreadKey | None) -> np.ndarray:
+        if thread is None:
+            return np.ones(len(self.threads), dtype=bool)
+        if isinstance(thread, str):
+            mask = self.threads["name"] == thread
+        elif isinstance(thread, (int, np.integer)) and not isinstance(thread, bool):
+            mask = self.threads["tid"] == np.uint64(thread) if 0 <= thread < 2**64 else np.zeros(0, bool)
+        else:
+            raise TypeError(f"thread must be an OS thread id (int) or a thread name (str), not {type(thread).__name__}")
+        if not mask.any():
+            raise ValueError(f"no thread {thread!r} in this snapshot")
+        return mask
+
+    def _target_mask(self, target: TargetKey | None) -> np.ndarray:
+        tt = self.thread_targets
+        if target is None:
+            return np.ones(len(tt), dtype=bool)
+        if isinstance(target, str):
+            if target == "overflow":
+                mask = tt["overflow"].copy()
+            else:
+                addresses = [a for a, name in self._symbols.items() if name == target]
+                mask = np.isin(tt["target"], np.array(addresses, dtype=np.uint64)) & ~tt["overflow"]
+        elif isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            if not 0 <= target < 2**64:
+                raise ValueError(f"no target {target!r} in this snapshot")
+            mask = (tt["target"] == np.uint64(target)) & ~tt["overflow"]
+        else:
+            raise TypeError(f"target must be an address (int) or a symbol (str), not {type(target).__name__}")
+        if not mask.any():
+            raise ValueError(f"no target {target!r} in this snapshot")
+        return mask
+
+    def _row_mask(self, kind: int, thread_mask: np.ndarray, pair_mask: np.ndarray | None) -> np.ndarray:
+        rows = self.hist_rows
+        mask = (rows["kind"] == kind) & thread_mask[rows["thread"]]
+        if pair_mask is not None:
+            mask &= pair_mask[np.maximum(rows["target"], 0)] & (rows["target"] >= 0)
+        return mask
+
+    def _sum_rows(self, mask: np.ndarray) -> np.ndarray:
+        width = 1 << self.precision
+        dense = np.zeros((65 - self.precision, width), dtype=np.uint64)
+        np.add.at(dense, self.hist_rows["row"][mask].astype(np.intp), self.hist_counts[mask])
+        return dense.reshape(-1)
+
+    # ---- summaries ------------------------------------------------------
     def calls(self, kind: str, result: HResult | None = None) -> int:
         """Calls of ``kind`` ("leave", "enter", "reverse_leave",
         "reverse_enter") over all threads, optionally only those that
@@ -135,14 +356,16 @@ class Snapshot:
 
     @property
     def totals(self) -> dict[str, Any]:
-        """Whole-session sums: calls by kind, results by HRESULT name,
-        ``transitions`` (opening calls: leave + reverse_enter), threads, and
-        ``unmanaged_ns``/``exclusive_ns``/``callback_ns`` totals."""
+        """Whole-snapshot sums: ``calls`` by kind, ``results`` by HRESULT name
+        (abandoned includes frames open at thread exit), ``transitions``
+        (opening calls: leave + reverse_enter), ``errors`` (non-S_OK
+        results), ``threads``, ``targets``, and ``unmanaged_ns`` /
+        ``exclusive_ns`` / ``callback_ns`` totals in ns."""
         per_call = self.results.sum(axis=(0, 2))
         per_result = self.results.sum(axis=(0, 1))
         results = {hr.name: int(per_result[i]) for i, hr in enumerate(RESULT_ORDER)}
-        results[HResult.HOST_E_ABANDONED.name] += int(self._raw["threads"][:, 4].sum())
-        results[HResult.E_OUTOFMEMORY.name] += int(self._raw["unregistered_out_of_memory"])
+        results[HResult.HOST_E_ABANDONED.name] += int(self.threads["exit_abandoned"].sum())
+        results[HResult.E_OUTOFMEMORY.name] += int(self.meta.get("unregistered_out_of_memory", 0))
         calls = {name: int(per_call[i]) for i, name in enumerate(CALL_ORDER)}
         return {
             "calls": calls,
@@ -150,17 +373,119 @@ class Snapshot:
             "transitions": calls["leave"] + calls["reverse_enter"],
             "errors": sum(v for k, v in results.items() if k != HResult.S_OK.name),
             "threads": len(self.threads),
-            "unmanaged_ns": int(self.thread_targets["total_ns"].sum()),
-            "exclusive_ns": int(self.thread_targets["exclusive_ns"].sum()),
-            "callback_ns": int(self.threads["callback_total_ns"].sum()),
-            "poisoned": bool(self._raw["poisoned"]),
+            "targets": int((~self.targets["overflow"]).sum()),
+            "unmanaged_ns": int(self.thread_targets["total_ns"].sum(dtype=np.uint64)),
+            "exclusive_ns": int(self.thread_targets["exclusive_ns"].sum(dtype=np.uint64)),
+            "callback_ns": int(self.threads["callback_total_ns"].sum(dtype=np.uint64)),
+            "dropped_samples": int(self.threads["dropped_samples"].sum()),
+            "poisoned": bool(self.meta.get("poisoned", False)),
         }
+
+    # ---- combining ------------------------------------------------------
+    def diff(self, earlier: Snapshot) -> Snapshot:
+        """What happened between ``earlier`` and this snapshot (the later
+        one) of the same session: counters and histograms subtracted; gauges
+        (``depth``, ``alive``, ``memory_bytes``) as they are now.
+
+        Exact minima and maxima of the interval are not known where a
+        target (or a thread's callbacks) had calls before it: those are
+        bounded by the histogram's buckets. Raises ``ValueError`` when the
+        snapshots come from different sessions or the earlier one is not
+        earlier, ``TypeError`` for a non-Snapshot."""
+        from fasthost.export.combine import diff
+
+        return diff(self, earlier)
+
+    def __sub__(self, earlier: Snapshot) -> Snapshot:
+        return self.diff(earlier)
+
+    # ---- output ---------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the snapshot to ``path`` as ``.npz`` (read it back with
+        ``fasthost.load``). Raises ``OSError`` when the file cannot be
+        written."""
+        from fasthost.export.storage import save
+
+        save(self, path)
+
+    def to_dict(self, top: int = 20) -> dict[str, Any]:
+        """A JSON-serialisable summary: totals, errors by HRESULT name,
+        p50/p90/p99/p99.9/max (ns) per kind, and the ``top`` targets with
+        their own percentiles."""
+        from fasthost.export.report import to_dict
+
+        return to_dict(self, top)
+
+    def report(self, top: int = 20) -> str:
+        """A readable text report: totals, errors, the ``top`` targets
+        (calls, total, mean, p50, p99, max, exclusive share) and a text
+        rendering of the inclusive histogram."""
+        from fasthost.export.report import report
+
+        return report(self, top)
+
+    def plot(self, path_or_ax: Any, top: int = 10) -> Any:
+        """Draws the inclusive latency histogram (log x, p50/p99 marked) and,
+        when given a path, a per-target panel of the ``top`` targets.
+
+        ``path_or_ax``: a file path (PNG written, the figure returned) or a
+        matplotlib ``Axes`` (only the histogram is drawn on it). Raises
+        ``ImportError`` naming the ``plot`` extra without matplotlib."""
+        from fasthost.export.plot import plot
+
+        return plot(self, path_or_ax, top)
+
+    # ---- comparison -----------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return (
+            self.meta == other.meta
+            and self._symbols == other._symbols
+            and all(
+                np.array_equal(a, b)
+                for a, b in (
+                    (self.threads, other.threads),
+                    (self.results, other.results),
+                    (self.thread_targets, other.thread_targets),
+                    (self.hist_rows, other.hist_rows),
+                    (self.hist_counts, other.hist_counts),
+                )
+            )
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         t = self.totals
-        return f"<fasthost.Snapshot threads={t['threads']} transitions={t['transitions']} errors={t['errors']}>"
+        return (
+            f"<fasthost.Snapshot threads={t['threads']} targets={t['targets']} "
+            f"transitions={t['transitions']} errors={t['errors']}>"
+        )
+
+
+def _extremes(minima: np.ndarray, maxima: np.ndarray, totals: np.ndarray) -> tuple[int | None, int | None, int]:
+    """(min, max, sum) over rows that had calls; None for no rows."""
+    total = int(totals.sum(dtype=np.uint64)) if len(totals) else 0
+    if not len(minima):
+        return None, None, total
+    return int(minima.min()), int(maxima.max()), total
 
 
 def snapshot() -> Snapshot:
-    """Takes a :class:`Snapshot` of the current (or last) session."""
-    return Snapshot(_core._collect())
+    """Takes a :class:`Snapshot` of the current (or last) session: every
+    thread that made a call while recording since the last ``start()`` /
+    ``reset()``, live or ended."""
+    return Snapshot._from_core(_core._collect())
+
+
+def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """One snapshot holding every thread of ``snapshots`` (e.g. from several
+    processes or pytest-xdist workers): counts and histograms are exact sums.
+
+    Raises ``ValueError`` for an empty list or differing precisions,
+    ``TypeError`` for a non-Snapshot."""
+    from fasthost.export.combine import merge as _merge
+
+    return _merge(list(snapshots))
+

@@ -1,0 +1,226 @@
+"""Combining snapshots: ``diff`` (an interval of one session) and ``merge``
+(several sessions or processes side by side)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from fasthost.export.histogram import Histogram
+from fasthost.export.snapshot import _CALLBACK, Snapshot
+
+__all__ = ["diff", "merge"]
+
+# THREAD_DTYPE columns that count things (subtracted by diff); the others are
+# gauges or identity, taken from the later snapshot.
+_THREAD_COUNTERS = (
+    "leave", "enter", "reverse_enter", "reverse_leave", "ok", "clr_not_available", "timeout", "not_owner",
+    "abandoned", "failed", "out_of_memory", "exit_abandoned", "callback_calls", "callback_total_ns",
+    "dropped_samples",
+)  # fmt: skip
+_TARGET_COUNTERS = ("calls", "total_ns", "exclusive_ns", "timeouts")
+
+
+def _thread_keys(threads: np.ndarray) -> list[tuple[int, int]]:
+    """(tid, n): n tells apart threads of one session that had the same OS
+    id (an id reused after a thread ended). The core lists the newest
+    thread first, so counting from the end keeps n stable over time."""
+    seen: Counter[int] = Counter()
+    keys: list[tuple[int, int]] = [(0, 0)] * len(threads)
+    for i in range(len(threads) - 1, -1, -1):
+        tid = int(threads["tid"][i])
+        keys[i] = (tid, seen[tid])
+        seen[tid] += 1
+    return keys
+
+
+def _check(snapshot: Any) -> Snapshot:
+    if not isinstance(snapshot, Snapshot):
+        raise TypeError(f"expected a fasthost.Snapshot, not {type(snapshot).__name__}")
+    return snapshot
+
+
+def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
+    """See :meth:`Snapshot.diff`."""
+    _check(earlier)
+    session = later.meta.get("session")
+    if session is None or session != earlier.meta.get("session"):
+        raise ValueError(
+            f"can only diff two snapshots of one session (got sessions {earlier.meta.get('session')} "
+            f"and {session}); a start() or reset() in between begins a new one"
+        )
+    if later.precision != earlier.precision:
+        raise ValueError(f"snapshots of precision {earlier.precision} and {later.precision} cannot be diffed")
+
+    later_keys, earlier_keys = _thread_keys(later.threads), _thread_keys(earlier.threads)
+    earlier_at = {key: i for i, key in enumerate(earlier_keys)}
+    missing = set(earlier_at) - set(later_keys)
+    if missing:
+        raise ValueError(f"the later snapshot lacks threads of the earlier one (tids {sorted(t for t, _ in missing)})")
+
+    threads = later.threads.copy()
+    results = later.results.astype(np.int64)
+    for i, key in enumerate(later_keys):
+        j = earlier_at.get(key)
+        if j is None:
+            continue
+        for name in _THREAD_COUNTERS:
+            threads[name][i] = _minus(threads[name][i], earlier.threads[name][j], name)
+        results[i] -= earlier.results[j].astype(np.int64)
+    if (results < 0).any():
+        raise ValueError("the 'earlier' snapshot has more calls than the later one: pass them the other way round")
+
+    # Targets: by (thread, address, overflow).
+    def pair_key(snap: Snapshot, keys: list[tuple[int, int]], i: int) -> tuple[Any, ...]:
+        row = snap.thread_targets[i]
+        return keys[int(row["thread"])], int(row["target"]), bool(row["overflow"])
+
+    earlier_pairs = {pair_key(earlier, earlier_keys, i): i for i in range(len(earlier.thread_targets))}
+    pairs = later.thread_targets.copy()
+    had_calls = np.zeros(len(pairs), dtype=bool)
+    for i in range(len(pairs)):
+        j = earlier_pairs.get(pair_key(later, later_keys, i))
+        if j is None:
+            continue
+        before = earlier.thread_targets[j]
+        had_calls[i] = before["calls"] > 0
+        for name in _TARGET_COUNTERS:
+            pairs[name][i] = _minus(pairs[name][i], before[name], name)
+
+    # Histogram rows: by (thread, pair or callback, kind, row).
+    def row_key(snap: Snapshot, keys: list[tuple[int, int]], i: int) -> tuple[Any, ...]:
+        row = snap.hist_rows[i]
+        target = int(row["target"])
+        pair = None if target < 0 else pair_key(snap, keys, target)
+        return keys[int(row["thread"])], pair, int(row["kind"]), int(row["row"])
+
+    earlier_rows = {row_key(earlier, earlier_keys, i): i for i in range(len(earlier.hist_rows))}
+    counts = later.hist_counts.copy()
+    for i in range(len(counts)):
+        j = earlier_rows.get(row_key(later, later_keys, i))
+        if j is not None:
+            if (earlier.hist_counts[j] > counts[i]).any():
+                raise ValueError("the 'earlier' snapshot has more samples than the later one")
+            counts[i] -= earlier.hist_counts[j]
+
+    # Keep what the interval touched: threads that made calls, pairs with
+    # calls, rows with samples; then renumber the references.
+    keep_threads = results.sum(axis=(1, 2)) > 0
+    keep_pairs = (pairs["calls"] > 0) & keep_threads[pairs["thread"]]
+    keep_rows = counts.any(axis=1) & keep_threads[later.hist_rows["thread"]]
+    keep_rows &= (later.hist_rows["target"] < 0) | keep_pairs[np.maximum(later.hist_rows["target"], 0)]
+    thread_index = np.cumsum(keep_threads) - 1
+    pair_index = np.cumsum(keep_pairs) - 1
+
+    hist_rows = later.hist_rows[keep_rows].copy()
+    hist_counts = counts[keep_rows]
+    is_pair = hist_rows["target"] >= 0
+    hist_rows["target"][is_pair] = pair_index[hist_rows["target"][is_pair]]
+    hist_rows["thread"] = thread_index[hist_rows["thread"]]
+    pairs_kept = pairs[keep_pairs].copy()
+    pairs_kept["thread"] = thread_index[pairs_kept["thread"]]
+    threads_kept = threads[keep_threads].copy()
+    earlier_callbacks = {key: int(earlier.threads["callback_calls"][i]) for key, i in earlier_at.items()}
+    callbacks_before = np.array([earlier_callbacks.get(k, 0) > 0 for k in later_keys], dtype=bool)[keep_threads]
+
+    result = Snapshot(
+        threads=threads_kept,
+        results=results[keep_threads].astype(np.uint64),
+        thread_targets=pairs_kept,
+        hist_rows=hist_rows,
+        hist_counts=hist_counts,
+        symbols=later.symbols,
+        meta={**later.meta, "interval_ns": int(later.meta.get("session_ns", 0)) - int(earlier.meta.get("session_ns", 0))},
+    )
+    _bound_extremes(result, had_calls[keep_pairs], callbacks_before)
+    return result
+
+
+def _minus(later: Any, earlier: Any, name: str) -> Any:
+    if earlier > later:
+        raise ValueError(f"the 'earlier' snapshot has a larger {name} ({earlier} > {later}): pass them the other way round")
+    return later - earlier
+
+
+def _bound_extremes(snap: Snapshot, pair_had_calls: np.ndarray, thread_had_callbacks: np.ndarray) -> None:
+    """Min/max of an interval are exact only for what began in it; elsewhere
+    the interval's own histogram bounds them."""
+    writable = (snap.thread_targets, snap.threads)
+    for array in writable:
+        array.flags.writeable = True
+    try:
+        for i in np.flatnonzero(pair_had_calls):
+            hist = _pair_histogram(snap, i)
+            snap.thread_targets["min_ns"][i] = hist.min
+            snap.thread_targets["max_ns"][i] = hist.max
+        for i in np.flatnonzero(thread_had_callbacks):
+            if snap.threads["callback_calls"][i] == 0:
+                snap.threads["callback_min_ns"][i] = 2**64 - 1
+                snap.threads["callback_max_ns"][i] = 0
+                continue
+            mask = (snap.hist_rows["kind"] == _CALLBACK) & (snap.hist_rows["thread"] == i)
+            hist = _rows_histogram(snap, mask)
+            snap.threads["callback_min_ns"][i] = hist.min
+            snap.threads["callback_max_ns"][i] = hist.max
+    finally:
+        for array in writable:
+            array.flags.writeable = False
+
+
+def _pair_histogram(snap: Snapshot, pair: int) -> Histogram:
+    mask = (snap.hist_rows["kind"] == 0) & (snap.hist_rows["target"] == pair)
+    return _rows_histogram(snap, mask)
+
+
+def _rows_histogram(snap: Snapshot, mask: np.ndarray) -> Histogram:
+    return Histogram._from_counts(snap.precision, snap._sum_rows(mask), None, None, 0)
+
+
+def merge(snapshots: list[Snapshot]) -> Snapshot:
+    """See :func:`fasthost.merge`."""
+    if not snapshots:
+        raise ValueError("merge() needs at least one snapshot")
+    for snap in snapshots:
+        _check(snap)
+    precisions = {s.precision for s in snapshots}
+    if len(precisions) > 1:
+        raise ValueError(f"cannot merge snapshots of different precisions {sorted(precisions)}")
+
+    thread_offsets = np.cumsum([0] + [len(s.threads) for s in snapshots])
+    pair_offsets = np.cumsum([0] + [len(s.thread_targets) for s in snapshots])
+    pairs, rows = [], []
+    for snap, thread_offset, pair_offset in zip(snapshots, thread_offsets, pair_offsets):
+        p = snap.thread_targets.copy()
+        p["thread"] += thread_offset
+        pairs.append(p)
+        r = snap.hist_rows.copy()
+        r["thread"] += thread_offset
+        r["target"][r["target"] >= 0] += pair_offset
+        rows.append(r)
+
+    symbols: dict[int, str] = {}
+    for snap in snapshots:
+        symbols.update(snap.symbols)
+    configs = [s.config for s in snapshots]
+    sessions = [s.meta.get("session") for s in snapshots]
+    meta = {
+        "precision": precisions.pop(),
+        "config": configs[0] if all(c == configs[0] for c in configs) else None,
+        "session": sessions[0] if all(s == sessions[0] for s in sessions) and len(snapshots) == 1 else None,
+        "running": any(s.meta.get("running", False) for s in snapshots),
+        "poisoned": any(s.meta.get("poisoned", False) for s in snapshots),
+        "session_ns": max(int(s.meta.get("session_ns", 0)) for s in snapshots),
+        "unregistered_out_of_memory": sum(int(s.meta.get("unregistered_out_of_memory", 0)) for s in snapshots),
+        "merged": len(snapshots),
+    }
+    return Snapshot(
+        threads=np.concatenate([s.threads for s in snapshots]),
+        results=np.concatenate([s.results for s in snapshots]),
+        thread_targets=np.concatenate(pairs),
+        hist_rows=np.concatenate(rows),
+        hist_counts=np.concatenate([s.hist_counts for s in snapshots]),
+        symbols=symbols,
+        meta=meta,
+    )

@@ -1,0 +1,161 @@
+"""Summaries of a snapshot for people: ``to_dict`` (JSON-ready) and
+``report`` (text)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from fasthost.export.histogram import Histogram
+from fasthost.export.snapshot import KINDS, Snapshot
+
+__all__ = ["QUANTILES", "format_ns", "latency_summary", "report", "target_histogram", "to_dict"]
+
+QUANTILES = {"p50_ns": 0.5, "p90_ns": 0.9, "p99_ns": 0.99, "p999_ns": 0.999}
+
+
+def format_ns(ns: float | None) -> str:
+    """A duration in ns for people: ``315 ns``, ``14.2 us``, ``3.10 ms``, ``2.00 s``."""
+    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
+        return "-"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= scale:
+            value = ns / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def latency_summary(hist: Histogram) -> dict[str, Any]:
+    """count, min, mean, p50/p90/p99/p99.9 and max of a histogram, in ns
+    (None where empty)."""
+    empty = hist.total == 0
+    quantiles = hist.quantile(list(QUANTILES.values())) if not empty else [None] * len(QUANTILES)
+    summary: dict[str, Any] = {"count": hist.total, "min_ns": hist.min, "mean_ns": None if empty else hist.mean}
+    summary.update({k: None if v is None else float(v) for k, v in zip(QUANTILES, quantiles)})
+    summary["max_ns"] = hist.max
+    return summary
+
+
+def target_histogram(snapshot: Snapshot, row: np.void, kind: str = "inclusive") -> Histogram:
+    """The histogram of one row of ``snapshot.targets``."""
+    return snapshot.histogram(kind, target="overflow" if row["overflow"] else int(row["target"]))
+
+
+def to_dict(snapshot: Snapshot, top: int = 20) -> dict[str, Any]:
+    """See :meth:`Snapshot.to_dict`."""
+    _check_top(top)
+    totals = snapshot.totals
+    targets = []
+    for row in snapshot.targets[:top]:
+        entry = {name: _plain(row[name]) for name in snapshot.targets.dtype.names}
+        if not row["calls"]:
+            entry["min_ns"] = None
+        entry.update({k: v for k, v in latency_summary(target_histogram(snapshot, row)).items() if k in QUANTILES})
+        targets.append(entry)
+    threads = [
+        {
+            "tid": int(t["tid"]),
+            "name": str(t["name"]),
+            "alive": bool(t["alive"]),
+            "transitions": int(t["leave"] + t["reverse_enter"]),
+            "errors": int(sum(t[name] for name in ERROR_FIELDS)),
+            "max_depth": int(t["max_depth"]),
+            "memory_bytes": int(t["memory_bytes"]),
+        }
+        for t in snapshot.threads
+    ]
+    return {
+        "precision": snapshot.precision,
+        "config": snapshot.config,
+        "totals": totals,
+        "errors": {name: n for name, n in totals["results"].items() if name != "S_OK" and n},
+        "latency": {kind: latency_summary(snapshot.histogram(kind)) for kind in KINDS},
+        "targets": targets,
+        "threads": threads,
+    }
+
+
+ERROR_FIELDS = ("clr_not_available", "timeout", "not_owner", "abandoned", "failed", "out_of_memory")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _check_top(top: Any) -> None:
+    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+        raise ValueError(f"top must be an int >= 0, got {top!r}")
+
+
+def report(snapshot: Snapshot, top: int = 20) -> str:
+    """See :meth:`Snapshot.report`."""
+    _check_top(top)
+    totals = snapshot.totals
+    calls = totals["calls"]
+    lines = [
+        f"fasthost: {totals['threads']} thread(s), {totals['transitions']:,} transitions, "
+        f"{totals['errors']:,} errors" + ("  [POISONED by E_FAIL]" if totals["poisoned"] else ""),
+        "calls:  " + "  ".join(f"{name} {n:,}" for name, n in calls.items()),
+    ]
+    errors = {name: n for name, n in totals["results"].items() if name != "S_OK" and n}
+    lines.append("errors: " + ("  ".join(f"{name} {n:,}" for name, n in errors.items()) if errors else "none"))
+    lines.append(
+        f"time:   unmanaged {format_ns(totals['unmanaged_ns'])} (exclusive {format_ns(totals['exclusive_ns'])}), "
+        f"callbacks {format_ns(totals['callback_ns'])}"
+    )
+    if totals["dropped_samples"]:
+        lines.append(f"        {totals['dropped_samples']:,} samples not binned (out of memory)")
+    lines.append("")
+    lines += _target_table(snapshot, top)
+    for kind in ("inclusive", "callback"):
+        hist = snapshot.histogram(kind)
+        if hist.total:
+            lines.append("")
+            lines += _text_histogram(hist, "unmanaged calls (inclusive)" if kind == "inclusive" else "callbacks")
+    return "\n".join(lines) + "\n"
+
+
+def _target_table(snapshot: Snapshot, top: int) -> list[str]:
+    targets = snapshot.targets
+    if not len(targets):
+        return ["no unmanaged calls recorded"]
+    shown = targets[:top]
+    width = max(12, *(len(str(s)) for s in shown["symbol"]))
+    header = f"{'target':<{width}} {'calls':>10} {'total':>9} {'mean':>9} {'p50':>9} {'p99':>9} {'max':>9} {'excl':>6}"
+    lines = [f"top {len(shown)} of {len(targets)} targets by total time", header]
+    for row in shown:
+        hist = target_histogram(snapshot, row)
+        calls = int(row["calls"])
+        p50, p99 = hist.quantile([0.5, 0.99]) if hist.total else (None, None)
+        share = row["exclusive_ns"] / row["total_ns"] if row["total_ns"] else 1.0
+        lines.append(
+            f"{row['symbol']:<{width}} {calls:>10,} {format_ns(int(row['total_ns'])):>9} "
+            f"{format_ns(row['total_ns'] / calls if calls else None):>9} {format_ns(p50):>9} {format_ns(p99):>9} "
+            f"{format_ns(int(row['max_ns']) if calls else None):>9} {share:>6.1%}"
+        )
+    return lines
+
+
+def _text_histogram(hist: Histogram, title: str, width: int = 40) -> list[str]:
+    """One bar per power-of-two range of durations that holds samples."""
+    p50, p90, p99, p999 = hist.quantile([0.5, 0.9, 0.99, 0.999])
+    lines = [
+        f"{title}: n={hist.total:,}  min {format_ns(hist.min)}  p50 {format_ns(p50)}  p90 {format_ns(p90)}  "
+        f"p99 {format_ns(p99)}  p99.9 {format_ns(p999)}  max {format_ns(hist.max)}"
+    ]
+    # Fold buckets into power-of-two ranges: [2**k, 2**(k+1)).
+    lowers = hist.edges[:-1]
+    octave = np.floor(np.log2(np.maximum(lowers, 1))).astype(int)
+    per_octave = np.bincount(octave, weights=hist.counts.astype(np.float64), minlength=65)
+    used = np.flatnonzero(per_octave)
+    peak = per_octave.max()
+    for k in range(used[0], used[-1] + 1):
+        n = per_octave[k]
+        bar = "#" * int(round(width * n / peak)) if n else ""
+        label = f"{format_ns(2.0**k)} - {format_ns(2.0 ** (k + 1))}"
+        lines.append(f"  {label:>20} |{bar:<{width}}| {int(n):>12,} {n / hist.total:6.1%}")
+    return lines
