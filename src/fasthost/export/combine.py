@@ -132,7 +132,10 @@ def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
         hist_rows=hist_rows,
         hist_counts=hist_counts,
         symbols=later.symbols,
-        meta={**later.meta, "interval_ns": int(later.meta.get("session_ns", 0)) - int(earlier.meta.get("session_ns", 0))},
+        meta={
+            **later.meta,
+            "interval_ns": int(later.meta.get("session_ns", 0)) - int(earlier.meta.get("session_ns", 0)),
+        },
     )
     _bound_extremes(result, had_calls[keep_pairs], callbacks_before)
     return result
@@ -140,7 +143,9 @@ def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
 
 def _minus(later: Any, earlier: Any, name: str) -> Any:
     if earlier > later:
-        raise ValueError(f"the 'earlier' snapshot has a larger {name} ({earlier} > {later}): pass them the other way round")
+        raise ValueError(
+            f"the 'earlier' snapshot has a larger {name} ({earlier} > {later}): pass them the other way round"
+        )
     return later - earlier
 
 

@@ -47,7 +47,9 @@ def plot(snapshot: Snapshot, path_or_ax: Any, top: int = 10) -> Any:
 
 def _title(snapshot: Snapshot) -> str:
     totals = snapshot.totals
-    return f"fasthost: {totals['transitions']:,} transitions, {totals['errors']:,} errors, {totals['threads']} thread(s)"
+    return (
+        f"fasthost: {totals['transitions']:,} transitions, {totals['errors']:,} errors, {totals['threads']} thread(s)"
+    )
 
 
 def draw_histogram(ax: Any, hist: Histogram, title: str) -> None:
@@ -76,7 +78,7 @@ def draw_targets(ax: Any, snapshot: Snapshot, top: int) -> None:
     labels, p50s, p99s, means = [], [], [], []
     for row in rows:
         hist = target_histogram(snapshot, row)
-        p50, p99 = (hist.quantile([0.5, 0.99]) if hist.total else (np.nan, np.nan))
+        p50, p99 = hist.quantile([0.5, 0.99]) if hist.total else (np.nan, np.nan)
         labels.append(f"{row['symbol']} ({int(row['calls']):,})")
         p50s.append(max(p50, 0.5))
         p99s.append(max(p99, 0.5))

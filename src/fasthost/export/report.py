@@ -155,7 +155,7 @@ def _text_histogram(hist: Histogram, title: str, width: int = 40) -> list[str]:
     peak = per_octave.max()
     for k in range(used[0], used[-1] + 1):
         n = per_octave[k]
-        bar = "#" * int(round(width * n / peak)) if n else ""
+        bar = "#" * round(width * n / peak) if n else ""
         label = f"{format_ns(2.0**k)} - {format_ns(2.0 ** (k + 1))}"
         lines.append(f"  {label:>20} |{bar:<{width}}| {int(n):>12,} {n / hist.total:6.1%}")
     return lines

@@ -21,7 +21,16 @@ from fasthost.export import symbols
 from fasthost.export.histogram import Histogram
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER, HResult
 
-__all__ = ["HIST_ROW_DTYPE", "KINDS", "TARGET_DTYPE", "THREAD_DTYPE", "THREAD_TARGET_DTYPE", "Snapshot", "merge", "snapshot"]
+__all__ = [
+    "HIST_ROW_DTYPE",
+    "KINDS",
+    "TARGET_DTYPE",
+    "THREAD_DTYPE",
+    "THREAD_TARGET_DTYPE",
+    "Snapshot",
+    "merge",
+    "snapshot",
+]
 
 _CALL = {name: i for i, name in enumerate(CALL_ORDER)}
 _RESULT = {hr: i for i, hr in enumerate(RESULT_ORDER)}
@@ -488,4 +497,3 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
     from fasthost.export.combine import merge as _merge
 
     return _merge(list(snapshots))
-

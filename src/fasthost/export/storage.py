@@ -67,7 +67,7 @@ def _from_arrays(name: str, arrays: dict[str, np.ndarray]) -> Snapshot:
     def fail(why: str) -> ValueError:
         return ValueError(f"{name}: {why}")
 
-    if "header" not in arrays:
+    if not isinstance(arrays.get("header"), np.ndarray):
         raise fail("not a fasthost snapshot (no header)")
     try:
         header = json.loads(str(arrays["header"]))
@@ -87,6 +87,8 @@ def _from_arrays(name: str, arrays: dict[str, np.ndarray]) -> Snapshot:
     for key, dtype in _ARRAYS.items():
         if key not in arrays:
             raise fail(f"incomplete snapshot: no {key!r} array")
+        if not isinstance(arrays[key], np.ndarray):
+            raise fail(f"the {key!r} member is not a numpy array")
         if arrays[key].dtype != dtype:
             raise fail(f"the {key!r} array has dtype {arrays[key].dtype}, expected {dtype}")
     threads, results, pairs = arrays["threads"], arrays["results"], arrays["thread_targets"]

@@ -109,7 +109,7 @@ def _dynsym_function_names(path: str) -> list[str]:
         data = f.read()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise ValueError(f"{path}: not a little-endian ELF64 object")
-    section_offset, = struct.unpack_from("<Q", data, 0x28)
+    (section_offset,) = struct.unpack_from("<Q", data, 0x28)
     entry_size, count = struct.unpack_from("<HH", data, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, section_offset + i * entry_size) for i in range(count)]
     names: list[str] = []
