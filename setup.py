@@ -27,7 +27,7 @@ DEBUG_DIRECTIVES = {
 }
 
 PKG = os.path.join("src", "fasthost")
-INCLUDE_DIRS = [os.path.join(PKG, "core"), os.path.join(PKG, "include"), numpy.get_include()]
+INCLUDE_DIRS = [os.path.join(PKG, folder) for folder in ("core", "capture", "include")] + [numpy.get_include()]
 CFLAGS = ["-fvisibility=hidden", "-std=gnu11"]
 CFLAGS += ["-UNDEBUG", "-O1", "-g"] if DEBUG else ["-O2"]
 MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]

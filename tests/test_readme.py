@@ -21,11 +21,30 @@ def test_api_example_runs_and_shows_nesting(tmp_path):
     assert calls["reverse_enter"] == calls["reverse_leave"] >= 4  # qsort of 5 values compares at least 4 times
 
 
-def test_bundled_example_prints_its_report():
+def test_quickstart_profiles_the_bundled_example_and_prints_its_report(tmp_path):
+    out = tmp_path / "run.npz"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "qsort_callbacks.py")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "fasthost", "run", "-o", str(out), str(ROOT / "examples" / "qsort_callbacks.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+    assert "sorted 2000 words 5 times" in proc.stdout  # the script ran
     assert "0 errors" in proc.stdout
-    assert re.search(r"qsort\s+calls=\s+5 ", proc.stdout)
-    assert re.search(r"strcmp\s+calls=\s+\d+", proc.stdout)
+    assert re.search(r"libc\.so\.6!qsort\s+5 ", proc.stdout)
+    strcmp = re.search(r"libc\.so\.6!strcmp\s+([\d,]+) ", proc.stdout)
+    callbacks = re.search(r"reverse_enter ([\d,]+)", proc.stdout)
+    assert strcmp is not None
+    assert callbacks is not None
+    assert strcmp.group(1) == callbacks.group(1)  # one strcmp per comparison: U -> M -> U
+    assert out.exists()
+
+
+def test_readme_opens_with_the_two_commands():
+    text = README.read_text()
+    commands = re.findall(r"^(pip install .*)$", text, re.M)[:2]
+    assert commands == [
+        "pip install . && python -m fasthost run examples/qsort_callbacks.py",
+        'pip install ".[test]" && python -m pytest',
+    ]

@@ -26,6 +26,7 @@ from fasthost._core import (
     unmanaged,
 )
 from fasthost._version import __version__
+from fasthost.builtins import capture_builtins
 from fasthost.export import (
     Histogram,
     Snapshot,
@@ -44,6 +45,7 @@ __all__ = [
     "Snapshot",
     "__version__",
     "callback",
+    "capture_builtins",
     "depth",
     "enter_runtime",
     "function_pointers",

@@ -105,11 +105,36 @@ def depth():
     return fh_current_depth()
 
 
+cdef class _Bracket:
+    """What unmanaged and callback share: they close only frames they
+    opened. A refused opening call (not recording, max_depth, poisoned)
+    must not be followed by a close, which would pop the caller's frame.
+    One bit per nesting level, so one object can be entered recursively."""
+    cdef uint64_t _opened
+    cdef uint32_t _level
+
+    cdef inline object _entered(self, int result):
+        if self._level < 64:
+            if result == FH_OK:
+                self._opened |= (<uint64_t>1) << self._level
+            else:
+                self._opened &= ~((<uint64_t>1) << self._level)
+        self._level += 1
+        return <object>PyTuple_GET_ITEM(_RESULTS, result)
+
+    cdef inline bint _must_close(self):
+        if self._level == 0:
+            return False  # __exit__ without __enter__
+        self._level -= 1
+        return self._level < 64 and (self._opened >> self._level) & 1
+
+
 @cython.final
-cdef class unmanaged:
+cdef class unmanaged(_Bracket):
     """Context manager: ``leave_runtime(target)`` on entry, ``enter_runtime()``
-    on exit, also when the block raises. Never raises for protocol errors;
-    ``__enter__`` returns the ``HResult`` of ``leave_runtime``.
+    on exit, also when the block raises, and only if the entry opened a
+    frame. Never raises for protocol errors; ``__enter__`` returns the
+    ``HResult`` of ``leave_runtime``.
 
     Raises ``TypeError``/``OverflowError`` at construction for a bad target.
     """
@@ -119,10 +144,11 @@ cdef class unmanaged:
         self.target = _as_target(target)
 
     def __enter__(self):
-        return <object>PyTuple_GET_ITEM(_RESULTS, fh_leave_runtime(self.target))
+        return self._entered(fh_leave_runtime(self.target))
 
     def __exit__(self, exc_type, exc_value, traceback):
-        fh_enter_runtime()
+        if self._must_close():
+            fh_enter_runtime()
         return False
 
     def __repr__(self):
@@ -130,17 +156,19 @@ cdef class unmanaged:
 
 
 @cython.final
-cdef class callback:
+cdef class callback(_Bracket):
     """Context manager: ``reverse_enter_runtime()`` on entry,
-    ``reverse_leave_runtime()`` on exit, also when the block raises. Never
-    raises for protocol errors; ``__enter__`` returns the opening ``HResult``.
+    ``reverse_leave_runtime()`` on exit, also when the block raises, and only
+    if the entry opened a frame. Never raises for protocol errors;
+    ``__enter__`` returns the opening ``HResult``.
     """
 
     def __enter__(self):
-        return <object>PyTuple_GET_ITEM(_RESULTS, fh_reverse_enter_runtime())
+        return self._entered(fh_reverse_enter_runtime())
 
     def __exit__(self, exc_type, exc_value, traceback):
-        fh_reverse_leave_runtime()
+        if self._must_close():
+            fh_reverse_leave_runtime()
         return False
 
     def __repr__(self):
@@ -514,14 +542,15 @@ cdef extern from "<dlfcn.h>" nogil:
 
 
 def symbol_of(size_t address):
-    """What dladdr() knows of `address`: (object file path, symbol name or
-    None, symbol address or 0), or None when no loaded object contains it."""
+    """What dladdr() knows of `address`: (object file path, load base,
+    symbol name or None, symbol address or 0), or None when no loaded object
+    contains it."""
     cdef Dl_info info
     if address == 0 or dladdr(<const void *>address, &info) == 0 or info.dli_fname == NULL:
         return None
     fname = info.dli_fname.decode("utf-8", "replace")
     sname = info.dli_sname.decode("utf-8", "replace") if info.dli_sname != NULL else None
-    return fname, sname, <size_t>info.dli_saddr
+    return fname, <size_t>info.dli_fbase, sname, <size_t>info.dli_saddr
 
 
 @cython.boundscheck(False)
@@ -559,6 +588,9 @@ def _memory():
         if n >= 0:
             return out[:n]
         size *= 4
+
+
+include "_capture.pxi"
 
 
 # ---- C API --------------------------------------------------------------------

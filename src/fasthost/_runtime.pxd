@@ -27,6 +27,7 @@ cdef extern from "fh_clock.h" nogil:
 
 cdef extern from "fh_runtime.h" nogil:
     enum:
+        FH_OK
         FH_CALLS
         FH_RESULTS
         FH_HIST_INCLUSIVE

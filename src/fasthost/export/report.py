@@ -153,9 +153,26 @@ def _text_histogram(hist: Histogram, title: str, width: int = 40) -> list[str]:
     per_octave = np.bincount(octave, weights=hist.counts.astype(np.float64), minlength=65)
     used = np.flatnonzero(per_octave)
     peak = per_octave.max()
+    empty_run = 0
     for k in range(used[0], used[-1] + 1):
         n = per_octave[k]
-        bar = "#" * round(width * n / peak) if n else ""
-        label = f"{format_ns(2.0**k)} - {format_ns(2.0 ** (k + 1))}"
-        lines.append(f"  {label:>20} |{bar:<{width}}| {int(n):>12,} {n / hist.total:6.1%}")
+        if not n:
+            empty_run += 1
+            continue
+        if empty_run:
+            # A gap of empty ranges is one line, so long tails stay short.
+            lines.append(
+                f"  {'...':>20} |{'':<{width}}| {0:>12,} {'':>6}" if empty_run > 1 else _empty_line(k - 1, width)
+            )
+            empty_run = 0
+        bar = "#" * max(1, round(width * n / peak))
+        lines.append(f"  {_octave_label(k):>20} |{bar:<{width}}| {int(n):>12,} {n / hist.total:6.1%}")
     return lines
+
+
+def _octave_label(k: int) -> str:
+    return f"{format_ns(2.0**k)} - {format_ns(2.0 ** (k + 1))}"
+
+
+def _empty_line(k: int, width: int) -> str:
+    return f"  {_octave_label(k):>20} |{'':<{width}}| {0:>12,} {0:6.1%}"

@@ -1,10 +1,12 @@
 """Names for target addresses: ``libm.so.6!cos``.
 
-In order: a label given to :func:`register_target`; the symbol ``dladdr``
-finds; the object's exported symbol at that address (read from its ELF
-``.dynsym``, which also names IFUNC-resolved functions such as libm's
-``cos``, whose resolved address dladdr cannot name); ``object!+0xoffset``;
-the bare hex address.
+In order: a label given to :func:`register_target`; the object's exported
+function at that address (from its ELF ``.dynsym``, resolved with dlsym so
+that IFUNCs such as libc's ``strcmp`` are named after the function, and of
+several aliases the plainest: ``cos``, not ``cosf64``); the symbol
+``dladdr`` finds (with ``+0xoffset`` inside a function); a static
+function from the object's ``.symtab`` when it is not stripped (builtins
+such as ``math_cos``); ``object!0xaddress``; the bare hex address.
 """
 
 from __future__ import annotations
@@ -63,17 +65,24 @@ def resolve(address: int) -> str:
     found = _core.symbol_of(address)
     if found is None:
         return f"0x{address:x}"
-    path, name, symbol_address = found
+    path, base, name, symbol_address = found
     library = os.path.basename(path)
-    # dladdr picks any one of a function's aliases (libm's cos is also
-    # cosf64); the exported names at that address offer the plain one.
     exported = _exported_functions(path).get(address)
     if exported is not None:
         return f"{library}!{exported}"
     if name is not None:
         offset = address - symbol_address
         return f"{library}!{name}" if offset == 0 else f"{library}!{name}+0x{offset:x}"
+    static = _static_functions(path).get(address - base)
+    if static is not None:
+        return f"{library}!{static}"
     return f"{library}!0x{address:x}"
+
+
+def _plainest(names: list[str]) -> list[str]:
+    """Names in increasing preference: shortest last, then no leading
+    underscore."""
+    return sorted(names, key=lambda n: (len(n), n.startswith("_"), n), reverse=True)
 
 
 @lru_cache(maxsize=64)
@@ -83,12 +92,12 @@ def _exported_functions(path: str) -> dict[int, str]:
     names for one address the shortest wins (``cos`` over ``cosf64``), then
     the one without leading underscores."""
     try:
-        names = _dynsym_function_names(path)
+        names = [name for name, _ in _elf_functions(path, _SHT_DYNSYM)]
         library = ctypes.CDLL(path)  # already loaded: dlopen returns the same handle
     except (OSError, ValueError, struct.error):
         return {}
     table: dict[int, str] = {}
-    for name in sorted(names, key=lambda n: (len(n), n.startswith("_"), n), reverse=True):
+    for name in _plainest(names):
         try:
             pointer = getattr(library, name)
         except AttributeError:
@@ -99,22 +108,41 @@ def _exported_functions(path: str) -> dict[int, str]:
     return table
 
 
-_STT_FUNC, _STT_GNU_IFUNC, _SHT_DYNSYM = 2, 10, 11
+@lru_cache(maxsize=64)
+def _static_functions(path: str) -> dict[int, str]:
+    """Offset from the load base -> name of the functions in `path`'s
+    .symtab (empty when stripped)."""
+    try:
+        functions = _elf_functions(path, _SHT_SYMTAB)
+    except (OSError, ValueError, struct.error):
+        return {}
+    by_offset: dict[int, list[str]] = {}
+    for name, value in functions:
+        by_offset.setdefault(value, []).append(name)
+    return {offset: _plainest(names)[-1] for offset, names in by_offset.items()}
 
 
-def _dynsym_function_names(path: str) -> list[str]:
-    """Names of the defined functions in an ELF64 little-endian object's
-    .dynsym. Raises ValueError for anything else."""
+_STT_FUNC, _STT_GNU_IFUNC, _SHT_SYMTAB, _SHT_DYNSYM, _ET_EXEC = 2, 10, 2, 11, 2
+
+
+def _elf_functions(path: str, table: int) -> list[tuple[str, int]]:
+    """(name, offset from the load base) of the defined functions in one
+    symbol table (_SHT_DYNSYM or _SHT_SYMTAB) of an ELF64 little-endian
+    object. Raises ValueError for anything else."""
     with open(path, "rb") as f:
         data = f.read()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise ValueError(f"{path}: not a little-endian ELF64 object")
+    (object_type,) = struct.unpack_from("<H", data, 0x10)
     (section_offset,) = struct.unpack_from("<Q", data, 0x28)
     entry_size, count = struct.unpack_from("<HH", data, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, section_offset + i * entry_size) for i in range(count)]
-    names: list[str] = []
+    # Symbol values are offsets in a shared object, but addresses in a fixed
+    # executable, whose load base (what dladdr reports) is its first segment.
+    load_address = _first_segment(data) if object_type == _ET_EXEC else 0
+    functions: list[tuple[str, int]] = []
     for _, kind, _, _, offset, size, link, _, _, sym_size in sections:
-        if kind != _SHT_DYNSYM or not sym_size:
+        if kind != table or not sym_size:
             continue
         strings_offset = sections[link][4]
         for at in range(offset, offset + size, sym_size):
@@ -122,5 +150,21 @@ def _dynsym_function_names(path: str) -> list[str]:
             if shndx == 0 or value == 0 or (info & 0xF) not in (_STT_FUNC, _STT_GNU_IFUNC):
                 continue
             end = data.index(b"\0", strings_offset + name_offset)
-            names.append(data[strings_offset + name_offset : end].decode("ascii", "replace"))
-    return names
+            name = data[strings_offset + name_offset : end].decode("ascii", "replace")
+            functions.append((name, value - load_address))
+    return functions
+
+
+def _first_segment(data: bytes) -> int:
+    """The lowest virtual address of an ELF64 object's loadable segments."""
+    (header_offset,) = struct.unpack_from("<Q", data, 0x20)
+    entry_size, count = struct.unpack_from("<HH", data, 0x36)
+    addresses = []
+    for i in range(count):
+        kind, _, _, virtual_address = struct.unpack_from("<IIQQ", data, header_offset + i * entry_size)
+        if kind == _PT_LOAD:
+            addresses.append(virtual_address)
+    return min(addresses, default=0)
+
+
+_PT_LOAD = 1

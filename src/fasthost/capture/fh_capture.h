@@ -1,0 +1,202 @@
+/* fh_capture.h -- the C side of fasthost's capture adapters.
+ *
+ * Included by fasthost._core right after fh_runtime.h, so the transitions
+ * below are the core's inline functions, not calls through the C API table.
+ * Unlike the core this file needs Python.h: it is the glue between the
+ * interpreter's call paths and the protocol.
+ *
+ *   ctypes    a call slot for subclasses of a library's CFuncPtr type:
+ *             leave(address) / CFuncPtr's own call / enter.
+ *   builtins  a C-level profile hook (as cProfile's): every call of a
+ *             builtin function from Python is a U frame whose target is
+ *             the C function's address.
+ *
+ * Both close only frames they opened: an opening call that was refused
+ * (not recording, max_depth, ...) is not followed by a close, which would
+ * otherwise pop the caller's frame.
+ */
+#ifndef FASTHOST_CAPTURE_H
+#define FASTHOST_CAPTURE_H
+
+#include <Python.h>
+#include <link.h>
+#include "fh_runtime.h"
+
+/* ---- ctypes ---------------------------------------------------------------- */
+
+/* The head of ctypes' CDataObject (Modules/_ctypes/ctypes.h), unchanged
+ * since Python 2.5: after the object header, b_ptr points at the object's
+ * value, which for a function pointer is the function's address. */
+typedef struct {
+    PyObject_HEAD
+    char *b_ptr;
+} fh_cdata_head;
+
+static ternaryfunc fh_cfuncptr_call; /* _ctypes.CFuncPtr's own tp_call */
+
+static PyObject *fh_ctypes_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    size_t target = (size_t) * (void **)((fh_cdata_head *)self)->b_ptr;
+    int opened = fh_leave_runtime(target) == FH_OK;
+    /* Argument conversion, the foreign call and errcheck all happen in
+     * here; a NULL result (an exception) still closes the frame, as the
+     * CLR's stubs do when they unwind. */
+    PyObject *result = fh_cfuncptr_call(self, args, kwargs);
+    if (opened)
+        fh_enter_runtime();
+    return result;
+}
+
+/* Gives `type` (a heap subclass of _ctypes.CFuncPtr) the bracketing call
+ * slot. Instances keep CFuncPtr's layout, so they stay real function
+ * pointers (argtypes, restype, errcheck, cast, passing as arguments). */
+static int fh_ctypes_instrument_type(PyTypeObject *type, PyTypeObject *cfuncptr)
+{
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) || !PyType_IsSubtype(type, cfuncptr)) {
+        PyErr_SetString(PyExc_TypeError, "fasthost: not a heap subclass of _ctypes.CFuncPtr");
+        return -1;
+    }
+    if (cfuncptr->tp_call == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fasthost: _ctypes.CFuncPtr has no call slot");
+        return -1;
+    }
+    fh_cfuncptr_call = cfuncptr->tp_call;
+    type->tp_call = fh_ctypes_call;
+#ifdef Py_TPFLAGS_HAVE_VECTORCALL
+    /* A vectorcall entry point would bypass tp_call. */
+    type->tp_flags &= ~Py_TPFLAGS_HAVE_VECTORCALL;
+#endif
+    PyType_Modified(type);
+    return 0;
+}
+
+static inline size_t fh_ctypes_address(PyObject *funcptr)
+{
+    return (size_t) * (void **)((fh_cdata_head *)funcptr)->b_ptr;
+}
+
+/* ---- builtins: the profile hook -------------------------------------------- */
+
+/* Which builtin calls on this thread opened a frame: one bit per nesting
+ * level of builtin calls (a builtin that calls Python that calls a
+ * builtin...). Two words of TLS, not an array: the initial-exec TLS block
+ * a dlopen()ed module may use is small. Calls nested deeper than 64 are
+ * not recorded. */
+#define FH_HOOK_LEVELS 64u
+static FH_TLS uint64_t fh_hook_opened;
+static FH_TLS uint32_t fh_hook_depth;
+
+/* fasthost's own builtins are not targets: recording leave_runtime as a U
+ * frame around the U frame it opens would break the caller's nesting. They
+ * are the functions in this module's executable segment. */
+static uintptr_t fh_own_code_start, fh_own_code_end;
+
+static int fh_find_own_code(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    uintptr_t inside = (uintptr_t)data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
+        if (segment->p_type != PT_LOAD || !(segment->p_flags & PF_X))
+            continue;
+        uintptr_t start = info->dlpi_addr + segment->p_vaddr;
+        if (inside >= start && inside < start + segment->p_memsz) {
+            fh_own_code_start = start;
+            fh_own_code_end = start + segment->p_memsz;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static inline int fh_hook_wants(PyObject *callable)
+{
+    if (!PyCFunction_Check(callable))
+        return 0;
+    uintptr_t code = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
+    return code < fh_own_code_start || code >= fh_own_code_end;
+}
+
+static int fh_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj;
+    (void)frame;
+    if (what == PyTrace_C_CALL) {
+        if (!fh_hook_wants(arg))
+            return 0;
+        uint32_t level = fh_hook_depth++;
+        if (level < FH_HOOK_LEVELS) {
+            uint64_t bit = 1ull << level;
+            size_t target = (size_t)PyCFunction_GET_FUNCTION(arg);
+            if (fh_leave_runtime(target) == FH_OK)
+                fh_hook_opened |= bit;
+            else
+                fh_hook_opened &= ~bit;
+        }
+    } else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
+        /* Depth 0: a call that began before the hook was installed. */
+        if (fh_hook_depth == 0 || !fh_hook_wants(arg))
+            return 0;
+        uint32_t level = --fh_hook_depth;
+        if (level < FH_HOOK_LEVELS && (fh_hook_opened >> level) & 1u)
+            fh_enter_runtime();
+    }
+    return 0;
+}
+
+static int fh_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
+
+/* Finds this module's code (see fh_hook_wants); 0 on success. */
+static int fh_hook_init(void)
+{
+    dl_iterate_phdr(fh_find_own_code, (void *)(uintptr_t)&fh_profile_hook);
+    return fh_own_code_end != 0 ? 0 : -1;
+}
+
+static inline int fh_hook_installed(PyThreadState *tstate)
+{
+    return tstate->c_profilefunc == fh_profile_hook;
+}
+
+#define FH_PROFILE_HOOK ((Py_tracefunc)fh_profile_hook)
+
+/* Before 3.13 any thread's hook can be set one by one (what lets stop()
+ * give every thread back the hook it had); 3.13 keeps that private. */
+#if PY_VERSION_HEX < 0x030D0000
+#define FH_PER_THREAD_PROFILE 1
+#else
+#define FH_PER_THREAD_PROFILE 0
+#endif
+
+/* Sets (func, obj) as the profile hook of `tstate`, with the GIL held. */
+static int fh_set_profile(PyThreadState *tstate, Py_tracefunc func, PyObject *obj)
+{
+#if FH_PER_THREAD_PROFILE
+    return _PyEval_SetProfile(tstate, func, obj);
+#else
+    if (tstate != PyThreadState_Get()) {
+        PyErr_SetString(PyExc_RuntimeError, "fasthost: cannot set another thread's profile hook on this Python");
+        return -1;
+    }
+    PyEval_SetProfile(func, obj);
+    return 0;
+#endif
+}
+
+/* Sets (func, obj) as the profile hook of every thread of the interpreter. */
+static int fh_set_profile_all(Py_tracefunc func, PyObject *obj)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyEval_SetProfileAllThreads(func, obj);
+    return PyErr_Occurred() ? -1 : 0;
+#else
+    PyThreadState *tstate = PyInterpreterState_ThreadHead(PyThreadState_Get()->interp);
+    for (; tstate != NULL; tstate = PyThreadState_Next(tstate)) {
+        if (_PyEval_SetProfile(tstate, func, obj) < 0)
+            return -1;
+    }
+    return 0;
+#endif
+}
+
+#endif /* FASTHOST_CAPTURE_H */

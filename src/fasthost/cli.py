@@ -1,0 +1,264 @@
+"""The command line: ``python -m fasthost`` (or ``fasthost``).
+
+    fasthost run [--capture ctypes,cffi,builtins|none] [-o OUT.npz] script.py [args ...]
+    fasthost run [...] -m module [args ...]
+    fasthost report OUT.npz [--top N] [--json]
+    fasthost plot OUT.npz -o hist.png [--top N]
+    fasthost diff A.npz B.npz [--top N]
+
+Errors (a missing or corrupt file, bad arguments) print one line on stderr
+and exit with status 2; ``run`` exits with the script's own status, after
+writing what was recorded up to its end, even when it raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import sys
+import traceback
+from typing import Any, NoReturn
+
+import fasthost
+
+__all__ = ["main"]
+
+CAPTURES = ("ctypes", "cffi", "builtins")
+DEFAULT_OUTPUT = "fasthost.npz"
+
+
+class UsageError(Exception):
+    """Bad input from the command line: one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see fasthost {self.prog.split()[-1]} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fasthost", description="Count and time Python <-> native transitions.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a script or module and profile its transitions")
+    run.add_argument(
+        "--capture",
+        default="ctypes",
+        help="what to record, comma-separated: ctypes (libraries and callbacks loaded by the script), "
+        "cffi (ffi.dlopen libraries), builtins (every builtin C function call); 'none' for only "
+        "the script's own fasthost calls (default: ctypes)",
+    )
+    run.add_argument(
+        "-o", "--output", default=DEFAULT_OUTPUT, help=f"snapshot file to write (default: {DEFAULT_OUTPUT})"
+    )
+    run.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
+    run.add_argument("--clock", default="auto", choices=("auto", "tsc", "monotonic"), help="time source")
+    run.add_argument("-m", dest="module", help="run a module as a script, like python -m")
+    run.add_argument("script", nargs="?", help="the script to run")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+
+    report = commands.add_parser("report", help="print the report of a saved snapshot")
+    report.add_argument("file")
+    report.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
+    report.add_argument("--json", action="store_true", help="print the JSON summary instead")
+    report.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
+
+    plot = commands.add_parser("plot", help="draw the latency histogram of a saved snapshot as PNG")
+    plot.add_argument("file")
+    plot.add_argument("-o", "--output", required=True, help="the PNG file to write")
+    plot.add_argument("--top", type=int, default=10, help="targets in the per-target panel (default: 10)")
+    plot.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
+
+    diff = commands.add_parser("diff", help="compare two saved snapshots target by target")
+    diff.add_argument("before")
+    diff.add_argument("after")
+    diff.add_argument("--top", type=int, default=20, help="targets in the table (default: 20)")
+    diff.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+        if getattr(args, "top", 0) < 0:
+            raise UsageError("--top must be >= 0")
+        command = {"run": _run, "report": _report, "plot": _plot, "diff": _diff}[args.command]
+        return command(args)
+    except UsageError as exc:
+        print(f"fasthost: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# ---- run ----------------------------------------------------------------------
+
+
+def _captures(spec: str) -> list[str]:
+    chosen = [c.strip() for c in spec.split(",") if c.strip()]
+    if chosen == ["none"]:
+        return []
+    unknown = [c for c in chosen if c not in CAPTURES]
+    if unknown or not chosen:
+        raise UsageError(f"--capture takes {', '.join(CAPTURES)} or none, not {spec!r}")
+    return chosen
+
+
+class _Capture:
+    """Turns the chosen adapters on and, whatever happens, off again."""
+
+    def __init__(self, captures: list[str]):
+        self.captures = captures
+        self.builtins: Any = None
+
+    def __enter__(self) -> _Capture:
+        if "ctypes" in self.captures:
+            import fasthost.ctypes
+
+            fasthost.ctypes.enable()
+        if "cffi" in self.captures:
+            import fasthost.cffi
+
+            try:
+                fasthost.cffi.enable()
+            except ImportError as exc:
+                self.__exit__()
+                raise UsageError(str(exc)) from None
+        if "builtins" in self.captures:
+            self.builtins = fasthost.capture_builtins().start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.builtins is not None:
+            self.builtins.stop()
+        if "cffi" in self.captures:
+            import fasthost.cffi
+
+            fasthost.cffi.disable()
+        if "ctypes" in self.captures:
+            import fasthost.ctypes
+
+            fasthost.ctypes.disable()
+
+
+def _run(args: argparse.Namespace) -> int:
+    captures = _captures(args.capture)
+    if args.module:
+        argv = [args.module] + ([args.script] if args.script else []) + args.args
+    elif args.script:
+        if not os.path.isfile(args.script):
+            raise UsageError(f"no such script: {args.script}")
+        argv = [args.script, *args.args]
+    else:
+        raise UsageError("run needs a script or -m module")
+    if fasthost.running():
+        raise UsageError("fasthost is already recording in this process")
+
+    status = 0
+    saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
+    fasthost.start(clock=args.clock)
+    try:
+        with _Capture(captures):
+            sys.argv = argv
+            try:
+                if args.module:
+                    runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+                else:
+                    sys.path[0] = os.path.dirname(os.path.abspath(args.script))
+                    runpy.run_path(args.script, run_name="__main__")
+            except SystemExit as exc:
+                status = _exit_status(exc.code)
+            except ImportError as exc:
+                if args.module and exc.name == args.module.split(".")[0]:
+                    raise UsageError(f"no module named {args.module!r}") from None
+                traceback.print_exc()
+                status = 1
+            except KeyboardInterrupt:
+                traceback.print_exc()
+                status = 130
+            except BaseException:
+                traceback.print_exc()
+                status = 1
+    finally:
+        fasthost.stop()
+        sys.argv = saved_argv
+        if saved_path0 is not None:
+            sys.path[0] = saved_path0
+        snap = fasthost.snapshot()
+        try:
+            snap.save(args.output)
+        except OSError as exc:
+            print(f"fasthost: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            status = status or 2
+        else:
+            print(f"fasthost: wrote {args.output}", file=sys.stderr)
+        sys.stdout.write("\n" + snap.report(top=args.top))
+        sys.stdout.flush()
+    return status
+
+
+def _exit_status(code: object) -> int:
+    """What Python itself exits with for SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+# ---- reading saved snapshots ------------------------------------------------------
+
+
+def _progress(args: argparse.Namespace, message: str) -> None:
+    if args.progress or sys.stderr.isatty():
+        print(f"fasthost: {message}", file=sys.stderr, flush=True)
+
+
+def _load(args: argparse.Namespace, path: str) -> fasthost.Snapshot:
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise UsageError(f"no such file: {path}") from None
+    _progress(args, f"loading {path} ({size / 1e6:.1f} MB)")
+    try:
+        snap = fasthost.load(path)
+    except ValueError as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    _progress(args, f"loaded {len(snap.threads)} threads, {len(snap.targets)} targets")
+    return snap
+
+
+def _report(args: argparse.Namespace) -> int:
+    snap = _load(args, args.file)
+    _progress(args, "computing percentiles")
+    if args.json:
+        print(json.dumps(snap.to_dict(top=args.top), indent=2))
+    else:
+        sys.stdout.write(snap.report(top=args.top))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    snap = _load(args, args.file)
+    _progress(args, f"drawing {args.output}")
+    try:
+        snap.plot(args.output, top=args.top)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(f"fasthost: wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from fasthost.export.compare import compare_targets
+
+    before, after = _load(args, args.before), _load(args, args.after)
+    _progress(args, "comparing targets")
+    sys.stdout.write(compare_targets(before, after, top=args.top))
+    return 0
