@@ -24,19 +24,46 @@ def drain_stack():
     assert fasthost.depth() == 0
 
 
+def hooks_installed():
+    """What a test could leave behind besides a recording: a profile hook
+    (Python-level, or fasthost's C-level one, which sys.getprofile() does
+    not show), threading's hook for new threads, the opt-ins."""
+    import threading
+
+    import fasthost.cffi
+    import fasthost.ctypes
+
+    return {
+        "sys.getprofile": sys.getprofile(),
+        "builtins hook": fasthost._core._builtins_hook_installed(),
+        "threading hook": getattr(threading, "_profile_hook", None),
+        "ctypes opt-in": fasthost.ctypes.enabled(),
+        "cffi opt-in": fasthost.cffi.enabled(),
+    }
+
+
+NO_HOOKS = {
+    "sys.getprofile": None,
+    "builtins hook": False,
+    "threading hook": None,
+    "ctypes opt-in": False,
+    "cffi opt-in": False,
+}
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_state():
     """Every test leaves fasthost as it found it: not recording, no frames
-    open on the main thread, and no profile hook installed."""
+    open on the main thread, no profile hook, no opt-in left on."""
     assert not fasthost.running(), "a previous test left fasthost recording"
-    assert sys.getprofile() is None
+    assert hooks_installed() == NO_HOOKS
     yield
     leaked_recording = fasthost.running()
     leaked_frames = fasthost.depth()
     drain_stack()
     assert not leaked_recording, "this test left fasthost recording"
     assert leaked_frames == 0, f"this test left {leaked_frames} frames open"
-    assert sys.getprofile() is None, "this test left a profile hook installed"
+    assert hooks_installed() == NO_HOOKS, "this test left a hook or an opt-in installed"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ writing what was recorded up to its end, even when it raised.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import runpy
@@ -22,6 +23,8 @@ import traceback
 from typing import Any, NoReturn
 
 import fasthost
+from fasthost import cffi as cffi_capture
+from fasthost import ctypes as ctypes_capture
 
 __all__ = ["main"]
 
@@ -114,14 +117,10 @@ class _Capture:
 
     def __enter__(self) -> _Capture:
         if "ctypes" in self.captures:
-            import fasthost.ctypes
-
-            fasthost.ctypes.enable()
+            ctypes_capture.enable()
         if "cffi" in self.captures:
-            import fasthost.cffi
-
             try:
-                fasthost.cffi.enable()
+                cffi_capture.enable()
             except ImportError as exc:
                 self.__exit__()
                 raise UsageError(str(exc)) from None
@@ -133,13 +132,9 @@ class _Capture:
         if self.builtins is not None:
             self.builtins.stop()
         if "cffi" in self.captures:
-            import fasthost.cffi
-
-            fasthost.cffi.disable()
+            cffi_capture.disable()
         if "ctypes" in self.captures:
-            import fasthost.ctypes
-
-            fasthost.ctypes.disable()
+            ctypes_capture.disable()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -154,6 +149,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("run needs a script or -m module")
     if fasthost.running():
         raise UsageError("fasthost is already recording in this process")
+    if args.module and _find_module(args.module) is None:
+        raise UsageError(f"no module named {args.module!r}")
 
     status = 0
     saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
@@ -169,11 +166,6 @@ def _run(args: argparse.Namespace) -> int:
                     runpy.run_path(args.script, run_name="__main__")
             except SystemExit as exc:
                 status = _exit_status(exc.code)
-            except ImportError as exc:
-                if args.module and exc.name == args.module.split(".")[0]:
-                    raise UsageError(f"no module named {args.module!r}") from None
-                traceback.print_exc()
-                status = 1
             except KeyboardInterrupt:
                 traceback.print_exc()
                 status = 130
@@ -196,6 +188,13 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n" + snap.report(top=args.top))
         sys.stdout.flush()
     return status
+
+
+def _find_module(name: str) -> Any:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
 
 
 def _exit_status(code: object) -> int:

@@ -1,0 +1,167 @@
+"""``python -m fasthost`` end to end, through real subprocesses."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import fasthost
+
+WORKLOAD = """
+import ctypes, ctypes.util, sys
+libm = ctypes.CDLL(ctypes.util.find_library("m"))
+libm.cos.restype = ctypes.c_double
+libm.cos.argtypes = [ctypes.c_double]
+for _ in range({calls}):
+    libm.cos(0.5)
+print("args", sys.argv[1:])
+{tail}
+"""
+
+
+def fasthost_cli(*args, cwd=None, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "fasthost", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+
+
+def script(tmp_path, calls=10, tail="", name="work.py"):
+    path = tmp_path / name
+    path.write_text(WORKLOAD.format(calls=calls, tail=textwrap.dedent(tail)))
+    return path
+
+
+def one_error_line(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("fasthost: error: ")
+    return lines[0]
+
+
+def test_run_profiles_the_script_saves_and_prints_the_report(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, script(tmp_path, calls=25), "--flag", "x")
+    assert proc.returncode == 0, proc.stderr
+    assert "args ['--flag', 'x']" in proc.stdout  # the script's own arguments
+    assert "libm.so.6!cos" in proc.stdout
+    snap = fasthost.load(out)
+    (row,) = snap.targets
+    assert row["symbol"] == "libm.so.6!cos"
+    assert row["calls"] == 25
+
+
+def test_run_module_with_m(tmp_path):
+    script(tmp_path, calls=4, name="workmod.py")
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, "-m", "workmod", "a", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "args ['a']" in proc.stdout
+    assert fasthost.load(out).targets["calls"].tolist() == [4]
+
+
+def test_run_capture_none_records_nothing_but_the_scripts_own_calls(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "--capture", "none", "-o", out, script(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert len(fasthost.load(out).targets) == 0
+
+
+def test_run_capture_builtins_sees_builtin_calls(tmp_path):
+    out = tmp_path / "out.npz"
+    work = script(tmp_path, calls=1, tail="import math\nfor i in range(50): math.hypot(i, 1.0)")
+    proc = fasthost_cli("run", "--capture", "builtins", "-o", out, work)
+    assert proc.returncode == 0, proc.stderr
+    rows = {str(r["symbol"]): int(r["calls"]) for r in fasthost.load(out).targets}
+    assert [calls for symbol, calls in rows.items() if symbol.endswith("!math_hypot")] == [50]
+
+
+def test_script_that_raises_keeps_its_data_and_exits_1(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, script(tmp_path, calls=7, tail="raise RuntimeError('boom')"))
+    assert proc.returncode == 1
+    assert "RuntimeError: boom" in proc.stderr
+    assert fasthost.load(out).targets["calls"].tolist() == [7]
+    assert "libm.so.6!cos" in proc.stdout
+
+
+def test_script_exit_status_is_passed_on(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, script(tmp_path, calls=2, tail="sys.exit(3)"))
+    assert proc.returncode == 3
+    assert fasthost.load(out).targets["calls"].tolist() == [2]
+
+
+def test_report_prints_text_and_json(tmp_path):
+    out = tmp_path / "out.npz"
+    assert fasthost_cli("run", "-o", out, script(tmp_path, calls=12)).returncode == 0
+    text = fasthost_cli("report", out, "--top", "1")
+    assert text.returncode == 0
+    assert "libm.so.6!cos" in text.stdout
+    encoded = fasthost_cli("report", out, "--json")
+    summary = json.loads(encoded.stdout)
+    assert summary["targets"][0]["calls"] == 12
+    assert summary["latency"]["inclusive"]["count"] == 12
+
+
+def test_report_progress_is_visible_on_request(tmp_path):
+    out = tmp_path / "out.npz"
+    assert fasthost_cli("run", "-o", out, script(tmp_path)).returncode == 0
+    proc = fasthost_cli("report", out, "--progress")
+    assert proc.returncode == 0
+    assert "fasthost: loading" in proc.stderr
+    assert "fasthost: loaded 1 threads, 1 targets" in proc.stderr
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out, png = tmp_path / "out.npz", tmp_path / "hist.png"
+    assert fasthost_cli("run", "-o", out, script(tmp_path, calls=50)).returncode == 0
+    proc = fasthost_cli("plot", out, "-o", png)
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_diff_compares_targets_by_symbol(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert fasthost_cli("run", "-o", a, script(tmp_path, calls=10)).returncode == 0
+    assert fasthost_cli("run", "-o", b, script(tmp_path, calls=15)).returncode == 0
+    proc = fasthost_cli("diff", a, b)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("libm.so.6!cos")]
+    assert "10 -> 15" in line
+    assert "+50.0%" in line
+
+
+@pytest.mark.parametrize("command", [["report"], ["plot", "-o", "x.png"], ["diff", "a.npz"]])
+def test_missing_file_is_one_line_and_exit_2(tmp_path, command):
+    proc = fasthost_cli(*command[:1], tmp_path / "missing.npz", *command[1:], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no such file" in one_error_line(proc)
+
+
+def test_corrupt_file_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not really a zip")
+    proc = fasthost_cli("report", bad)
+    assert proc.returncode == 2
+    assert "not a fasthost snapshot" in one_error_line(proc)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "required"),
+        (["run"], "needs a script"),
+        (["run", "missing_script.py"], "no such script"),
+        (["run", "--capture", "dtrace", "x.py"], "--capture takes"),
+        (["report", "a.npz", "--top", "-1"], "--top must be"),
+        (["frobnicate"], "invalid choice"),
+        (["run", "-m", "no_such_module_here"], "no module named"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, message):
+    proc = fasthost_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in one_error_line(proc)
