@@ -50,6 +50,7 @@ cdef extern from "_testing_native.h" nogil:
     int fh_minimal_ready()
     int32_t fh_minimal_leave(size_t target)
     int32_t fh_minimal_enter()
+    int fh_minimal_profile(int on) with gil
 
 cdef extern from "fh_test_api.h":
     const char *FH_TEST_CAPSULE_NAME
@@ -202,3 +203,11 @@ def noop():
 def noop1(object arg):
     """An empty builtin taking one argument (METH_O)."""
     return None
+
+
+def minimal_profile_hook(bint on):
+    """Installs (or removes) on this thread a minimal C profile hook: the
+    minimal hand-written leave/enter around every builtin call. The floor
+    that capture_builtins is measured against."""
+    if fh_minimal_profile(on) != 0:
+        raise MemoryError()

@@ -156,4 +156,28 @@ static uint64_t fh_minimal_pair_loop(size_t n, size_t target)
     return fh_monotonic_ns() - t0;
 }
 
+/* The floor of capture_builtins (SPEC §9): a C profile hook doing only
+ * the minimal leave on a builtin call and the minimal enter on its return. */
+static int fh_minimal_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj;
+    (void)frame;
+    if (what == PyTrace_C_CALL) {
+        if (PyCFunction_Check(arg) && fh_minimal->depth < FH_MINIMAL_DEPTH)
+            fh_minimal_leave((size_t)PyCFunction_GET_FUNCTION(arg));
+    } else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
+        if (PyCFunction_Check(arg) && fh_minimal->depth > 0)
+            fh_minimal_enter();
+    }
+    return 0;
+}
+
+static int fh_minimal_profile(int on)
+{
+    if (!fh_minimal_ready())
+        return -1;
+    PyEval_SetProfile(on ? (Py_tracefunc)fh_minimal_profile_hook : NULL, NULL);
+    return 0;
+}
+
 #endif /* FASTHOST_TESTING_NATIVE_H */

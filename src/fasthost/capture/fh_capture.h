@@ -117,34 +117,47 @@ static inline int fh_hook_wants(PyObject *callable)
     return code < fh_own_code_start || code >= fh_own_code_end;
 }
 
-static int fh_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+/* The two halves of the hook are separate functions so that each saves
+ * only the registers it needs; the hook itself only dispatches (two tail
+ * calls). */
+static FH_NOINLINE int fh_hook_call(PyObject *callable)
 {
-    (void)obj;
-    (void)frame;
-    if (what == PyTrace_C_CALL) {
-        if (!fh_hook_wants(arg))
-            return 0;
-        uint32_t level = fh_hook_depth++;
-        if (level < FH_HOOK_LEVELS) {
-            uint64_t bit = 1ull << level;
-            size_t target = (size_t)PyCFunction_GET_FUNCTION(arg);
-            if (fh_leave_runtime(target) == FH_OK)
-                fh_hook_opened |= bit;
-            else
-                fh_hook_opened &= ~bit;
-        }
-    } else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
-        /* Depth 0: a call that began before the hook was installed. */
-        if (fh_hook_depth == 0 || !fh_hook_wants(arg))
-            return 0;
-        uint32_t level = --fh_hook_depth;
-        if (level < FH_HOOK_LEVELS && (fh_hook_opened >> level) & 1u)
-            fh_enter_runtime();
+    if (!fh_hook_wants(callable))
+        return 0;
+    uint32_t level = fh_hook_depth++;
+    if (level < FH_HOOK_LEVELS) {
+        uint64_t bit = 1ull << level;
+        if (fh_leave_runtime((size_t)PyCFunction_GET_FUNCTION(callable)) == FH_OK)
+            fh_hook_opened |= bit;
+        else
+            fh_hook_opened &= ~bit;
     }
     return 0;
 }
 
-static int fh_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
+static FH_NOINLINE int fh_hook_return(PyObject *callable)
+{
+    /* Depth 0: a call that began before the hook was installed. */
+    if (fh_hook_depth == 0 || !fh_hook_wants(callable))
+        return 0;
+    uint32_t level = --fh_hook_depth;
+    if (level < FH_HOOK_LEVELS && (fh_hook_opened >> level) & 1u)
+        fh_enter_runtime();
+    return 0;
+}
+
+static int fh_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj;
+    (void)frame;
+    if (what == PyTrace_C_CALL)
+        return fh_hook_call(arg);
+    if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION)
+        return fh_hook_return(arg);
+    return 0;
+}
+
+#define FH_PROFILE_HOOK ((Py_tracefunc)fh_profile_hook)
 
 /* Finds this module's code (see fh_hook_wants); 0 on success. */
 static int fh_hook_init(void)
@@ -157,8 +170,6 @@ static inline int fh_hook_installed(PyThreadState *tstate)
 {
     return tstate->c_profilefunc == fh_profile_hook;
 }
-
-#define FH_PROFILE_HOOK ((Py_tracefunc)fh_profile_hook)
 
 /* Before 3.13 any thread's hook can be set one by one (what lets stop()
  * give every thread back the hook it had); 3.13 keeps that private. */

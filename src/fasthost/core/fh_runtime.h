@@ -136,6 +136,15 @@ typedef struct fh_target_entry {
     fh_target *target; /* NULL: empty */
 } fh_target_entry;
 
+#define FH_RECENT_TARGETS 16u
+
+/* The slot of `address` in fh_thread.recent: the top bits of a Fibonacci
+ * hash, so aligned function addresses spread over the slots. */
+static inline uint32_t fh_recent_slot(uint64_t address)
+{
+    return (uint32_t)((address * 0x9E3779B97F4A7C15ull) >> 60);
+}
+
 typedef struct fh_arena_chunk {
     struct fh_arena_chunk *next;
     size_t size;
@@ -153,8 +162,10 @@ typedef struct fh_thread {
     uint32_t precision;
     uint32_t epoch;
     uint64_t timeout_ns;
-    uint64_t last_address; /* one-entry cache in front of the target table */
-    fh_target *last_target;
+    /* A direct-mapped cache in front of the target table: code that
+     * alternates between a few functions (a profiled loop of builtins)
+     * finds them here without a call into the table. */
+    fh_target_entry recent[FH_RECENT_TARGETS];
     uint64_t results[FH_CALLS][FH_RESULTS];
     uint32_t max_depth_seen;
     uint32_t alive;
@@ -333,8 +344,8 @@ static FH_NOINLINE fh_target *fh_target_lookup(fh_thread *ts, uint64_t address)
         ts->table_used++;
     }
 found:
-    ts->last_address = address;
-    ts->last_target = t;
+    ts->recent[fh_recent_slot(address)].address = address;
+    ts->recent[fh_recent_slot(address)].target = t;
     return t;
 }
 
@@ -475,8 +486,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     ts->table_used = 0;
     ts->ntargets = 0;
     ts->overflow_target = NULL;
-    ts->last_address = 0;
-    ts->last_target = NULL;
+    memset(ts->recent, 0, sizeof(ts->recent));
 
     ts->precision = cfg->precision;
     ts->timeout_ns = cfg->timeout_ns;
@@ -630,8 +640,9 @@ FH_INLINE int fh_leave_runtime(uint64_t target)
     FH_ENTER_CALL(ts, FH_CALL_LEAVE)
     if (FH_UNLIKELY(ts->depth >= ts->capacity))
         return fh_open_refused(ts, FH_CALL_LEAVE);
-    fh_target *t = ts->last_target;
-    if (FH_UNLIKELY(t == NULL || ts->last_address != target)) {
+    fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
+    fh_target *t = recent->target;
+    if (FH_UNLIKELY(t == NULL || recent->address != target)) {
         int saved = errno;
         t = fh_target_lookup(ts, target);
         errno = saved;
