@@ -69,6 +69,28 @@ ABSOLUTES = (
 
 FIGURES += (
     Figure(
+        "instrumented ctypes libm cos / the same call uninstrumented",
+        "test_ctypes_cos_instrumented",
+        "test_ctypes_cos_uninstrumented",
+        1.15,
+        True,
+    ),
+    Figure(
+        "capture_builtins slowdown / minimal C hook slowdown (same loop)",
+        "test_builtins_fasthost_capture",
+        "test_builtins_minimal_c_hook",
+        1.1,
+        True,
+    ),
+    Figure(
+        "cProfile / capture_builtins (same loop)",
+        "test_builtins_cprofile",
+        "test_builtins_fasthost_capture",
+        1.0,
+        False,
+    ),
+    Figure("yappi / capture_builtins (same loop)", "test_builtins_yappi", "test_builtins_fasthost_capture", 1.0, False),
+    Figure(
         "numpy.histogram (log bins) / record_many, per value",
         "test_numpy_histogram_log_bins",
         "test_histogram_record_many",
