@@ -1,0 +1,391 @@
+"""fasthost's pytest plugin (entry point ``pytest11``).
+
+- The ``fasthost`` fixture records transitions during one test and gives
+  its delta :class:`~fasthost.Snapshot`.
+- With pytest-benchmark, a test using both ``benchmark`` and ``fasthost``
+  (every benchmark test under ``--fasthost``) gets
+  ``benchmark.extra_info["fasthost"]``: transitions per benchmarked call,
+  errors, p50/p99/max of unmanaged durations, top targets. They go into
+  ``--benchmark-save``/``--benchmark-json`` output, and into
+  ``--fasthost-json``, which also works under pytest-xdist.
+- ``--fasthost-compare`` compares transitions per call (and p99) with a
+  saved run; ``--fasthost-compare-fail=transitions:5%`` turns that into a
+  regression gate that does not depend on timing noise.
+
+Nothing heavy is imported until a test uses the fixture: every pytest run
+in an environment with fasthost installed loads this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+__all__ = ["FasthostPlugin", "Threshold", "figures_for"]
+
+PROPERTY = "fasthost"  # the key of the figures in a test's user_properties
+TOP_TARGETS = 5
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One ``--fasthost-compare-fail`` rule: ``metric`` ("transitions" or
+    "p99") may grow by at most ``limit``, relative (``5%``) or absolute
+    (``+N``: transitions per call, or ns for p99)."""
+
+    metric: str
+    limit: float
+    relative: bool
+
+    def exceeded(self, before: float, after: float) -> bool:
+        growth = after - before
+        if self.relative:
+            return growth > self.limit * before if before else growth > 0
+        return growth > self.limit
+
+    def __str__(self) -> str:
+        return f"{self.metric}:{self.limit * 100:g}%" if self.relative else f"{self.metric}:+{self.limit:g}"
+
+
+_THRESHOLD = re.compile(r"^(transitions|p99):(\+?)(\d+(?:\.\d+)?)(%?)$")
+
+
+def parse_threshold(text: str) -> Threshold:
+    """``transitions:5%``, ``transitions:+2``, ``p99:20%``, ``p99:+500``."""
+    match = _THRESHOLD.match(text.strip())
+    if match is None or (match.group(2) and match.group(4)) or not (match.group(2) or match.group(4)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a threshold: use transitions:5%, transitions:+N, p99:20% or p99:+NS"
+        )
+    metric, _, number, percent = match.groups()
+    return Threshold(metric, float(number) / 100 if percent else float(number), bool(percent))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fasthost", "fasthost: Python <-> native transitions")
+    group.addoption(
+        "--fasthost", action="store_true", help="record transitions in every benchmark test (pytest-benchmark)"
+    )
+    group.addoption(
+        "--fasthost-capture",
+        metavar="LIST",
+        help="turn capture adapters on for the session: ctypes, cffi, builtins (comma-separated)",
+    )
+    group.addoption("--fasthost-json", metavar="PATH", help="write every recorded test's figures to PATH")
+    group.addoption(
+        "--fasthost-compare",
+        metavar="NUM|PATH",
+        nargs="?",
+        const=True,
+        help="compare transitions per call with a saved pytest-benchmark run (the last one, NUM or a glob as "
+        "for --benchmark-compare) or a JSON file (--benchmark-json or --fasthost-json output)",
+    )
+    group.addoption(
+        "--fasthost-compare-fail",
+        metavar="EXPR",
+        action="append",
+        type=parse_threshold,
+        help="fail the session when a benchmark grows beyond EXPR: transitions:5%%, transitions:+N, p99:20%%",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fasthost: the test records transitions (added by --fasthost)")
+    plugin = FasthostPlugin(config)
+    config.pluginmanager.register(plugin, "fasthost-plugin")
+
+
+class FasthostPlugin:
+    """Session state: the adapters turned on, the figures of every test,
+    the comparison with a baseline."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.figures: dict[str, dict[str, Any]] = {}
+        self.summary: list[str] = []
+        self._captures = _parse_captures(config.getoption("fasthost_capture"))
+        self._builtins: Any = None
+        self._thresholds: list[Threshold] = config.getoption("fasthost_compare_fail") or []
+        if self._thresholds and not config.getoption("fasthost_compare"):
+            raise pytest.UsageError("--fasthost-compare-fail needs --fasthost-compare")
+
+    # ---- session-wide capture ---------------------------------------------
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self._captures:
+            return
+        import fasthost
+        from fasthost import cffi, ctypes
+
+        if "ctypes" in self._captures:
+            ctypes.enable()
+        if "cffi" in self._captures:
+            cffi.enable()
+        if "builtins" in self._captures:
+            self._builtins = fasthost.capture_builtins().start()
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if not self._captures:
+            return
+        from fasthost import cffi, ctypes
+
+        if self._builtins is not None:
+            self._builtins.stop()
+        if "cffi" in self._captures:
+            cffi.disable()
+        if "ctypes" in self._captures:
+            ctypes.disable()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if not self.config.getoption("fasthost"):
+            return
+        for item in items:
+            names = getattr(item, "fixturenames", None)
+            if names is not None and "benchmark" in names and "fasthost" not in names:
+                names.append("fasthost")
+                item.add_marker("fasthost")
+
+    # ---- figures from every test (also from xdist workers) -------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.figures[report.nodeid] = value
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: its figures travel in the reports
+        path = self.config.getoption("fasthost_json")
+        if path:
+            benchmarks = [{"fullname": node, "extra_info": {"fasthost": f}} for node, f in sorted(self.figures.items())]
+            with open(path, "w") as out:
+                json.dump({"fasthost_version": _version(), "benchmarks": benchmarks}, out, indent=2)
+        if self.config.getoption("fasthost_compare"):
+            failed = self._compare()
+            if failed:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.figures and not self.config.getoption("fasthost_compare"):
+            terminalreporter.section("fasthost: transitions per benchmarked call")
+            width = max(len(node) for node in self.figures)
+            for node, f in sorted(self.figures.items()):
+                errors = sum(f["errors"].values())
+                p99 = f["unmanaged_ns"]["p99"]
+                terminalreporter.write_line(
+                    f"{node:<{width}}  {f['transitions_per_call']:>10.3f}  calls={f['calls']:<8} "
+                    f"p99={'-' if p99 is None else f'{p99:.0f} ns'}  errors={errors}"
+                )
+        if self.summary:
+            terminalreporter.section("fasthost: comparison with the baseline")
+            for line in self.summary:
+                terminalreporter.write_line(line)
+
+    # ---- the regression gate ---------------------------------------------------
+    def _compare(self) -> bool:
+        source, baseline = self._load_baseline()
+        lines = [f"baseline: {source}"]
+        width = max([len(node) for node in self.figures] + [9])
+        lines.append(
+            f"{'benchmark':<{width}}  {'before':>9} {'now':>9} {'change':>8}  {'p99 before':>11} {'p99 now':>11}"
+        )
+        failures = []
+        for node, now in sorted(self.figures.items()):
+            before = baseline.get(node)
+            if before is None:
+                lines.append(f"{node:<{width}}  {'-':>9} {now['transitions_per_call']:>9.3f} {'new':>8}")
+                continue
+            t0, t1 = before["transitions_per_call"], now["transitions_per_call"]
+            p0, p1 = before["unmanaged_ns"]["p99"], now["unmanaged_ns"]["p99"]
+            broken = [
+                str(rule)
+                for rule in self._thresholds
+                if (rule.metric == "transitions" and rule.exceeded(t0, t1))
+                or (rule.metric == "p99" and p0 is not None and p1 is not None and rule.exceeded(p0, p1))
+            ]
+            change = f"{(t1 - t0) / t0:+.1%}" if t0 else ("+inf" if t1 else "0.0%")
+            lines.append(
+                f"{node:<{width}}  {t0:>9.3f} {t1:>9.3f} {change:>8}  {_ns(p0):>11} {_ns(p1):>11}"
+                + (f"  FAILED ({', '.join(broken)})" if broken else "")
+            )
+            if broken:
+                failures.append(f"{node} ({', '.join(broken)})")
+        missing = sorted(set(baseline) - set(self.figures))
+        if missing:
+            lines.append(f"not run now: {', '.join(missing)}")
+        if failures:
+            lines.append(
+                f"fasthost: {len(failures)} benchmark(s) beyond --fasthost-compare-fail: {'; '.join(failures)}"
+            )
+        self.summary = lines
+        return bool(failures)
+
+    def _load_baseline(self) -> tuple[str, dict[str, dict[str, Any]]]:
+        """(where it came from, fullname -> fasthost figures)."""
+        value = self.config.getoption("fasthost_compare")
+        runs: list[tuple[str, dict[str, Any]]] = []
+        if isinstance(value, str) and value.endswith(".json"):
+            try:
+                with open(value) as f:
+                    runs = [(value, json.load(f))]
+            except (OSError, ValueError) as exc:
+                raise pytest.UsageError(f"--fasthost-compare: cannot read {value}: {exc}") from None
+        else:
+            session = getattr(self.config, "_benchmarksession", None)
+            if session is None:
+                raise pytest.UsageError("--fasthost-compare NUM needs pytest-benchmark (or give a .json file)")
+            loaded = list(session.storage.load()) if value is True else list(session.storage.load(value))
+            runs = [(str(path), data) for path, data in loaded[-1:]]
+            if not runs:
+                raise pytest.UsageError(f"--fasthost-compare: no saved benchmark run in {session.storage}")
+        source, data = runs[0]
+        baseline = {}
+        for bench in data.get("benchmarks", []):
+            figures = bench.get("extra_info", {}).get("fasthost")
+            if figures is not None:
+                baseline[bench["fullname"]] = figures
+        return source, baseline
+
+
+def _ns(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ns"
+
+
+def _version() -> str:
+    from fasthost import __version__
+
+    return __version__
+
+
+def _parse_captures(spec: str | None) -> list[str]:
+    if not spec:
+        return []
+    chosen = [c.strip() for c in spec.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in ("ctypes", "cffi", "builtins")]
+    if unknown:
+        raise pytest.UsageError(f"--fasthost-capture takes ctypes, cffi, builtins; not {', '.join(unknown)}")
+    return chosen
+
+
+# ---- the fixture ---------------------------------------------------------------------
+
+
+class Recording:
+    """What the ``fasthost`` fixture gives a test: the transitions made
+    since the test began (all threads of this process)."""
+
+    def __init__(self) -> None:
+        import fasthost
+
+        self._fasthost = fasthost
+        self._owns_session = not fasthost.running()
+        if self._owns_session:
+            fasthost.start()
+        self._before = fasthost.snapshot()
+        self.result: Any = None  # the final delta Snapshot, once the test ended
+
+    def snapshot(self) -> Any:
+        """The delta :class:`~fasthost.Snapshot` from the test's start to
+        now (or to its end, once it ended). If the test itself started a
+        new session, the whole new session."""
+        if self.result is not None:
+            return self.result
+        now = self._fasthost.snapshot()
+        try:
+            return now.diff(self._before)
+        except ValueError:
+            return now
+
+    def finish(self) -> Any:
+        self.result = self.snapshot()
+        if self._owns_session:
+            self._fasthost.stop()
+        return self.result
+
+
+def figures_for(delta: Any, calls: int) -> dict[str, Any]:
+    """The JSON-ready figures of a benchmark: ``delta`` is what the test
+    recorded, ``calls`` how many times pytest-benchmark ran the function
+    (calibration, warmup and rounds x iterations, as it ran them)."""
+    totals = delta.totals
+    per = max(calls, 1)
+    hist = delta.histogram("inclusive")
+    p50, p99 = (float(q) for q in hist.quantile([0.5, 0.99])) if hist.total else (None, None)
+    top = sorted(delta.targets, key=lambda row: -int(row["calls"]))[:TOP_TARGETS]
+    return {
+        "calls": calls,
+        "transitions": totals["transitions"],
+        "transitions_per_call": totals["transitions"] / per,
+        "per_call": {kind: n / per for kind, n in totals["calls"].items()},
+        "errors": {name: n for name, n in totals["results"].items() if name != "S_OK" and n},
+        "unmanaged_ns": {"p50": p50, "p99": p99, "max": hist.max},
+        "top_targets": [
+            {"symbol": str(row["symbol"]), "calls_per_call": int(row["calls"]) / per, "total_ns": int(row["total_ns"])}
+            for row in top
+        ],
+    }
+
+
+def _count_calls(benchmark: Any) -> list[int]:
+    """Makes ``benchmark`` count how many times it runs the function, with
+    nothing added inside its timed loops: its runners are built around the
+    original function and count whole loops; anything that calls the
+    function directly goes through a counting wrapper."""
+    counter = [0]
+    base = type(benchmark)
+
+    def counted(function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            counter[0] += 1
+            return function(*args, **kwargs)
+
+        call.__wrapped__ = function  # type: ignore[attr-defined]
+        return call
+
+    class CountingBenchmark(base):  # type: ignore[misc, valid-type]
+        def __call__(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+            return base.__call__(self, counted(function), *args, **kwargs)
+
+        def pedantic(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+            return base.pedantic(self, counted(target), *args, **kwargs)
+
+        def _make_runner(self, function: Any, args: Any, kwargs: Any) -> Any:
+            runner = base._make_runner(self, getattr(function, "__wrapped__", function), args, kwargs)
+
+            def counting_runner(loops_range: Any, *rest: Any, **options: Any) -> Any:
+                counter[0] += len(loops_range) if loops_range else 1
+                return runner(loops_range, *rest, **options)
+
+            return counting_runner
+
+    CountingBenchmark.__name__ = base.__name__
+    benchmark.__class__ = CountingBenchmark
+    return counter
+
+
+@pytest.fixture
+def fasthost(request: pytest.FixtureRequest) -> Any:
+    """Records transitions during this test (starting fasthost if it is not
+    recording, and stopping it again after) and yields a ``Recording``:
+    ``.snapshot()`` is the delta Snapshot so far.
+
+    Used with pytest-benchmark's ``benchmark``, it also stores the test's
+    figures per benchmarked call in ``benchmark.extra_info["fasthost"]``."""
+    benchmark = request.getfixturevalue("benchmark") if "benchmark" in request.fixturenames else None
+    counter = _count_calls(benchmark) if benchmark is not None else None
+    recording = Recording()
+    try:
+        yield recording
+    finally:
+        delta = recording.finish()
+        if counter is not None and counter[0]:
+            figures = figures_for(delta, counter[0])
+            benchmark.extra_info["fasthost"] = figures
+            request.node.user_properties.append((PROPERTY, figures))

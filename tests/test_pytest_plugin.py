@@ -1,0 +1,246 @@
+"""The pytest plugin, through real pytest(-benchmark, -xdist) sessions run by
+``pytester`` in subprocesses (the plugin touches process-wide state)."""
+
+import json
+
+import pytest
+
+import fasthost
+from fasthost.pytest_plugin import Threshold, parse_threshold
+
+# A benchmark whose function makes a known number of foreign calls.
+BENCHMARK_FILE = """
+import ctypes, ctypes.util
+import fasthost.ctypes
+
+libm = fasthost.ctypes.instrument(ctypes.CDLL(ctypes.util.find_library("m")))
+libm.cos.restype = ctypes.c_double
+libm.cos.argtypes = [ctypes.c_double]
+
+
+def work():
+    for _ in range({calls}):
+        libm.cos(0.5)
+
+
+def test_cos_calls(benchmark{fixture}):
+    benchmark(work)
+"""
+
+FAST = ("-p", "no:cacheprovider", "--benchmark-max-time=0.002", "--benchmark-min-rounds=3")
+
+
+def write_benchmark(pytester, calls, fixture=True, name="test_bench"):
+    pytester.makepyfile(**{name: BENCHMARK_FILE.format(calls=calls, fixture=", fasthost" if fixture else "")})
+
+
+def benchmarks(path):
+    with open(path) as f:
+        return {b["name"]: b for b in json.load(f)["benchmarks"]}
+
+
+def test_extra_info_has_exact_transitions_per_call(pytester):
+    write_benchmark(pytester, calls=3)
+    result = pytester.runpytest_subprocess(*FAST, "--benchmark-json=out.json")
+    result.assert_outcomes(passed=1)
+    bench = benchmarks(pytester.path / "out.json")["test_cos_calls"]
+    figures = bench["extra_info"]["fasthost"]
+    assert figures["transitions_per_call"] == 3.0
+    assert figures["per_call"] == {"leave": 3.0, "enter": 3.0, "reverse_leave": 0.0, "reverse_enter": 0.0}
+    assert figures["transitions"] == 3 * figures["calls"]
+    # Calibration, warmup and the measured rounds all count: at least the rounds.
+    assert figures["calls"] >= bench["stats"]["rounds"] * bench["stats"]["iterations"]
+    assert figures["errors"] == {}
+    assert 0 < figures["unmanaged_ns"]["p50"] <= figures["unmanaged_ns"]["p99"] <= figures["unmanaged_ns"]["max"]
+    (top,) = figures["top_targets"]
+    assert top["symbol"] == "libm.so.6!cos"
+    assert top["calls_per_call"] == 3.0
+
+
+def test_pedantic_counts_rounds_times_iterations(pytester):
+    pytester.makepyfile(
+        test_pedantic=BENCHMARK_FILE.format(calls=2, fixture=", fasthost").replace(
+            "benchmark(work)", "benchmark.pedantic(work, rounds=7, iterations=3, warmup_rounds=2)"
+        )
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark-json=out.json")
+    result.assert_outcomes(passed=1)
+    figures = benchmarks(pytester.path / "out.json")["test_cos_calls"]["extra_info"]["fasthost"]
+    # (7 rounds + 2 warmup) x 3 iterations, and one more call for the result.
+    assert figures["calls"] == 9 * 3 + 1
+    assert figures["transitions"] == 2 * figures["calls"]
+
+
+def test_fasthost_option_covers_every_benchmark_test(pytester):
+    write_benchmark(pytester, calls=2, fixture=False)
+    result = pytester.runpytest_subprocess(*FAST, "--fasthost", "--benchmark-json=out.json")
+    result.assert_outcomes(passed=1)
+    figures = benchmarks(pytester.path / "out.json")["test_cos_calls"]["extra_info"]["fasthost"]
+    assert figures["transitions_per_call"] == 2.0
+    result.stdout.fnmatch_lines(["*fasthost: transitions per benchmarked call*", "*test_cos_calls*2.000*"])
+
+
+def test_without_the_option_benchmarks_are_left_alone(pytester):
+    write_benchmark(pytester, calls=2, fixture=False)
+    result = pytester.runpytest_subprocess(*FAST, "--benchmark-json=out.json")
+    result.assert_outcomes(passed=1)
+    assert "fasthost" not in benchmarks(pytester.path / "out.json")["test_cos_calls"]["extra_info"]
+
+
+def test_fixture_alone_gives_the_tests_delta_snapshot(pytester):
+    pytester.makepyfile(
+        test_alone="""
+        import fasthost as fh
+
+        def test_first(fasthost):
+            fh.leave_runtime(0x10)
+            fh.enter_runtime()
+            snap = fasthost.snapshot()
+            assert snap.totals["calls"]["leave"] == 1
+            assert snap.targets["target"].tolist() == [0x10]
+
+        def test_second_sees_only_its_own(fasthost):
+            assert not fh.running() or fasthost.snapshot().totals["calls"]["leave"] == 0
+            fh.leave_runtime(0x20)
+            fh.enter_runtime()
+            assert fasthost.snapshot().targets["target"].tolist() == [0x20]
+
+        def test_recording_was_stopped_after_each_test():
+            assert not fh.running()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def test_session_capture_instruments_ctypes_loaded_by_tests(pytester):
+    pytester.makepyfile(
+        test_capture="""
+        import ctypes, ctypes.util
+
+        def test_libm(fasthost):
+            libm = ctypes.CDLL(ctypes.util.find_library("m"))
+            libm.cos.restype = ctypes.c_double
+            libm.cos.argtypes = [ctypes.c_double]
+            libm.cos(0.0)
+            assert fasthost.snapshot().targets["symbol"].tolist() == ["libm.so.6!cos"]
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fasthost-capture=ctypes").assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)  # without the capture, nothing is recorded
+
+
+def save_baseline(pytester, calls):
+    write_benchmark(pytester, calls=calls)
+    result = pytester.runpytest_subprocess(*FAST, "--benchmark-save=base", "--benchmark-storage=store")
+    result.assert_outcomes(passed=1)
+
+
+def test_gate_fails_when_a_benchmark_makes_one_more_foreign_call(pytester):
+    save_baseline(pytester, calls=4)
+    write_benchmark(pytester, calls=5)
+    result = pytester.runpytest_subprocess(
+        *FAST, "--benchmark-storage=store", "--fasthost-compare", "--fasthost-compare-fail=transitions:5%"
+    )
+    result.assert_outcomes(passed=1)  # the test passed; the session fails on the gate
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*comparison with the baseline*",
+            "*test_cos_calls*4.000*5.000*+25.0%*FAILED (transitions:5%)*",
+            "*1 benchmark(s) beyond --fasthost-compare-fail: test_bench.py::test_cos_calls (transitions:5%)*",
+        ]
+    )
+
+
+def test_gate_passes_when_nothing_changed(pytester):
+    save_baseline(pytester, calls=4)
+    result = pytester.runpytest_subprocess(
+        *FAST,
+        "--benchmark-storage=store",
+        "--fasthost-compare=0001",
+        "--fasthost-compare-fail=transitions:5%",
+        "--fasthost-compare-fail=transitions:+0.5",
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*test_cos_calls*4.000*4.000*+0.0%*"])
+    result.stdout.no_fnmatch_line("*FAILED*")
+
+
+def test_gate_reports_a_benchmark_missing_from_the_baseline_without_failing(pytester):
+    save_baseline(pytester, calls=1)
+    write_benchmark(pytester, calls=1, name="test_other")
+    result = pytester.runpytest_subprocess(
+        *FAST, "--benchmark-storage=store", "--fasthost-compare", "--fasthost-compare-fail=transitions:5%"
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*test_other.py::test_cos_calls*new*"])
+
+
+def test_gate_reads_a_json_baseline(pytester):
+    write_benchmark(pytester, calls=2)
+    pytester.runpytest_subprocess(*FAST, "--fasthost-json=base.json").assert_outcomes(passed=1)
+    write_benchmark(pytester, calls=4)
+    result = pytester.runpytest_subprocess(
+        *FAST, "--fasthost-compare=base.json", "--fasthost-compare-fail=transitions:+1"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*2.000*4.000*+100.0%*FAILED (transitions:+1)*"])
+
+
+def test_under_xdist_each_benchmark_has_its_own_figures(pytester):
+    pytest.importorskip("xdist")
+    for calls in (1, 2, 3, 4):
+        write_benchmark(pytester, calls=calls, name=f"test_bench_{calls}")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--fasthost-json=out.json")
+    result.assert_outcomes(passed=4)
+    with open(pytester.path / "out.json") as f:
+        figures = {b["fullname"]: b["extra_info"]["fasthost"] for b in json.load(f)["benchmarks"]}
+    # pytest-benchmark runs each function once under xdist; each test's
+    # figures are its own, whichever worker ran it alongside another.
+    assert {node: f["transitions_per_call"] for node, f in figures.items()} == {
+        f"test_bench_{n}.py::test_cos_calls": float(n) for n in (1, 2, 3, 4)
+    }
+    assert all(f["calls"] == 1 for f in figures.values())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("transitions:5%", Threshold("transitions", 0.05, True)),
+        ("transitions:+2", Threshold("transitions", 2.0, False)),
+        ("p99:20%", Threshold("p99", 0.2, True)),
+        ("p99:+500", Threshold("p99", 500.0, False)),
+    ],
+)
+def test_thresholds_parse(text, expected):
+    assert parse_threshold(text) == expected
+
+
+def test_threshold_semantics():
+    assert Threshold("transitions", 0.05, True).exceeded(4.0, 5.0)
+    assert not Threshold("transitions", 0.05, True).exceeded(4.0, 4.1)
+    assert Threshold("transitions", 0.5, False).exceeded(4.0, 5.0)
+    assert not Threshold("transitions", 1.0, False).exceeded(4.0, 5.0)
+    assert Threshold("transitions", 0.05, True).exceeded(0.0, 1.0)
+
+
+def test_bad_threshold_is_a_usage_error(pytester):
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_subprocess("--fasthost-compare", "--fasthost-compare-fail=transitions:lots")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*is not a threshold*"])
+
+
+def test_compare_fail_without_compare_is_a_usage_error(pytester):
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_subprocess("--fasthost-compare-fail=transitions:5%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--fasthost-compare-fail needs --fasthost-compare*"])
+
+
+def test_package_exports_match_its_lazy_table():
+    assert set(fasthost.__all__) == {*fasthost._WHERE, "__version__", "get_include"}
+    for name in fasthost.__all__:
+        assert getattr(fasthost, name) is not None
