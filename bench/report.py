@@ -69,6 +69,20 @@ ABSOLUTES = (
 
 FIGURES += (
     Figure(
+        "two native threads: aggregate pair throughput / one thread's",
+        "test_native_threads_pairs[fasthost-1]",
+        "test_native_threads_pairs[fasthost-2]",
+        1.8,
+        False,
+    ),
+    Figure(
+        "(peer) mutex-guarded shared counter, the same",
+        "test_native_threads_pairs[mutex-1]",
+        "test_native_threads_pairs[mutex-2]",
+        1.8,
+        False,
+    ),
+    Figure(
         "instrumented ctypes libm cos / the same call uninstrumented",
         "test_ctypes_cos_instrumented",
         "test_ctypes_cos_uninstrumented",

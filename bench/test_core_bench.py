@@ -77,3 +77,16 @@ def test_python_pure_python_recorder(benchmark):
     )
     benchmark(run)
     assert sum(recorder.histogram.values()) >= PY_PAIRS
+
+
+SCALING_PAIRS = 500_000
+
+
+@pytest.mark.benchmark(group="threads")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["fasthost", "mutex"])
+def test_native_threads_pairs(benchmark, tsc_recording, kind, threads):
+    """Wall time of `threads` native threads doing SCALING_PAIRS pairs each:
+    aggregate throughput = threads x pairs / time (bench/report.py)."""
+    benchmark.extra_info["pairs_per_round"] = SCALING_PAIRS * threads
+    benchmark(_testing.scaling_run, kind, threads, SCALING_PAIRS)

@@ -8,6 +8,7 @@ state, a manual clock, and the C loops the benchmarks compare.
 from cpython.pycapsule cimport PyCapsule_Import
 from libc.stdint cimport int32_t, uint64_t
 from libc.stdlib cimport calloc, free
+from time import monotonic_ns as _now
 
 from fasthost.hresult import HResult
 
@@ -51,6 +52,10 @@ cdef extern from "_testing_native.h" nogil:
     int32_t fh_minimal_leave(size_t target)
     int32_t fh_minimal_enter()
     int fh_minimal_profile(int on) with gil
+    uint64_t fh_scaling_run(int kind, int nthreads, size_t n)
+    uint64_t fh_nested_pair_loop(size_t n, unsigned int depth, size_t target)
+    uint64_t fh_targets_pair_loop(size_t n, size_t distinct, size_t target)
+    void fh_pairs(int kind, size_t n, size_t target)
 
 cdef extern from "fh_test_api.h":
     const char *FH_TEST_CAPSULE_NAME
@@ -211,3 +216,54 @@ def minimal_profile_hook(bint on):
     that capture_builtins is measured against."""
     if fh_minimal_profile(on) != 0:
         raise MemoryError()
+
+
+_PAIR_KINDS = {"fasthost": 0, "minimal": 1, "mutex": 2, "atomic": 3}
+
+
+def scaling_run(str kind, int nthreads, size_t pairs):
+    """`nthreads` native threads do `pairs` pairs each of `kind` ("fasthost"
+    through the C API, "minimal", "mutex" or "atomic": a shared histogram
+    guarded by a mutex or updated atomically), released together. Returns
+    the elapsed ns from their release to the end of the last one."""
+    if nthreads < 1:
+        raise ValueError("nthreads must be >= 1")
+    cdef int k = _PAIR_KINDS[kind]
+    cdef uint64_t elapsed
+    with nogil:
+        elapsed = fh_scaling_run(k, nthreads, pairs)
+    if elapsed == 0:
+        raise OSError("could not start the threads")
+    return elapsed
+
+
+def pair_loop(str kind, size_t n, size_t target=0x1000):
+    """`n` pairs of `kind` (see scaling_run) on this thread; elapsed ns."""
+    cdef int k = _PAIR_KINDS[kind]
+    if k == 1 and not fh_minimal_ready():
+        raise MemoryError()
+    cdef uint64_t t0 = _now()
+    with nogil:
+        fh_pairs(k, n, target)
+    return _now() - t0
+
+
+def nested_pair_loop(size_t n, unsigned int depth, size_t target=0x2000):
+    """`n` C API pairs on top of `depth - 1` open frames; elapsed ns."""
+    if depth < 1:
+        raise ValueError("depth must be >= 1")
+    cdef uint64_t elapsed
+    with nogil:
+        elapsed = fh_nested_pair_loop(n, depth, target)
+    return elapsed
+
+
+def targets_pair_loop(size_t n, size_t distinct, size_t target=0x100000):
+    """`n` C API pairs cycling over `distinct` targets (each met once before
+    the clock starts); elapsed ns."""
+    if distinct < 1:
+        raise ValueError("distinct must be >= 1")
+    cdef uint64_t elapsed
+    with nogil:
+        elapsed = fh_targets_pair_loop(n, distinct, target)
+    return elapsed

@@ -180,4 +180,165 @@ static int fh_minimal_profile(int on)
     return 0;
 }
 
+/* ---- peers for bench/: recorders that share state between threads ------ */
+
+/* What a recorder without per-thread state does: one histogram for every
+ * thread, guarded by a mutex or updated with atomic read-modify-writes.
+ * Each keeps its start timestamp where fasthost keeps its stack (in the
+ * caller's frame here: the loops below). */
+static struct {
+    pthread_mutex_t lock;
+    uint64_t leaves;
+    uint64_t counts[60 << FH_MINIMAL_PRECISION];
+} fh_shared = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static FH_NOINLINE uint64_t fh_mutex_leave(void)
+{
+    pthread_mutex_lock(&fh_shared.lock);
+    fh_shared.leaves++;
+    pthread_mutex_unlock(&fh_shared.lock);
+    return __rdtsc();
+}
+
+static FH_NOINLINE void fh_mutex_enter(uint64_t start)
+{
+    uint64_t ticks = __rdtsc() - start;
+    pthread_mutex_lock(&fh_shared.lock);
+    fh_shared.counts[fh_bucket_index(ticks, FH_MINIMAL_PRECISION)]++;
+    pthread_mutex_unlock(&fh_shared.lock);
+}
+
+static FH_NOINLINE uint64_t fh_atomic_leave(void)
+{
+    __atomic_fetch_add(&fh_shared.leaves, 1, __ATOMIC_RELAXED);
+    return __rdtsc();
+}
+
+static FH_NOINLINE void fh_atomic_enter(uint64_t start)
+{
+    uint64_t ticks = __rdtsc() - start;
+    __atomic_fetch_add(&fh_shared.counts[fh_bucket_index(ticks, FH_MINIMAL_PRECISION)], 1, __ATOMIC_RELAXED);
+}
+
+enum fh_pair_kind { FH_PAIR_FASTHOST = 0, FH_PAIR_MINIMAL = 1, FH_PAIR_MUTEX = 2, FH_PAIR_ATOMIC = 3 };
+
+static void fh_pairs(int kind, size_t n, size_t target)
+{
+    uint64_t start;
+    for (size_t i = 0; i < n; i++) {
+        switch (kind) {
+        case FH_PAIR_FASTHOST:
+            FH_LeaveRuntime(target);
+            FH_EnterRuntime();
+            break;
+        case FH_PAIR_MINIMAL:
+            fh_minimal_leave(target);
+            fh_minimal_enter();
+            break;
+        case FH_PAIR_MUTEX:
+            start = fh_mutex_leave();
+            fh_mutex_enter(start);
+            break;
+        default:
+            start = fh_atomic_leave();
+            fh_atomic_enter(start);
+            break;
+        }
+    }
+}
+
+/* Thread scaling: `nthreads` pthreads (no GIL) do `n` pairs each of `kind`,
+ * released together by a barrier. Returns the ns from their release to the
+ * last one's end, or 0 when threads could not be made. */
+typedef struct fh_scaling_worker {
+    pthread_t thread;
+    pthread_barrier_t *barrier;
+    int kind;
+    size_t n;
+} fh_scaling_worker;
+
+static void *fh_scaling_main(void *arg)
+{
+    fh_scaling_worker *w = (fh_scaling_worker *)arg;
+    fh_minimal_ready();
+    fh_pairs(w->kind, 1, 0x5CA1E); /* the first call allocates: not timed */
+    pthread_barrier_wait(w->barrier);
+    fh_pairs(w->kind, w->n, 0x5CA1E);
+    return NULL;
+}
+
+static uint64_t fh_scaling_run(int kind, int nthreads, size_t n)
+{
+    pthread_barrier_t barrier;
+    fh_scaling_worker *workers = (fh_scaling_worker *)calloc((size_t)nthreads, sizeof(fh_scaling_worker));
+    if (workers == NULL || pthread_barrier_init(&barrier, NULL, (unsigned)nthreads + 1) != 0) {
+        free(workers);
+        return 0;
+    }
+    int started = 0;
+    for (; started < nthreads; started++) {
+        workers[started] = (fh_scaling_worker){.barrier = &barrier, .kind = kind, .n = n};
+        if (pthread_create(&workers[started].thread, NULL, fh_scaling_main, &workers[started]) != 0)
+            break;
+    }
+    uint64_t elapsed = 0;
+    if (started == nthreads) {
+        pthread_barrier_wait(&barrier);
+        uint64_t t0 = fh_monotonic_ns();
+        for (int i = 0; i < started; i++)
+            pthread_join(workers[i].thread, NULL);
+        elapsed = fh_monotonic_ns() - t0;
+    } else {
+        /* Cannot release a barrier that is short of threads: end the started
+         * ones by cancelling them while they wait. */
+        for (int i = 0; i < started; i++) {
+            pthread_cancel(workers[i].thread);
+            pthread_join(workers[i].thread, NULL);
+        }
+    }
+    pthread_barrier_destroy(&barrier);
+    free(workers);
+    return elapsed;
+}
+
+/* Growth: `n` pairs, each on top of `depth - 1` open frames (alternating M
+ * and U, as callbacks nest). Elapsed ns of the pairs alone. */
+static uint64_t fh_nested_pair_loop(size_t n, uint32_t depth, size_t target)
+{
+    for (uint32_t d = 1; d < depth; d++) {
+        if (d % 2)
+            FH_ReverseEnterRuntime();
+        else
+            FH_LeaveRuntime(target + d);
+    }
+    uint64_t t0 = fh_monotonic_ns();
+    fh_pairs(FH_PAIR_FASTHOST, n, target);
+    uint64_t elapsed = fh_monotonic_ns() - t0;
+    for (uint32_t d = depth - 1; d >= 1; d--) {
+        if (d % 2)
+            FH_ReverseLeaveRuntime();
+        else
+            FH_EnterRuntime();
+    }
+    return elapsed;
+}
+
+/* Growth: `n` pairs cycling over `distinct` targets. Elapsed ns. */
+static uint64_t fh_targets_pair_loop(size_t n, size_t distinct, size_t target)
+{
+    for (size_t i = 0; i < distinct; i++) { /* meet every target once first */
+        FH_LeaveRuntime(target + 16 * i);
+        FH_EnterRuntime();
+    }
+    uint64_t t0 = fh_monotonic_ns();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        FH_LeaveRuntime(target + 16 * k);
+        FH_EnterRuntime();
+        if (++k == distinct)
+            k = 0;
+    }
+    return fh_monotonic_ns() - t0;
+}
+
 #endif /* FASTHOST_TESTING_NATIVE_H */

@@ -1,0 +1,110 @@
+"""The budgets of SPEC §9 in instructions instead of seconds: each workload
+runs under ``valgrind --tool=callgrind``, whose counts repeat exactly from
+run to run whatever else the machine does (wall-clock ratios on a shared
+VM move by tens of percent). Needs valgrind.
+
+    python bench/instructions.py
+
+Every workload is measured as (setup + work) minus (setup alone), with
+PYTHONHASHSEED fixed so that both runs lay out their dicts alike. fasthost
+records on its "manual" clock here: calibrating the TSC is a timed loop
+whose length would change from run to run, and reading the manual clock
+costs about what one rdtsc does (an instruction, plus two branches to get
+there, which count against fasthost).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SETUP = """
+import math, sys
+sys.path.insert(0, {root!r})
+import fasthost
+from fasthost import _testing
+from bench.loops import unrolled
+fasthost.start(clock="manual")
+builtin_loop = unrolled("cos(x); len(s); abs(-1)", 1000, cos=math.cos, len=len, abs=abs, x=0.5, s="abc")
+py_pair = unrolled("leave(t); enter()", 1000, leave=fasthost.leave_runtime, enter=fasthost.enter_runtime, t=0x1234)
+py_builtins = unrolled("noop1(t); noop()", 1000, noop1=_testing.noop1, noop=_testing.noop, t=0x1234)
+py_minimal = unrolled("leave(t); enter()", 1000, leave=_testing.minimal_leave, enter=_testing.minimal_enter, t=0x1234)
+_testing.minimal_pair_loop(1); _testing.capi_pair_loop(1); py_pair(); py_builtins(); py_minimal(); builtin_loop()
+"""
+
+WORK = {
+    "setup": "",
+    "c_pairs": "_testing.capi_pair_loop(100_000)",
+    "c_minimal": "_testing.minimal_pair_loop(100_000)",
+    "py_pairs": "py_pair()",
+    "py_builtins": "py_builtins()",
+    "py_minimal": "py_minimal()",
+    "loop": "builtin_loop()",
+    "loop_minimal_hook": "_testing.minimal_profile_hook(True); builtin_loop(); _testing.minimal_profile_hook(False)",
+    "loop_capture": "c = fasthost.capture_builtins().start(); builtin_loop(); c.stop()",
+    "loop_capture_only": "c = fasthost.capture_builtins().start(); c.stop()",
+}
+
+
+def instructions(work: str) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "work.py"
+        script.write_text(SETUP.format(root=str(ROOT)) + work + "\n")
+        # numpy's OpenBLAS threads spin while idle: their instructions would
+        # be counted, and vary.
+        env = {**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+    match = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(f"callgrind failed for {work!r}:\n{proc.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def main() -> int:
+    if shutil.which("valgrind") is None:
+        print("instructions.py needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    counts = {}
+    for name, work in WORK.items():
+        print(f"instructions: {name}", file=sys.stderr, flush=True)
+        counts[name] = instructions(work)
+    cost = {name: n - counts["setup"] for name, n in counts.items()}
+    hooked_fasthost = cost["loop_capture"] - cost["loop_capture_only"]
+    rows = [
+        ("C API pair / minimal pair (per pair)", cost["c_pairs"] / cost["c_minimal"], "≤ 1.25"),
+        ("Python pair / two empty builtins", cost["py_pairs"] / cost["py_builtins"], "≤ 1.3"),
+        ("(floor) minimal pair as builtins / two empty builtins", cost["py_minimal"] / cost["py_builtins"], "≤ 1.3"),
+        (
+            "capture_builtins slowdown / minimal hook slowdown",
+            (hooked_fasthost / cost["loop"]) / (cost["loop_minimal_hook"] / cost["loop"]),
+            "≤ 1.1",
+        ),
+    ]
+    print("| figure (callgrind instructions) | ratio | budget |")
+    print("|---|---:|---:|")
+    for name, ratio, budget in rows:
+        print(f"| {name} | {ratio:.3f}x | {budget}x |")
+    print()
+    print(
+        f"per pair: C API {cost['c_pairs'] / 100_000:.0f}, minimal {cost['c_minimal'] / 100_000:.0f} instructions; "
+        f"per builtin call under the hooks: fasthost {hooked_fasthost / 30_000:.0f}, "
+        f"minimal {cost['loop_minimal_hook'] / 30_000:.0f}, none {cost['loop'] / 30_000:.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
