@@ -244,3 +244,10 @@ def test_package_exports_match_its_lazy_table():
     assert set(fasthost.__all__) == {*fasthost._WHERE, "__version__", "get_include"}
     for name in fasthost.__all__:
         assert getattr(fasthost, name) is not None
+
+
+def test_unknown_capture_is_a_usage_error(pytester):
+    pytester.makepyfile(test_x="def test_x(): pass")
+    result = pytester.runpytest_subprocess("--fasthost-capture=dtrace")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--fasthost-capture takes ctypes, cffi, builtins or none, not dtrace*"])

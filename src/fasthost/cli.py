@@ -14,21 +14,21 @@ writing what was recorded up to its end, even when it raised.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import runpy
 import sys
 import traceback
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import fasthost
-from fasthost import cffi as cffi_capture
-from fasthost import ctypes as ctypes_capture
+from fasthost.captures import Captures
 
 __all__ = ["main"]
 
-CAPTURES = ("ctypes", "cffi", "builtins")
 DEFAULT_OUTPUT = "fasthost.npz"
 
 
@@ -98,47 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 # ---- run ----------------------------------------------------------------------
 
 
-def _captures(spec: str) -> list[str]:
-    chosen = [c.strip() for c in spec.split(",") if c.strip()]
-    if chosen == ["none"]:
-        return []
-    unknown = [c for c in chosen if c not in CAPTURES]
-    if unknown or not chosen:
-        raise UsageError(f"--capture takes {', '.join(CAPTURES)} or none, not {spec!r}")
-    return chosen
-
-
-class _Capture:
-    """Turns the chosen adapters on and, whatever happens, off again."""
-
-    def __init__(self, captures: list[str]):
-        self.captures = captures
-        self.builtins: Any = None
-
-    def __enter__(self) -> _Capture:
-        if "ctypes" in self.captures:
-            ctypes_capture.enable()
-        if "cffi" in self.captures:
-            try:
-                cffi_capture.enable()
-            except ImportError as exc:
-                self.__exit__()
-                raise UsageError(str(exc)) from None
-        if "builtins" in self.captures:
-            self.builtins = fasthost.capture_builtins().start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.builtins is not None:
-            self.builtins.stop()
-        if "cffi" in self.captures:
-            cffi_capture.disable()
-        if "ctypes" in self.captures:
-            ctypes_capture.disable()
-
-
 def _run(args: argparse.Namespace) -> int:
-    captures = _captures(args.capture)
+    try:
+        captures = Captures(args.capture)
+    except ValueError as exc:
+        raise UsageError(f"--capture {exc}") from None
     if args.module:
         argv = [args.module] + ([args.script] if args.script else []) + args.args
     elif args.script:
@@ -156,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
     fasthost.start(clock=args.clock)
     try:
-        with _Capture(captures):
+        with _started(captures):
             sys.argv = argv
             try:
                 if args.module:
@@ -188,6 +152,18 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n" + snap.report(top=args.top))
         sys.stdout.flush()
     return status
+
+
+@contextlib.contextmanager
+def _started(captures: Captures) -> Iterator[None]:
+    try:
+        captures.start()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        yield
+    finally:
+        captures.stop()
 
 
 def _find_module(name: str) -> Any:

@@ -74,11 +74,7 @@ def instrument(lib: T) -> T:
     base = library._FuncPtr
     if getattr(base, _ORIGINAL, None) is not None:
         return lib
-    cls = _instrumented_class(base, callbacks=False)
-    library._FuncPtr = cls
-    for value in list(vars(library).values()):
-        if type(value) is base:
-            value.__class__ = cls
+    _swap_function_class(library, base, _instrumented_class(base, callbacks=False))
     return lib
 
 
@@ -91,11 +87,18 @@ def uninstrument(lib: T) -> T:
     base = getattr(cls, _ORIGINAL, None)
     if base is None:
         return lib
-    library._FuncPtr = base
-    for value in list(vars(library).values()):
-        if type(value) is cls:
-            value.__class__ = base
+    _swap_function_class(library, cls, base)
     return lib
+
+
+def _swap_function_class(library: _ctypes.CDLL, old: type, new: type) -> None:
+    """Makes `new` the class of the functions `library` hands out from now
+    on and of those it already handed out (in place: references held
+    elsewhere change too)."""
+    library._FuncPtr = new
+    for value in list(vars(library).values()):
+        if type(value) is old:
+            value.__class__ = new
 
 
 def is_instrumented(obj: Any) -> bool:

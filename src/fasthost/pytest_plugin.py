@@ -108,37 +108,22 @@ class FasthostPlugin:
         self.config = config
         self.figures: dict[str, dict[str, Any]] = {}
         self.summary: list[str] = []
-        self._captures = _parse_captures(config.getoption("fasthost_capture"))
-        self._builtins: Any = None
+        from fasthost.captures import Captures
+
+        try:
+            self._captures = Captures(config.getoption("fasthost_capture"))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--fasthost-capture {exc}") from None
         self._thresholds: list[Threshold] = config.getoption("fasthost_compare_fail") or []
         if self._thresholds and not config.getoption("fasthost_compare"):
             raise pytest.UsageError("--fasthost-compare-fail needs --fasthost-compare")
 
     # ---- session-wide capture ---------------------------------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        if not self._captures:
-            return
-        import fasthost
-        from fasthost import cffi, ctypes
-
-        if "ctypes" in self._captures:
-            ctypes.enable()
-        if "cffi" in self._captures:
-            cffi.enable()
-        if "builtins" in self._captures:
-            self._builtins = fasthost.capture_builtins().start()
+        self._captures.start()
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if not self._captures:
-            return
-        from fasthost import cffi, ctypes
-
-        if self._builtins is not None:
-            self._builtins.stop()
-        if "cffi" in self._captures:
-            cffi.disable()
-        if "ctypes" in self._captures:
-            ctypes.disable()
+        self._captures.stop()
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -262,16 +247,6 @@ def _version() -> str:
     from fasthost import __version__
 
     return __version__
-
-
-def _parse_captures(spec: str | None) -> list[str]:
-    if not spec:
-        return []
-    chosen = [c.strip() for c in spec.split(",") if c.strip()]
-    unknown = [c for c in chosen if c not in ("ctypes", "cffi", "builtins")]
-    if unknown:
-        raise pytest.UsageError(f"--fasthost-capture takes ctypes, cffi, builtins; not {', '.join(unknown)}")
-    return chosen
 
 
 # ---- the fixture ---------------------------------------------------------------------
