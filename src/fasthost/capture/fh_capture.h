@@ -111,7 +111,9 @@ static int fh_find_own_code(struct dl_phdr_info *info, size_t size, void *data)
 
 static inline int fh_hook_wants(PyObject *callable)
 {
-    if (!PyCFunction_Check(callable))
+    /* The two exact types CPython reports C calls for (PyCFunction_Check
+     * would call PyType_IsSubtype for the second, on every call). */
+    if (!Py_IS_TYPE(callable, &PyCFunction_Type) && !Py_IS_TYPE(callable, &PyCMethod_Type))
         return 0;
     uintptr_t code = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     return code < fh_own_code_start || code >= fh_own_code_end;
@@ -124,13 +126,12 @@ static FH_NOINLINE int fh_hook_call(PyObject *callable)
 {
     if (!fh_hook_wants(callable))
         return 0;
+    /* The transition first: then nothing has to survive its call. */
+    int opened = fh_leave_runtime((size_t)PyCFunction_GET_FUNCTION(callable)) == FH_OK;
     uint32_t level = fh_hook_depth++;
     if (level < FH_HOOK_LEVELS) {
         uint64_t bit = 1ull << level;
-        if (fh_leave_runtime((size_t)PyCFunction_GET_FUNCTION(callable)) == FH_OK)
-            fh_hook_opened |= bit;
-        else
-            fh_hook_opened &= ~bit;
+        fh_hook_opened = opened ? fh_hook_opened | bit : fh_hook_opened & ~bit;
     }
     return 0;
 }

@@ -163,7 +163,7 @@ typedef struct fh_thread {
     fh_clock clock;
     uint32_t precision;
     uint32_t epoch;
-    uint64_t timeout_ns;
+    uint64_t timeout_limit_ns; /* timeout_ns, or UINT64_MAX for "never" */
     /* A direct-mapped cache in front of the target table: code that
      * alternates between a few functions (a profiled loop of builtins)
      * finds them here without a call into the table. */
@@ -214,7 +214,14 @@ typedef struct fh_runtime {
 } fh_runtime;
 
 static fh_runtime fh_rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
-static FH_TLS fh_thread *fh_current;
+
+/* What fh_current points at before a thread's first call and after it
+ * ended: a state whose gate no session ever has (real gates are below
+ * 2**34), so the fast path needs one comparison, `ts->gate == gate`, to
+ * rule out "no state", "stopped" and "another session" alike. Never
+ * written. */
+static fh_thread fh_detached = {.gate = UINT64_MAX};
+static FH_TLS fh_thread *fh_current = &fh_detached;
 
 /* ---- arena --------------------------------------------------------------- */
 
@@ -491,7 +498,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     memset(ts->recent, 0, sizeof(ts->recent));
 
     ts->precision = cfg->precision;
-    ts->timeout_ns = cfg->timeout_ns;
+    ts->timeout_limit_ns = cfg->timeout_ns != 0 ? cfg->timeout_ns : UINT64_MAX;
     ts->clock = clock;
     memset(ts->results, 0, sizeof(ts->results));
     ts->max_depth_seen = ts->depth;
@@ -533,7 +540,7 @@ static void fh_thread_exit(void *arg)
         fh_bump(&ts->exit_abandoned, ts->depth);
     fh_store(&ts->depth, 0);
     if (fh_current == ts)
-        fh_current = NULL;
+        fh_current = &fh_detached;
     /* Last write: after this, reset() may free the state. */
     fh_store_release(&ts->alive, 0);
 }
@@ -559,8 +566,12 @@ static FH_COLD int fh_fail(fh_thread *ts, int call)
  * or NULL with *result set when the call ends here. */
 static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
 {
+    if (gate == 0) {
+        *result = FH_CLR_NOT_AVAILABLE; /* stopped: not counted */
+        return NULL;
+    }
     int saved = errno;
-    fh_thread *ts = fh_current ? fh_current : fh_thread_create();
+    fh_thread *ts = fh_current != &fh_detached ? fh_current : fh_thread_create();
     int adopted = ts != NULL && (ts->epoch == (uint32_t)(gate >> 1) || fh_thread_adopt(ts, gate) == 0);
     errno = saved;
     if (!adopted) {
@@ -581,9 +592,7 @@ static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
 #define FH_ENTER_CALL(ts, call)                                          \
     uint64_t gate_ = fh_load_acquire(&fh_rt.gate);                       \
     fh_thread *ts = fh_current;                                          \
-    if (FH_UNLIKELY(gate_ == 0))                                         \
-        return FH_CLR_NOT_AVAILABLE;                                     \
-    if (FH_UNLIKELY(ts == NULL || ts->gate != gate_)) {                  \
+    if (FH_UNLIKELY(ts->gate != gate_)) {                                \
         int result_;                                                     \
         ts = fh_sync(gate_, (call), &result_);                           \
         if (ts == NULL)                                                  \
@@ -623,6 +632,13 @@ static FH_NOINLINE int fh_close_abandoned(fh_thread *ts, int call)
 
 /* ---- the four transitions (hot path) ------------------------------------- */
 
+/* Each transition is an inline fast path for the common case that calls
+ * nothing, so it saves no registers and needs no stack frame, and a full
+ * path, out of line, entered by a tail call for everything else: a thread's
+ * first call or a new session, errors, a target missing from the recent
+ * cache, a histogram row not yet allocated, a frame with callbacks inside.
+ * Both paths share the helpers below, so they cannot drift apart. */
+
 FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
 {
     uint32_t depth = ts->depth;
@@ -636,23 +652,8 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
     return frame;
 }
 
-/* LeaveRuntime: managed code is about to call `target` (unmanaged). */
-FH_INLINE int fh_leave_runtime(uint64_t target)
+FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t)
 {
-    FH_ENTER_CALL(ts, FH_CALL_LEAVE)
-    if (FH_UNLIKELY(ts->depth >= ts->capacity))
-        return fh_open_refused(ts, FH_CALL_LEAVE);
-    fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
-    fh_target *t = recent->target;
-    if (FH_UNLIKELY(t == NULL || recent->address != target)) {
-        int saved = errno;
-        t = fh_target_lookup(ts, target);
-        errno = saved;
-        if (FH_UNLIKELY(t == NULL)) {
-            fh_bump(&ts->results[FH_CALL_LEAVE][FH_OUT_OF_MEMORY], 1);
-            return FH_OUT_OF_MEMORY;
-        }
-    }
     fh_frame *frame = fh_push(ts, FH_FRAME_UNMANAGED);
     frame->target = t;
     fh_bump(&ts->results[FH_CALL_LEAVE][FH_OK], 1);
@@ -661,12 +662,61 @@ FH_INLINE int fh_leave_runtime(uint64_t target)
     return FH_OK;
 }
 
-/* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
-FH_INLINE int fh_enter_runtime(void)
+static FH_NOINLINE int fh_leave_runtime_full(uint64_t target)
+{
+    FH_ENTER_CALL(ts, FH_CALL_LEAVE)
+    if (FH_UNLIKELY(ts->depth >= ts->capacity))
+        return fh_open_refused(ts, FH_CALL_LEAVE);
+    fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
+    fh_target *t = recent->target;
+    if (t == NULL || recent->address != target) {
+        int saved = errno;
+        t = fh_target_lookup(ts, target);
+        errno = saved;
+        if (FH_UNLIKELY(t == NULL)) {
+            fh_bump(&ts->results[FH_CALL_LEAVE][FH_OUT_OF_MEMORY], 1);
+            return FH_OUT_OF_MEMORY;
+        }
+    }
+    return fh_leave_push(ts, t);
+}
+
+/* LeaveRuntime: managed code is about to call `target` (unmanaged). */
+FH_INLINE int fh_leave_runtime(uint64_t target)
+{
+    fh_thread *ts = fh_current;
+    fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
+    fh_target *t = recent->target;
+    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate) || ts->depth >= ts->capacity || t == NULL ||
+                    recent->address != target))
+        return fh_leave_runtime_full(target);
+    return fh_leave_push(ts, t);
+}
+
+/* What every close of a U frame records besides its histogram: the
+ * target's counters, the timeout, the result. Returns the result. */
+FH_INLINE int fh_enter_account(fh_thread *ts, fh_target *t, uint64_t inclusive, uint64_t exclusive)
+{
+    fh_bump(&t->calls, 1);
+    fh_bump(&t->total_ns, inclusive);
+    fh_bump(&t->exclusive_ns, exclusive);
+    fh_minmax(&t->min_ns, &t->max_ns, inclusive);
+    int result = FH_OK;
+    if (FH_UNLIKELY(inclusive > ts->timeout_limit_ns)) {
+        fh_bump(&t->timeouts, 1);
+        result = FH_TIMEOUT;
+    }
+    fh_bump(&ts->results[FH_CALL_ENTER][result], 1);
+    return result;
+}
+
+/* The full close; `now` is the fast path's timestamp, or 0 when it took
+ * none (the state was not synced yet). */
+static FH_NOINLINE int fh_enter_runtime_full(uint64_t now)
 {
     FH_ENTER_CALL(ts, FH_CALL_ENTER)
-    /* Timestamp first (after the gate check), for the same reason. */
-    uint64_t now = fh_clock_ticks(&ts->clock);
+    if (now == 0)
+        now = fh_clock_ticks(&ts->clock);
     uint32_t depth = ts->depth;
     if (FH_UNLIKELY(depth - 1u >= ts->capacity))
         return fh_close_refused(ts, FH_CALL_ENTER);
@@ -682,23 +732,38 @@ FH_INLINE int fh_enter_runtime(void)
     uint64_t exclusive = inclusive;
     fh_target *t = frame->target;
     fh_paged_record(ts, t->rows, inclusive);
-    if (FH_UNLIKELY(frame->child_ticks != 0)) {
+    if (frame->child_ticks != 0) {
         uint64_t child = frame->child_ticks < ticks ? frame->child_ticks : ticks;
         exclusive = fh_clock_to_ns(&ts->clock, ticks - child);
         fh_record_nested(ts, t, inclusive, exclusive);
     }
-    fh_bump(&t->calls, 1);
-    fh_bump(&t->total_ns, inclusive);
-    fh_bump(&t->exclusive_ns, exclusive);
-    fh_minmax(&t->min_ns, &t->max_ns, inclusive);
+    return fh_enter_account(ts, t, inclusive, exclusive);
+}
 
-    int result = FH_OK;
-    if (FH_UNLIKELY(ts->timeout_ns != 0 && inclusive > ts->timeout_ns)) {
-        fh_bump(&t->timeouts, 1);
-        result = FH_TIMEOUT;
-    }
-    fh_bump(&ts->results[FH_CALL_ENTER][result], 1);
-    return result;
+/* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
+FH_INLINE int fh_enter_runtime(void)
+{
+    fh_thread *ts = fh_current;
+    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate)))
+        return fh_enter_runtime_full(0);
+    /* Timestamp first (after the gate check), for the same reason. */
+    uint64_t now = fh_clock_ticks(&ts->clock);
+    uint32_t depth = ts->depth;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
+        return fh_enter_runtime_full(now);
+    fh_frame *frame = &ts->stack[depth - 1u];
+    if (FH_UNLIKELY(frame->kind != FH_FRAME_UNMANAGED || frame->epoch != ts->epoch || frame->child_ticks != 0))
+        return fh_enter_runtime_full(now);
+    uint64_t ticks = now > frame->start ? now - frame->start : 0;
+    uint64_t inclusive = fh_clock_to_ns(&ts->clock, ticks);
+    fh_target *t = frame->target;
+    uint32_t index = fh_bucket_index(inclusive, ts->precision);
+    uint64_t *row = t->rows[index >> ts->precision];
+    if (FH_UNLIKELY(row == NULL))
+        return fh_enter_runtime_full(now);
+    fh_store(&ts->depth, depth - 1u);
+    fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
+    return fh_enter_account(ts, t, inclusive, inclusive);
 }
 
 /* ReverseEnterRuntime: unmanaged code calls back into managed code. */
@@ -742,7 +807,7 @@ FH_INLINE int fh_reverse_leave_runtime(void)
     fh_bump(&ts->callback_counts[fh_bucket_index(ns, ts->precision)], 1);
 
     int result = FH_OK;
-    if (FH_UNLIKELY(ts->timeout_ns != 0 && ns > ts->timeout_ns))
+    if (FH_UNLIKELY(ns > ts->timeout_limit_ns))
         result = FH_TIMEOUT;
     fh_bump(&ts->results[FH_CALL_REVERSE_LEAVE][result], 1);
     return result;
@@ -765,7 +830,7 @@ static void fh_atfork_parent(void) { pthread_mutex_unlock(&fh_rt.lock); }
 static void fh_atfork_child(void)
 {
     pthread_mutex_init(&fh_rt.lock, NULL);
-    fh_thread *keep = fh_current, *ts = fh_rt.threads;
+    fh_thread *keep = fh_current != &fh_detached ? fh_current : NULL, *ts = fh_rt.threads;
     while (ts) {
         fh_thread *next = ts->next;
         if (ts != keep)
@@ -844,11 +909,7 @@ static inline int fh_running(void) { return fh_load(&fh_rt.gate) != 0; }
 
 static inline int fh_poisoned(void) { return (int)(fh_load(&fh_rt.gate) & 1u); }
 
-static inline uint32_t fh_current_depth(void)
-{
-    fh_thread *ts = fh_current;
-    return ts ? ts->depth : 0;
-}
+static inline uint32_t fh_current_depth(void) { return fh_current->depth; }
 
 /* ---- reading (snapshot side; caller holds fh_rt.lock and is serialised
  * against start/reset) ----------------------------------------------------- */
@@ -883,7 +944,7 @@ static inline void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n)
 static FH_UNUSED int fh_test_corrupt_current(int how)
 {
     fh_thread *ts = fh_current;
-    if (ts == NULL || ts->stack == NULL)
+    if (ts->stack == NULL) /* also the detached state */
         return -1;
     if (how == FH_CORRUPT_DEPTH) {
         fh_store(&ts->depth, ts->capacity + 7u);
