@@ -35,16 +35,11 @@ if TYPE_CHECKING:
         unmanaged,
     )
     from fasthost.builtins import capture_builtins
-    from fasthost.export import (
-        Histogram,
-        Snapshot,
-        load,
-        memory_usage,
-        merge,
-        register_target,
-        snapshot,
-        unregister_target,
-    )
+    from fasthost.export.histogram import Histogram
+    from fasthost.export.memory import memory_usage
+    from fasthost.export.snapshot import Snapshot, merge, snapshot
+    from fasthost.export.storage import load
+    from fasthost.export.symbols import register_target, unregister_target
     from fasthost.hresult import HResult
 
 _CORE = (

@@ -55,7 +55,7 @@ def instrument(lib: T) -> T:
     cls = _check_library(lib)
     if _ORIGINAL_GETATTR in vars(cls):
         return lib
-    original = cls.__getattr__
+    original = getattr(cls, "__getattr__")  # noqa: B009 -- cffi's class defines it
 
     @functools.wraps(original)
     def __getattr__(self: Any, name: str) -> Any:
@@ -65,7 +65,7 @@ def instrument(lib: T) -> T:
         return value
 
     setattr(cls, _ORIGINAL_GETATTR, original)
-    cls.__getattr__ = __getattr__
+    setattr(cls, "__getattr__", __getattr__)  # noqa: B010
     for name, value in list(vars(lib).items()):
         vars(lib)[name] = _wrap(backend, value)
     return lib
@@ -77,7 +77,7 @@ def uninstrument(lib: T) -> T:
     original = vars(cls).get(_ORIGINAL_GETATTR)
     if original is None:
         return lib
-    cls.__getattr__ = original
+    setattr(cls, "__getattr__", original)  # noqa: B010
     delattr(cls, _ORIGINAL_GETATTR)
     for name, value in list(vars(lib).items()):
         if isinstance(value, UnmanagedCall):

@@ -20,7 +20,7 @@ from fasthost import _core
 
 __all__ = ["address_of", "callback", "disable", "enable", "enabled", "instrument", "is_instrumented", "uninstrument"]
 
-_CFuncPtr = _ctypes._CFuncPtr
+_CFuncPtr: type = getattr(_ctypes, "_CFuncPtr")  # noqa: B009 -- private, not in the stubs
 _lock = threading.RLock()
 _subclasses: dict[type, type] = {}  # original function-pointer class -> instrumented subclass
 _ORIGINAL = "_fasthost_original_"

@@ -140,7 +140,7 @@ class FasthostPlugin:
         if report.when != "teardown":
             return
         for name, value in report.user_properties:
-            if name == PROPERTY:
+            if name == PROPERTY and isinstance(value, dict):
                 self.figures[report.nodeid] = value
 
     @pytest.hookimpl(tryfirst=True)
@@ -360,7 +360,7 @@ def fasthost(request: pytest.FixtureRequest) -> Any:
         yield recording
     finally:
         delta = recording.finish()
-        if counter is not None and counter[0]:
+        if benchmark is not None and counter is not None and counter[0]:
             figures = figures_for(delta, counter[0])
             benchmark.extra_info["fasthost"] = figures
             request.node.user_properties.append((PROPERTY, figures))

@@ -157,7 +157,7 @@ def _bound_extremes(snap: Snapshot, pair_had_calls: np.ndarray, thread_had_callb
         array.flags.writeable = True
     try:
         for i in np.flatnonzero(pair_had_calls):
-            hist = _pair_histogram(snap, i)
+            hist = _pair_histogram(snap, int(i))
             snap.thread_targets["min_ns"][i] = hist.min
             snap.thread_targets["max_ns"][i] = hist.max
         for i in np.flatnonzero(thread_had_callbacks):

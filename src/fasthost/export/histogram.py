@@ -85,8 +85,8 @@ class Histogram:
         if array.dtype.kind == "i" and array.size and array.min() < 0:
             raise ValueError(f"durations must be >= 0 ns, got {array.min()}")
         flat = np.ascontiguousarray(array.reshape(-1)).astype(np.uint64, copy=False)
-        n, lowest, highest, total = _core.histogram_add(self.counts, flat, self.precision)
-        if n:
+        _, lowest, highest, total = _core.histogram_add(self.counts, flat, self.precision)
+        if lowest is not None and highest is not None:  # None when `values` was empty
             self._min = lowest if self._min is None else min(self._min, lowest)
             self._max = highest if self._max is None else max(self._max, highest)
             self._sum += total

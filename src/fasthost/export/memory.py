@@ -27,6 +27,6 @@ def memory_usage() -> dict[str, Any]:
     4 KiB per active target)."""
     raw = _core._memory()
     threads = np.zeros(len(raw), dtype=MEMORY_DTYPE)
-    for i, name in enumerate(MEMORY_DTYPE.names):
+    for i, name in enumerate(MEMORY_DTYPE.names or ()):
         threads[name] = raw[:, i]
     return {"total_bytes": int(threads["bytes"].sum()), "threads": threads}

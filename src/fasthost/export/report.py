@@ -49,7 +49,7 @@ def to_dict(snapshot: Snapshot, top: int = 20) -> dict[str, Any]:
     totals = snapshot.totals
     targets = []
     for row in snapshot.targets[:top]:
-        entry = {name: _plain(row[name]) for name in snapshot.targets.dtype.names}
+        entry = {name: _plain(row[name]) for name in snapshot.targets.dtype.names or ()}
         if not row["calls"]:
             entry["min_ns"] = None
         entry.update({k: v for k, v in latency_summary(target_histogram(snapshot, row)).items() if k in QUANTILES})

@@ -301,7 +301,7 @@ class Snapshot:
         # inclusive one.
         _, high, total = _extremes(pairs["min_ns"], pairs["max_ns"], pairs["exclusive_ns"])
         bounded = Histogram._from_counts(self.precision, counts, None, None, total)
-        if bounded.total and high is not None:
+        if bounded._max is not None and high is not None:
             bounded._max = min(bounded._max, high)
         return bounded
 
