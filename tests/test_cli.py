@@ -165,3 +165,14 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, message):
     proc = fasthost_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in one_error_line(proc)
+
+
+def test_console_script_is_installed_next_to_python(tmp_path):
+    import os
+    import shutil
+
+    script = shutil.which("fasthost", path=os.path.dirname(sys.executable))
+    assert script is not None, "the fasthost console script is not installed"
+    proc = subprocess.run([script, "report", tmp_path / "missing.npz"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "no such file" in one_error_line(proc)

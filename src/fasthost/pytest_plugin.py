@@ -179,7 +179,8 @@ class FasthostPlugin:
         lines = [f"baseline: {source}"]
         width = max([len(node) for node in self.figures] + [9])
         lines.append(
-            f"{'benchmark':<{width}}  {'before':>9} {'now':>9} {'change':>8}  {'p99 before':>11} {'p99 now':>11}"
+            f"{'benchmark':<{width}}  {'before':>9} {'now':>9} {'change':>8}  {'p99 before':>11} {'p99 now':>11} "
+            f"{'change':>8}"
         )
         failures = []
         for node, now in sorted(self.figures.items()):
@@ -195,9 +196,10 @@ class FasthostPlugin:
                 if (rule.metric == "transitions" and rule.exceeded(t0, t1))
                 or (rule.metric == "p99" and p0 is not None and p1 is not None and rule.exceeded(p0, p1))
             ]
-            change = f"{(t1 - t0) / t0:+.1%}" if t0 else ("+inf" if t1 else "0.0%")
+            change = _change(t0, t1)
+            p99_change = _change(p0, p1) if p0 is not None and p1 is not None else "-"
             lines.append(
-                f"{node:<{width}}  {t0:>9.3f} {t1:>9.3f} {change:>8}  {_ns(p0):>11} {_ns(p1):>11}"
+                f"{node:<{width}}  {t0:>9.3f} {t1:>9.3f} {change:>8}  {_ns(p0):>11} {_ns(p1):>11} {p99_change:>8}"
                 + (f"  FAILED ({', '.join(broken)})" if broken else "")
             )
             if broken:
@@ -237,6 +239,12 @@ class FasthostPlugin:
             if figures is not None:
                 baseline[bench["fullname"]] = figures
         return source, baseline
+
+
+def _change(before: float, after: float) -> str:
+    if before:
+        return f"{(after - before) / before:+.1%}"
+    return "+inf" if after else "+0.0%"
 
 
 def _ns(value: float | None) -> str:
