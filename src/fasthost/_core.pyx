@@ -11,7 +11,7 @@ cimport cython
 from cpython.long cimport PyLong_Check
 from cpython.number cimport PyIndex_Check, PyNumber_Index
 from cpython.pycapsule cimport PyCapsule_New
-from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -38,6 +38,12 @@ cdef extern from *:
 # HResult members by result index; a C static, so the hot path reads it
 # without a module-dict lookup.
 cdef tuple _RESULTS = tuple(RESULT_ORDER)
+# The same members as borrowed pointers (the tuple keeps them alive): the
+# transitions return one without touching the tuple's reference count.
+cdef PyObject *_RESULT_OBJECTS[7]
+for _i, _member in enumerate(_RESULTS):
+    _RESULT_OBJECTS[_i] = <PyObject *>_member
+del _i, _member
 
 CLOCKS = ("auto", "tsc", "monotonic", "manual")
 cdef dict _CLOCK_IDS = {"tsc": FH_CLOCK_TSC, "monotonic": FH_CLOCK_MONOTONIC, "manual": FH_CLOCK_MANUAL}
@@ -72,7 +78,7 @@ def leave_runtime(target):
     ``TypeError`` (not an int) or ``OverflowError`` (out of range) before
     anything is recorded.
     """
-    return <object>PyTuple_GET_ITEM(_RESULTS, fh_leave_runtime(_as_target(target)))
+    return <object>_RESULT_OBJECTS[fh_leave_runtime(_as_target(target))]
 
 
 def enter_runtime():
@@ -81,7 +87,7 @@ def enter_runtime():
     Records its inclusive and exclusive duration (ns). Returns an
     ``HResult``; never raises.
     """
-    return <object>PyTuple_GET_ITEM(_RESULTS, fh_enter_runtime())
+    return <object>_RESULT_OBJECTS[fh_enter_runtime()]
 
 
 def reverse_enter_runtime():
@@ -89,7 +95,7 @@ def reverse_enter_runtime():
 
     Allowed on an empty stack. Returns an ``HResult``; never raises.
     """
-    return <object>PyTuple_GET_ITEM(_RESULTS, fh_reverse_enter_runtime())
+    return <object>_RESULT_OBJECTS[fh_reverse_enter_runtime()]
 
 
 def reverse_leave_runtime():
@@ -97,7 +103,7 @@ def reverse_leave_runtime():
 
     Records the callback duration (ns). Returns an ``HResult``; never raises.
     """
-    return <object>PyTuple_GET_ITEM(_RESULTS, fh_reverse_leave_runtime())
+    return <object>_RESULT_OBJECTS[fh_reverse_leave_runtime()]
 
 
 def depth():
@@ -120,7 +126,7 @@ cdef class _Bracket:
             else:
                 self._opened &= ~((<uint64_t>1) << self._level)
         self._level += 1
-        return <object>PyTuple_GET_ITEM(_RESULTS, result)
+        return <object>_RESULT_OBJECTS[result]
 
     cdef inline bint _must_close(self):
         if self._level == 0:
