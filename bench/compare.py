@@ -2,7 +2,7 @@
 process: every row of SPEC §9, thread scaling and growth. Writes
 bench/RESULTS.md (the tables) and bench/results.png (the ratios).
 
-    python bench/compare.py            # the full run, a few minutes on 2 cores
+    python bench/compare.py            # the full run, about a minute on 2 cores
     python bench/compare.py --quick    # a smoke run (CI): small sizes, 1 repetition
 
 Each figure's variants are measured in turns, several times over (A B C,
