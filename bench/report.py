@@ -121,7 +121,7 @@ FIGURES += (
 )
 
 
-def per_pair_ns(bench: dict) -> float:
+def per_unit_ns(bench: dict) -> float:
     """Median ns per unit of work (a pair, a value; one round by default)."""
     info = bench.get("extra_info", {})
     units = info.get("pairs_per_round", info.get("values_per_round", 1))
@@ -138,7 +138,7 @@ def render(data: dict) -> str:
         if fig.ours not in by_name or fig.baseline not in by_name:
             lines.append(f"| {fig.name} | | | not run | | |")
             continue
-        ours, base = per_pair_ns(by_name[fig.ours]), per_pair_ns(by_name[fig.baseline])
+        ours, base = per_unit_ns(by_name[fig.ours]), per_unit_ns(by_name[fig.baseline])
         ratio = ours / base
         passed = ratio <= fig.budget if fig.at_most else ratio >= fig.budget
         budget = f"{'≤' if fig.at_most else '≥'} {fig.budget:g}x"
@@ -150,7 +150,7 @@ def render(data: dict) -> str:
         if fig.bench not in by_name:
             lines.append(f"| {fig.name} | not run | | |")
             continue
-        ns = per_pair_ns(by_name[fig.bench])
+        ns = per_unit_ns(by_name[fig.bench])
         value = fig.scale / ns if fig.scale else ns / 1e6
         passed = value <= fig.budget if fig.at_most else value >= fig.budget
         budget = f"{'≤' if fig.at_most else '≥'} {fig.budget:g} {fig.unit}"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fasthost.export.histogram import Histogram
-from fasthost.export.snapshot import _CALLBACK, Snapshot
+from fasthost.export.snapshot import _CALLBACK, _INCLUSIVE, Snapshot
 
 __all__ = ["diff", "merge"]
 
@@ -175,7 +175,7 @@ def _bound_extremes(snap: Snapshot, pair_had_calls: np.ndarray, thread_had_callb
 
 
 def _pair_histogram(snap: Snapshot, pair: int) -> Histogram:
-    mask = (snap.hist_rows["kind"] == 0) & (snap.hist_rows["target"] == pair)
+    mask = (snap.hist_rows["kind"] == _INCLUSIVE) & (snap.hist_rows["target"] == pair)
     return _rows_histogram(snap, mask)
 
 

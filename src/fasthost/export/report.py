@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fasthost.export.histogram import Histogram
-from fasthost.export.snapshot import KINDS, Snapshot
+from fasthost.export.snapshot import KINDS, RESULT_FIELDS, Snapshot
 
 __all__ = ["QUANTILES", "format_ns", "latency_summary", "report", "target_histogram", "to_dict"]
 
@@ -60,7 +60,7 @@ def to_dict(snapshot: Snapshot, top: int = 20) -> dict[str, Any]:
             "name": str(t["name"]),
             "alive": bool(t["alive"]),
             "transitions": int(t["leave"] + t["reverse_enter"]),
-            "errors": int(sum(t[name] for name in ERROR_FIELDS)),
+            "errors": int(sum(t[name] for name in RESULT_FIELDS[1:])),  # all but "ok"
             "max_depth": int(t["max_depth"]),
             "memory_bytes": int(t["memory_bytes"]),
         }
@@ -75,9 +75,6 @@ def to_dict(snapshot: Snapshot, top: int = 20) -> dict[str, Any]:
         "targets": targets,
         "threads": threads,
     }
-
-
-ERROR_FIELDS = ("clr_not_available", "timeout", "not_owner", "abandoned", "failed", "out_of_memory")
 
 
 def _plain(value: Any) -> Any:

@@ -35,7 +35,7 @@ __all__ = [
 _CALL = {name: i for i, name in enumerate(CALL_ORDER)}
 _RESULT = {hr: i for i, hr in enumerate(RESULT_ORDER)}
 # Result columns of THREAD_DTYPE, in RESULT_ORDER.
-_RESULT_FIELDS = ("ok", "clr_not_available", "timeout", "not_owner", "abandoned", "failed", "out_of_memory")
+RESULT_FIELDS = ("ok", "clr_not_available", "timeout", "not_owner", "abandoned", "failed", "out_of_memory")
 _UINT64_MAX = 2**64 - 1
 
 THREAD_DTYPE = np.dtype(
@@ -171,12 +171,8 @@ class Snapshot:
         fields = {name: i for i, name in enumerate(_core.THREAD_FIELDS)}
         values, results = raw["threads"], raw["results"]
         threads = np.zeros(len(values), dtype=THREAD_DTYPE)
-        for name in ("tid", "depth", "max_depth", "exit_abandoned", "dropped_samples", "callback_calls"):
-            threads[name] = values[:, fields[name]]
-        for name in ("callback_total_ns", "callback_min_ns", "callback_max_ns"):
-            threads[name] = values[:, fields[name]]
-        threads["memory_bytes"] = values[:, fields["heap_bytes"]]
-        threads["alive"] = values[:, fields["alive"]] != 0
+        for name in _core.THREAD_FIELDS:  # same names, but the core's heap_bytes
+            threads["memory_bytes" if name == "heap_bytes" else name] = values[:, fields[name]]
         live_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
         os_names = [n.decode("utf-8", "replace") for n in raw["names"]]
         threads["name"] = [
@@ -186,7 +182,7 @@ class Snapshot:
         for call in CALL_ORDER:
             threads[call] = results[:, _CALL[call], :].sum(axis=1)
         by_result = results.sum(axis=1)
-        for i, name in enumerate(_RESULT_FIELDS):
+        for i, name in enumerate(RESULT_FIELDS):
             threads[name] = by_result[:, i]
         threads["abandoned"] += threads["exit_abandoned"]
 
