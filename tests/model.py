@@ -1,30 +1,57 @@
-"""A pure-Python reference model of the transition protocol (SPEC §2).
+"""A pure-Python reference model of the transition protocol, one thread of
+the C core (the contract is in docs/protocol.md and the README's Semantics).
 
-It models one thread of the C core, including the parts of its behaviour
-that the spec leaves to the implementation and the README documents:
-start() opens a new session (counters zero), a thread joins a session on its
-first call made while recording, calls made while stopped are not counted,
-and a thread's frames survive sessions (older ones close as abandoned).
+It models, in its own terms, what the README documents:
+
+- start() and reset() open a new session (counters zero); a thread joins a
+  session on its first call made while recording, and then sets aside
+  every entry it still has open: set-aside entries use none of the new
+  session's max_depth and are closed by any close, as HOST_E_ABANDONED (a
+  recorded frame of an older session) or HOST_E_CLRNOTAVAILABLE (an open
+  that was never recorded). Only their order and that flag are kept, as
+  runs; past ASIDE_RUNS runs the two oldest are merged as abandoned.
+- an open that is not recorded (refused at max_depth, made while stopped
+  or poisoned) still nests: its close pops it, whatever kind it names;
+- calls made while stopped are not counted, and change nothing but the
+  nesting; a close that does not match what is on top is ignored then;
+- closing a frame credits its duration to the frame directly beneath it:
+  exclusive time is self time.
+
 Time comes from the test (the core's "manual" clock), so durations are exact.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER, HResult
 
 LEAVE, ENTER, REVERSE_LEAVE, REVERSE_ENTER = range(4)
 CORRUPT = "X"  # a frame kind that is not a kind: what corruption leaves
+ASIDE_RUNS = 16
 
 
 @dataclass
 class Frame:
+    """A recorded frame of the thread's current session."""
+
     kind: str  # "U", "M" or CORRUPT
-    epoch: int
     start: int
     target: object = None
     child_ns: int = 0
+
+
+@dataclass
+class Unrecorded:
+    """An open that was not recorded."""
+
+
+@dataclass
+class Aside:
+    """An entry set aside by a new session."""
+
+    abandoned: bool  # a recorded frame (True) or an unrecorded open (False)
 
 
 @dataclass
@@ -53,7 +80,7 @@ class ThreadModel:
         self.poisoned = False
         self.epoch = 0
         self.config = Config()
-        self.stack: list[Frame] = []
+        self.stack: list[Frame | Unrecorded | Aside] = []
         self.joined_epoch = -1  # session this thread's data belongs to
         self._zero()
 
@@ -62,7 +89,7 @@ class ThreadModel:
         self.targets: dict[object, TargetStats] = {}
         self.callbacks: list[int] = []
         self.exit_abandoned = 0
-        self.max_depth_seen = len(self.stack)
+        self.max_depth_seen = 0
 
     # ---- session control --------------------------------------------------
     def start(self, config: Config) -> None:
@@ -79,23 +106,48 @@ class ThreadModel:
         self.epoch += 1
 
     def corrupt_top_frame(self) -> None:
-        self.stack[-1].kind = CORRUPT
+        frames = [e for e in self.stack if isinstance(e, Frame)]
+        frames[-1].kind = CORRUPT
+
+    # ---- the nesting ---------------------------------------------------------
+    @property
+    def frames(self) -> int:
+        """Recorded frames of this session: what max_depth bounds."""
+        return sum(isinstance(e, Frame) for e in self.stack)
+
+    @property
+    def in_session(self) -> bool:
+        return self.joined_epoch == self.epoch
+
+    def _set_aside(self) -> None:
+        self.stack = [e if isinstance(e, Aside) else Aside(isinstance(e, Frame)) for e in self.stack]
+        self._merge_old_runs()
+
+    def _merge_old_runs(self) -> None:
+        """Past ASIDE_RUNS runs of set-aside entries (an unrecorded open with
+        no frame beneath counts as one), the two oldest become abandoned."""
+
+        def flag(entry: Frame | Unrecorded | Aside) -> bool:
+            return isinstance(entry, Aside) and entry.abandoned
+
+        while True:
+            bottom = list(itertools.takewhile(lambda e: not isinstance(e, Frame), self.stack))
+            runs = [len(list(group)) for _, group in itertools.groupby(bottom, key=flag)]
+            if len(runs) <= ASIDE_RUNS:
+                return
+            for i in range(runs[0] + runs[1]):
+                self.stack[i] = Aside(True)
+
+    def _push_unrecorded(self) -> None:
+        self.stack.append(Unrecorded())
+        self._merge_old_runs()
 
     # ---- the four calls ---------------------------------------------------
-    def _join(self, call: int) -> HResult | None:
-        """What happens before a call's own logic; a result ends the call."""
-        if not self.running:
-            return HResult.HOST_E_CLRNOTAVAILABLE
+    def _join(self) -> None:
         if self.joined_epoch != self.epoch:
             self._zero()
-            if len(self.stack) > self.config.max_depth:
-                self.exit_abandoned = len(self.stack) - self.config.max_depth
-                del self.stack[self.config.max_depth :]
-            self.max_depth_seen = len(self.stack)
+            self._set_aside()
             self.joined_epoch = self.epoch
-        if self.poisoned:
-            return self._count(call, HResult.HOST_E_CLRNOTAVAILABLE)
-        return None
 
     def _count(self, call: int, result: HResult) -> HResult:
         self.results[call][RESULT_ORDER.index(result)] += 1
@@ -106,16 +158,30 @@ class ThreadModel:
         self.poisoned = True
         return self._count(call, HResult.E_FAIL)
 
+    def _not_recording(self, call: int, kind: str, opens: bool) -> HResult:
+        """Stopped (not counted) or poisoned (counted): only the nesting."""
+        if opens:
+            self._push_unrecorded()
+        elif self.stack:
+            top = self.stack[-1]
+            if not isinstance(top, Frame) or top.kind == kind:
+                self.stack.pop()
+        if self.running:
+            return self._count(call, HResult.HOST_E_CLRNOTAVAILABLE)
+        return HResult.HOST_E_CLRNOTAVAILABLE
+
     def _open(self, call: int, kind: str, target: object = None) -> HResult:
-        early = self._join(call)
-        if early is not None:
-            return early
-        if len(self.stack) >= self.config.max_depth:
+        if self.running:
+            self._join()
+        if not self.running or self.poisoned:
+            return self._not_recording(call, kind, opens=True)
+        if self.frames >= self.config.max_depth:
+            self._push_unrecorded()
             return self._count(call, HResult.E_OUTOFMEMORY)
         if kind == "U":
             target = self._target_key(target)
-        self.stack.append(Frame(kind, self.epoch, self.now, target))
-        self.max_depth_seen = max(self.max_depth_seen, len(self.stack))
+        self.stack.append(Frame(kind, self.now, target))
+        self.max_depth_seen = max(self.max_depth_seen, self.frames)
         return self._count(call, HResult.S_OK)
 
     def _target_key(self, address: int) -> object:
@@ -126,20 +192,28 @@ class ThreadModel:
         return "overflow"
 
     def _close(self, call: int, kind: str) -> tuple[HResult, Frame | None, int]:
-        early = self._join(call)
-        if early is not None:
-            return early, None, 0
+        if self.running:
+            self._join()
+        if not self.running or self.poisoned:
+            return self._not_recording(call, kind, opens=False), None, 0
         if not self.stack:
             return self._count(call, HResult.HOST_E_NOT_OWNER), None, 0
         top = self.stack[-1]
+        if isinstance(top, Aside):
+            self.stack.pop()
+            result = HResult.HOST_E_ABANDONED if top.abandoned else HResult.HOST_E_CLRNOTAVAILABLE
+            return self._count(call, result), None, 0
+        if isinstance(top, Unrecorded):
+            self.stack.pop()
+            return self._count(call, HResult.HOST_E_CLRNOTAVAILABLE), None, 0
         if top.kind == CORRUPT:
             return self._fail(call), None, 0
         if top.kind != kind:
             return self._count(call, HResult.HOST_E_NOT_OWNER), None, 0
         self.stack.pop()
-        if top.epoch != self.epoch:
-            return self._count(call, HResult.HOST_E_ABANDONED), None, 0
         duration = max(0, self.now - top.start)
+        if self.stack and isinstance(self.stack[-1], Frame):
+            self.stack[-1].child_ns += duration  # exclusive time is self time
         timed_out = self.config.timeout_ns and duration > self.config.timeout_ns
         result = HResult.HOST_E_TIMEOUT if timed_out else HResult.S_OK
         return self._count(call, result), top, duration
@@ -168,11 +242,5 @@ class ThreadModel:
     def reverse_leave_runtime(self) -> HResult:
         result, frame, duration = self._close(REVERSE_LEAVE, "M")
         if frame is not None:
-            if self.stack and self.stack[-1].kind == "U":
-                self.stack[-1].child_ns += duration
             self.callbacks.append(duration)
         return result
-
-    @property
-    def in_session(self) -> bool:
-        return self.joined_epoch == self.epoch

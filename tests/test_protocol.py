@@ -32,6 +32,11 @@ def test_hresult_values_match_the_clr():
 @pytest.mark.parametrize("call", sorted(ALL_CALLS))
 def test_every_call_returns_clr_not_available_when_not_recording(call):
     assert ALL_CALLS[call]() is HResult.HOST_E_CLRNOTAVAILABLE
+    if call in OPENERS:  # an unrecorded open still nests until it is closed
+        assert fasthost.depth() == 1
+        closer = CLOSERS["enter" if call == "leave" else "reverse_leave"]
+        assert closer() is HResult.HOST_E_CLRNOTAVAILABLE
+    assert fasthost.depth() == 0
 
 
 def test_calls_made_while_stopped_are_not_counted(recording):
@@ -39,6 +44,7 @@ def test_calls_made_while_stopped_are_not_counted(recording):
     assert fasthost.enter_runtime() is HResult.S_OK
     fasthost.stop()
     assert fasthost.leave_runtime(1) is HResult.HOST_E_CLRNOTAVAILABLE
+    assert fasthost.enter_runtime() is HResult.HOST_E_CLRNOTAVAILABLE
     row = main_thread()
     assert (row["leave"], row["enter"]) == (1, 1)
 
@@ -109,19 +115,25 @@ def test_nesting_u_m_u_m(manual_clock):
     assert row["max_depth"] == 4
 
 
-def test_max_depth_refuses_with_out_of_memory_and_pushes_nothing():
+def test_max_depth_refuses_with_out_of_memory_and_records_nothing_but_keeps_the_nesting():
     fasthost.start(clock="monotonic", max_depth=3)
     try:
         for _ in range(3):
             assert fasthost.leave_runtime(1) is HResult.S_OK
         assert fasthost.leave_runtime(1) is HResult.E_OUTOFMEMORY
         assert fasthost.reverse_enter_runtime() is HResult.E_OUTOFMEMORY
-        assert fasthost.depth() == 3
+        assert fasthost.depth() == 5  # the refused opens still nest
+        # Their closes pop them, whatever kind they close, not the frames
+        # beneath; then the three recorded frames close normally.
+        assert fasthost.reverse_leave_runtime() is HResult.HOST_E_CLRNOTAVAILABLE
+        assert fasthost.enter_runtime() is HResult.HOST_E_CLRNOTAVAILABLE
         for _ in range(3):
             assert fasthost.enter_runtime() is HResult.S_OK
+        assert fasthost.depth() == 0
         row = main_thread()
         assert row["out_of_memory"] == 2
         assert row["max_depth"] == 3
+        assert fasthost.snapshot().thread_targets["calls"].sum() == 3
     finally:
         fasthost.stop()
 

@@ -3,6 +3,8 @@
 # transitions directly. The Python-facing adapters are fasthost.ctypes,
 # fasthost.cffi and fasthost.builtins.
 
+import sys
+
 from cpython.object cimport PyObject, PyTypeObject
 
 cdef extern from "fh_capture.h":
@@ -17,6 +19,16 @@ cdef extern from "fh_capture.h":
     PyThreadState *PyInterpreterState_ThreadHead(PyInterpreterState *interp)
     PyThreadState *PyThreadState_Next(PyThreadState *tstate)
     unsigned long long PyThreadState_GetID(PyThreadState *tstate)
+
+    int PyTrace_C_RETURN
+    int PyTrace_C_EXCEPTION
+    uint64_t fh_hook_generation
+    int fh_hook_active
+    uint64_t fh_hook_thread_generation
+    uint32_t fh_hook_pending
+    int (*fh_hook_slow)(int what, PyObject *arg) noexcept
+    int fh_hook_dispatch(int what, PyObject *arg) noexcept
+    int fh_hook_return(PyObject *callable) noexcept
 
     int fh_ctypes_instrument_type(PyTypeObject *type, PyTypeObject *cfuncptr) except -1
     size_t fh_ctypes_address(object funcptr)
@@ -60,12 +72,11 @@ cdef class ManagedCall:
         self.function = function
 
     def __call__(self, *args, **kwargs):
-        cdef bint opened = fh_reverse_enter_runtime() == FH_OK
+        fh_reverse_enter_runtime()
         try:
             return self.function(*args, **kwargs)
         finally:
-            if opened:
-                fh_reverse_leave_runtime()
+            fh_reverse_leave_runtime()
 
     def __repr__(self):
         return f"<fasthost callback frame around {self.function!r}>"
@@ -87,12 +98,11 @@ cdef class UnmanagedCall:
         self.target = _as_target(target)
 
     def __call__(self, *args, **kwargs):
-        cdef bint opened = fh_leave_runtime(self.target) == FH_OK
+        fh_leave_runtime(self.target)
         try:
             return self.function(*args, **kwargs)
         finally:
-            if opened:
-                fh_enter_runtime()
+            fh_enter_runtime()
 
     def __repr__(self):
         return f"<fasthost unmanaged frame (0x{self.target:x}) around {self.function!r}>"
@@ -102,56 +112,114 @@ cdef class UnmanagedCall:
 
 if fh_hook_init() != 0:
     raise ImportError("fasthost: could not find its own code segment (dl_iterate_phdr)")
-cdef dict _saved_profile_hooks = None            # (tstate address, thread id) -> (func, obj)
+
+# Each thread's profile hook from before fasthost's, by (tstate address,
+# thread id), kept until that thread gets it back: at stop() for a thread
+# with no frame pending, later (by the thread itself, see _hook_slow) for one
+# that was inside a builtin when the capture ended.
+cdef dict _saved_profile_hooks = {}
+# Threads whose hook was already fasthost's (still draining) when the
+# current capture was installed: their pending frames are still theirs.
+cdef set _continuing_threads = set()
+
+
+cdef tuple _thread_key(PyThreadState *tstate):
+    return (<size_t>tstate, PyThreadState_GetID(tstate))
+
+
+cdef int _give_back_hook(PyThreadState *tstate) except -1:
+    func, previous = _saved_profile_hooks.pop(_thread_key(tstate), (0, None))
+    fh_set_profile(tstate, <Py_tracefunc><size_t>func, <PyObject *>previous if previous is not None else NULL)
+    return 0
+
+
+cdef int _hook_slow(int what, PyObject *arg) noexcept:
+    """The hook's path for a thread's first event under a new capture, and
+    for every event once the capture has ended (draining)."""
+    global fh_hook_pending, fh_hook_thread_generation
+    cdef PyThreadState *tstate = PyThreadState_Get()
+    if fh_hook_thread_generation != fh_hook_generation:
+        # Frames this thread's hook opened under an earlier capture are still
+        # its own only if the hook stayed installed in between.
+        if <size_t>tstate not in _continuing_threads:
+            fh_hook_pending = 0
+        fh_hook_thread_generation = fh_hook_generation
+    if fh_hook_active:
+        return fh_hook_dispatch(what, arg)
+    if what == PyTrace_C_RETURN or what == PyTrace_C_EXCEPTION:
+        fh_hook_return(arg)
+    if fh_hook_pending == 0:
+        try:
+            _give_back_hook(tstate)
+        except BaseException as error:  # a profile hook must not raise
+            sys.unraisablehook(sys.UnraisableHookArgs(type(error), error, error.__traceback__, None, "fasthost hook"))
+    return 0
+
+
+fh_hook_slow = _hook_slow
 
 
 def _builtins_hook_install():
     """Installs the C profile hook on every thread of this interpreter,
-    remembering each thread's previous hook. Threads started later install
-    it themselves (fasthost.builtins passes _builtins_hook_thread_start to
+    remembering each thread's previous hook. A thread whose hook is still
+    fasthost's (draining a frame from the last capture) keeps its frames and
+    its first saved hook. Threads started later install the hook themselves
+    (fasthost.builtins passes _builtins_hook_thread_start to
     threading.setprofile)."""
-    global _saved_profile_hooks
-    if _saved_profile_hooks is not None:
+    global _saved_profile_hooks, _continuing_threads, fh_hook_generation, fh_hook_active
+    if fh_hook_active:
         raise RuntimeError("the builtins profile hook is already installed")
     saved = {}
+    continuing = set()
     cdef PyThreadState *tstate = PyInterpreterState_ThreadHead(PyThreadState_Get().interp)
     while tstate != NULL:
-        previous = None if tstate.c_profileobj == NULL else <object>tstate.c_profileobj
-        saved[(<size_t>tstate, PyThreadState_GetID(tstate))] = (<size_t>tstate.c_profilefunc, previous)
+        key = _thread_key(tstate)
+        if fh_hook_installed(tstate):
+            continuing.add(<size_t>tstate)
+            saved[key] = _saved_profile_hooks.get(key, (0, None))
+        else:
+            previous = None if tstate.c_profileobj == NULL else <object>tstate.c_profileobj
+            saved[key] = (<size_t>tstate.c_profilefunc, previous)
         tstate = PyThreadState_Next(tstate)
-    _saved_profile_hooks = saved
+    _saved_profile_hooks = saved  # threads that ended are forgotten here
+    _continuing_threads = continuing
+    fh_hook_generation += 1
+    fh_hook_active = 1
     fh_set_profile_all(FH_PROFILE_HOOK, NULL)
 
 
 def _builtins_hook_thread_start(frame, event, arg):
     """threading.setprofile() target: on a new thread's first event, swaps
     this Python-level hook for the C one."""
-    fh_set_profile(PyThreadState_Get(), FH_PROFILE_HOOK, NULL)
+    cdef PyThreadState *tstate = PyThreadState_Get()
+    _saved_profile_hooks[_thread_key(tstate)] = (0, None)
+    fh_set_profile(tstate, FH_PROFILE_HOOK, NULL)
 
 
 def _builtins_hook_remove():
-    """Removes the C profile hook from every thread that has it, giving back
-    the hook each thread had before (where the Python version allows it per
-    thread; otherwise only the calling thread's)."""
-    global _saved_profile_hooks
-    saved = _saved_profile_hooks
-    if saved is None:
+    """Ends the capture. Every thread gets back the hook it had before: the
+    calling thread (and, where the Python version allows it per thread, every
+    thread) at once if its hook has no frame pending; a thread that is inside
+    a builtin keeps the hook, draining, until that builtin returns and its
+    frame is closed, then puts its own hook back."""
+    global fh_hook_active, fh_hook_pending
+    if not fh_hook_active:
         return
-    _saved_profile_hooks = None
-    cdef PyThreadState *tstate
+    fh_hook_active = 0
     cdef PyThreadState *current = PyThreadState_Get()
-    cdef size_t func
-    if not FH_PER_THREAD_PROFILE:
-        fh_set_profile_all(NULL, NULL)
-        func, previous = saved.get((<size_t>current, PyThreadState_GetID(current)), (0, None))
-        fh_set_profile(current, <Py_tracefunc>func, <PyObject *>previous if previous is not None else NULL)
-        return
-    tstate = PyInterpreterState_ThreadHead(current.interp)
-    while tstate != NULL:
-        if fh_hook_installed(tstate):
-            func, previous = saved.get((<size_t>tstate, PyThreadState_GetID(tstate)), (0, None))
-            fh_set_profile(tstate, <Py_tracefunc>func, <PyObject *>previous if previous is not None else NULL)
-        tstate = PyThreadState_Next(tstate)
+    if fh_hook_thread_generation != fh_hook_generation and <size_t>current not in _continuing_threads:
+        fh_hook_pending = 0  # this thread saw no event under this capture
+    if not fh_hook_installed(current):
+        # Another profiler took this thread's hook mid-call (cProfile.enable(),
+        # sys.setprofile() inside the capture): the returns of the calls
+        # pending then went to it, so their frames are given up here.
+        fh_abandon_newest(fh_hook_pending)
+        fh_hook_pending = 0
+        _saved_profile_hooks.pop(_thread_key(current), None)
+    elif fh_hook_pending == 0:
+        _give_back_hook(current)
+    # Other threads put their hook back themselves on their next event
+    # (_hook_slow): only then is it known whether a frame is pending.
 
 
 def _builtins_hook_installed():

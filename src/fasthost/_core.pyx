@@ -8,7 +8,8 @@ for people (structured arrays, histograms, reports) lives in Python above.
 """
 
 cimport cython
-from cpython.long cimport PyLong_Check
+from cpython.bool cimport PyBool_Check
+from cpython.long cimport PyLong_CheckExact
 from cpython.number cimport PyIndex_Check, PyNumber_Index
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.object cimport PyObject
@@ -62,9 +63,10 @@ if fh_runtime_init() != 0:
 cdef inline size_t _as_target(object target) except? <size_t>-1:
     # Cython's size_t conversion has unrolled fast paths for small ints, but
     # on its own it would also truncate floats through __int__: so only ints
-    # reach it, and anything else must have __index__.
-    if not PyLong_Check(target):
-        if not PyIndex_Check(target):
+    # reach it, and anything else must have __index__. A bool is not an
+    # address (start() rejects bools for the same reason).
+    if not PyLong_CheckExact(target):
+        if PyBool_Check(target) or not PyIndex_Check(target):
             raise TypeError(f"target must be an int (the unmanaged function's address), not {type(target).__name__}")
         target = PyNumber_Index(target)
     return <size_t>target  # OverflowError below 0 or past 2**64 - 1
@@ -107,40 +109,22 @@ def reverse_leave_runtime():
 
 
 def depth():
-    """Number of frames open on the calling thread (U and M, any session)."""
+    """Number of frames open on the calling thread: recorded ones, ones set
+    aside by a new session, and opens that were not recorded (refused, or
+    made while stopped), which still nest."""
     return fh_current_depth()
 
 
-cdef class _Bracket:
-    """What unmanaged and callback share: they close only frames they
-    opened. A refused opening call (not recording, max_depth, poisoned)
-    must not be followed by a close, which would pop the caller's frame.
-    One bit per nesting level, so one object can be entered recursively."""
-    cdef uint64_t _opened
-    cdef uint32_t _level
-
-    cdef inline object _entered(self, int result):
-        if self._level < 64:
-            if result == FH_OK:
-                self._opened |= (<uint64_t>1) << self._level
-            else:
-                self._opened &= ~((<uint64_t>1) << self._level)
-        self._level += 1
-        return <object>_RESULT_OBJECTS[result]
-
-    cdef inline bint _must_close(self):
-        if self._level == 0:
-            return False  # __exit__ without __enter__
-        self._level -= 1
-        return self._level < 64 and (self._opened >> self._level) & 1
-
+# unmanaged and callback keep no state: the core remembers every open,
+# recorded or not, so each close pops its own open. One object can be used
+# by any number of threads, at any nesting.
 
 @cython.final
-cdef class unmanaged(_Bracket):
+cdef class unmanaged:
     """Context manager: ``leave_runtime(target)`` on entry, ``enter_runtime()``
-    on exit, also when the block raises, and only if the entry opened a
-    frame. Never raises for protocol errors; ``__enter__`` returns the
-    ``HResult`` of ``leave_runtime``.
+    on exit, also when the block raises. Never raises for protocol errors;
+    ``__enter__`` returns the ``HResult`` of ``leave_runtime``. One object may
+    be shared by threads and entered recursively.
 
     Raises ``TypeError``/``OverflowError`` at construction for a bad target.
     """
@@ -150,11 +134,10 @@ cdef class unmanaged(_Bracket):
         self.target = _as_target(target)
 
     def __enter__(self):
-        return self._entered(fh_leave_runtime(self.target))
+        return <object>_RESULT_OBJECTS[fh_leave_runtime(self.target)]
 
     def __exit__(self, exc_type, exc_value, traceback):
-        if self._must_close():
-            fh_enter_runtime()
+        fh_enter_runtime()
         return False
 
     def __repr__(self):
@@ -162,19 +145,18 @@ cdef class unmanaged(_Bracket):
 
 
 @cython.final
-cdef class callback(_Bracket):
+cdef class callback:
     """Context manager: ``reverse_enter_runtime()`` on entry,
-    ``reverse_leave_runtime()`` on exit, also when the block raises, and only
-    if the entry opened a frame. Never raises for protocol errors;
-    ``__enter__`` returns the opening ``HResult``.
+    ``reverse_leave_runtime()`` on exit, also when the block raises. Never
+    raises for protocol errors; ``__enter__`` returns the opening
+    ``HResult``. One object may be shared by threads and entered recursively.
     """
 
     def __enter__(self):
-        return self._entered(fh_reverse_enter_runtime())
+        return <object>_RESULT_OBJECTS[fh_reverse_enter_runtime()]
 
     def __exit__(self, exc_type, exc_value, traceback):
-        if self._must_close():
-            fh_reverse_leave_runtime()
+        fh_reverse_leave_runtime()
         return False
 
     def __repr__(self):
@@ -261,7 +243,8 @@ cdef str _describe(tuple config):
 def stop():
     """Stops recording. Data stays readable with ``snapshot()`` until the next
     ``start()``/``reset()``; calls made while stopped return
-    HOST_E_CLRNOTAVAILABLE and are not counted."""
+    HOST_E_CLRNOTAVAILABLE and are not counted, but still nest: a close pops
+    the frame or the unrecorded open it closes."""
     fh_stop()
 
 
@@ -404,7 +387,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
             return -1
         threads[ti, 0] = ts.tid
         threads[ti, 1] = fh_read_u32(&ts.alive)
-        threads[ti, 2] = fh_read_u32(&ts.depth)
+        threads[ti, 2] = fh_read_u32(&ts.depth) + fh_read_u64(&ts.hidden)
         threads[ti, 3] = fh_read_u32(&ts.max_depth_seen)
         threads[ti, 4] = fh_read_u64(&ts.exit_abandoned)
         threads[ti, 5] = fh_read_u64(&ts.dropped_samples)

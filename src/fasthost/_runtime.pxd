@@ -71,6 +71,7 @@ cdef extern from "fh_runtime.h" nogil:
         uint64_t callback_min_ns
         uint64_t callback_max_ns
         fh_target **targets
+        uint64_t hidden
         uint64_t exit_abandoned
         uint64_t dropped_samples
         uint64_t heap_bytes
@@ -100,7 +101,8 @@ cdef extern from "fh_runtime.h" nogil:
     void fh_reset() noexcept
     int fh_running() noexcept
     int fh_poisoned() noexcept
-    uint32_t fh_current_depth() noexcept
+    uint64_t fh_current_depth() noexcept
+    void fh_abandon_newest(uint64_t n) noexcept
     void fh_registry_lock() noexcept
     void fh_registry_unlock() noexcept
     uint64_t fh_read_u64(const uint64_t *p) noexcept

@@ -2,9 +2,12 @@
  * under ThreadSanitizer and AddressSanitizer by run.sh.
  *
  * Phase 1 (chaos): writers make every kind of call (pairs, nesting, protocol
- * errors, new targets past max_targets, threads ending with frames open)
- * while a reader copies every thread's data and a controller calls reset().
- * The reader and the controller share one mutex, as snapshot() and reset()
+ * errors, new targets past max_targets, threads ending with frames open),
+ * and nesting writers make correctly nested calls and check that their depth
+ * is 0 after each outermost close, while a reader copies what snapshot() and
+ * memory_usage() copy (every thread state, in session or not) and a
+ * controller calls stop(), start() and reset() with frames in flight. The
+ * reader and the controller share one mutex, as snapshot() and reset()
  * share the GIL in the Python module.
  * Phase 2 (exact): a fresh session, writers doing plain pairs; the totals
  * read afterwards must be exactly threads x pairs.
@@ -20,7 +23,9 @@
 #define EXACT_PAIRS 100000
 
 static pthread_mutex_t controller = PTHREAD_MUTEX_INITIALIZER;
-static int stop_reader;
+static int stop_reader, stop_controller;
+static fh_config chaos_config = {.max_depth = 64, .precision = 5, .max_targets = 128, .timeout_ns = 500};
+static fh_clock chaos_clock;
 static int failures;
 static volatile uint64_t sink; /* keeps the reads from being optimised away */
 
@@ -71,9 +76,73 @@ static void *chaos_writer(void *arg)
     return NULL; /* usually with frames open: abandoned at exit */
 }
 
+/* Correct nesting only (U M U, and a refused level past max_depth): the
+ * stack must mirror it whatever the controller does meanwhile. */
+static void *nesting_writer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < CHAOS_ITERATIONS / 4; i++) {
+        int levels = 1 + i % 70; /* past max_depth (64) now and then */
+        for (int l = 0; l < levels; l++) {
+            if (l % 2)
+                fh_reverse_enter_runtime();
+            else
+                fh_leave_runtime(0x2000 + (uint64_t)l);
+        }
+        check(fh_current_depth() == (uint64_t)levels, "depth is the nesting");
+        for (int l = levels - 1; l >= 0; l--) {
+            int result = l % 2 ? fh_reverse_leave_runtime() : fh_enter_runtime();
+            check(result != FH_NOT_OWNER && result != FH_FAIL, "a correctly nested close is never refused");
+        }
+        check(fh_current_depth() == 0, "depth 0 after the outermost close");
+    }
+    return NULL;
+}
+
+/* stop(), start() and reset() at random moments, under the reader's mutex. */
+static void *controller_main(void *arg)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)arg | 1u, rounds = 0;
+    while (!__atomic_load_n(&stop_controller, __ATOMIC_ACQUIRE)) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        pthread_mutex_lock(&controller);
+        switch (seed % 3) {
+        case 0:
+            fh_stop();
+            break;
+        case 1:
+            fh_start(&chaos_config, &chaos_clock);
+            break;
+        default:
+            fh_reset();
+            break;
+        }
+        pthread_mutex_unlock(&controller);
+        rounds++;
+        struct timespec pause = {0, 300000};
+        nanosleep(&pause, NULL);
+    }
+    printf("stress: controller made %llu stop/start/reset calls\n", (unsigned long long)rounds);
+    return NULL;
+}
+
+/* What memory_usage() reads: every state, in session or not. */
+static uint64_t read_memory(void)
+{
+    uint64_t seen = 0;
+    fh_registry_lock();
+    for (fh_thread *ts = fh_rt.threads; ts; ts = ts->next)
+        seen += ts->tid + fh_read_u32(&ts->alive) + fh_read_u64(&ts->heap_bytes) + fh_thread_ntargets(ts) +
+                fh_read_u32(&ts->depth) + fh_read_u64(&ts->hidden) + (uint64_t)fh_thread_in_session(ts);
+    fh_registry_unlock();
+    return seen;
+}
+
 static uint64_t read_everything(void)
 {
-    uint64_t calls = 0, seen = 0;
+    uint64_t calls = 0, seen = read_memory();
     uint64_t counts[1u << FH_PRECISION_MAX];
     fh_registry_lock();
     for (fh_thread *ts = fh_rt.threads; ts; ts = ts->next) {
@@ -137,6 +206,11 @@ static void run_threads(void *(*fn)(void *), int n)
         pthread_join(threads[i], NULL);
 }
 
+static void *chaos_or_nesting_writer(void *arg)
+{
+    return (uintptr_t)arg % 2 ? chaos_writer(arg) : nesting_writer(arg);
+}
+
 static void *exact_writer(void *arg)
 {
     (void)arg;
@@ -150,23 +224,24 @@ static void *exact_writer(void *arg)
 int main(void)
 {
     check(fh_runtime_init() == 0, "runtime init");
-    fh_config config = {.max_depth = 64, .precision = 5, .max_targets = 128, .timeout_ns = 500};
+    fh_config config = chaos_config;
     fh_clock clock = {.kind = FH_CLOCK_MONOTONIC, .ns_per_tick = 1ull << 32};
     if (fh_tsc_is_invariant()) {
         clock.kind = FH_CLOCK_TSC;
         clock.ns_per_tick = fh_tsc_calibrate(2000000);
     }
+    chaos_clock = clock;
     fh_start(&config, &clock);
 
-    /* Phase 1: chaos, with a concurrent reader and resets. */
-    pthread_t reader_thread;
+    /* Phase 1: chaos, with a concurrent reader and stop/start/reset. */
+    pthread_t reader_thread, controller_thread;
     check(pthread_create(&reader_thread, NULL, reader, NULL) == 0, "reader thread");
-    for (int round = 0; round < 3; round++) {
-        run_threads(chaos_writer, WRITERS);
-        pthread_mutex_lock(&controller);
-        fh_reset();
-        pthread_mutex_unlock(&controller);
-    }
+    check(pthread_create(&controller_thread, NULL, controller_main, (void *)(uintptr_t)0x5eed) == 0,
+          "controller thread");
+    for (int round = 0; round < 3; round++)
+        run_threads(chaos_or_nesting_writer, WRITERS);
+    __atomic_store_n(&stop_controller, 1, __ATOMIC_RELEASE);
+    pthread_join(controller_thread, NULL);
     __atomic_store_n(&stop_reader, 1, __ATOMIC_RELEASE);
     pthread_join(reader_thread, NULL);
 

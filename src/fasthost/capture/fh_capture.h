@@ -11,9 +11,9 @@
  *             builtin function from Python is a U frame whose target is
  *             the C function's address.
  *
- * Both close only frames they opened: an opening call that was refused
- * (not recording, max_depth, ...) is not followed by a close, which would
- * otherwise pop the caller's frame.
+ * Both pair every open with a close, as the CLR's stubs do: the core keeps
+ * the nesting of opens it refused or did not record, so a close always pops
+ * its own open and never the caller's frame.
  */
 #ifndef FASTHOST_CAPTURE_H
 #define FASTHOST_CAPTURE_H
@@ -37,13 +37,12 @@ static ternaryfunc fh_cfuncptr_call; /* _ctypes.CFuncPtr's own tp_call */
 static PyObject *fh_ctypes_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     size_t target = (size_t) * (void **)((fh_cdata_head *)self)->b_ptr;
-    int opened = fh_leave_runtime(target) == FH_OK;
+    fh_leave_runtime(target);
     /* Argument conversion, the foreign call and errcheck all happen in
      * here; a NULL result (an exception) still closes the frame, as the
      * CLR's stubs do when they unwind. */
     PyObject *result = fh_cfuncptr_call(self, args, kwargs);
-    if (opened)
-        fh_enter_runtime();
+    fh_enter_runtime();
     return result;
 }
 
@@ -77,14 +76,19 @@ static inline size_t fh_ctypes_address(PyObject *funcptr)
 
 /* ---- builtins: the profile hook -------------------------------------------- */
 
-/* Which builtin calls on this thread opened a frame: one bit per nesting
- * level of builtin calls (a builtin that calls Python that calls a
- * builtin...). Two words of TLS, not an array: the initial-exec TLS block
- * a dlopen()ed module may use is small. Calls nested deeper than 64 are
- * not recorded. */
-#define FH_HOOK_LEVELS 64u
-static FH_TLS uint64_t fh_hook_opened;
-static FH_TLS uint32_t fh_hook_depth;
+/* Each capture (install) has a generation. A thread remembers the
+ * generation it last saw and how many frames its hook has opened and not
+ * closed yet (`pending`), which is how a C_RETURN for a call that began
+ * before the hook was installed is told apart (pending is 0) and how a
+ * capture that ends while the thread is inside a builtin still closes that
+ * frame: the hook stays on such a thread, draining (it opens nothing more),
+ * until its pending frames are closed, then puts back the thread's own
+ * previous hook. Everything unusual goes to fh_hook_slow, set by _core. */
+static uint64_t fh_hook_generation;
+static int fh_hook_active;
+static FH_TLS uint64_t fh_hook_thread_generation;
+static FH_TLS uint32_t fh_hook_pending;
+static int (*fh_hook_slow)(int what, PyObject *arg);
 
 /* fasthost's own builtins are not targets: recording leave_runtime as a U
  * frame around the U frame it opens would break the caller's nesting. They
@@ -121,29 +125,33 @@ static inline int fh_hook_wants(PyObject *callable)
 
 /* The two halves of the hook are separate functions so that each saves
  * only the registers it needs; the hook itself only dispatches (two tail
- * calls). */
+ * calls). Every open is followed by its close: the core keeps the nesting
+ * of opens it refuses (max_depth) or does not record (stopped). */
 static FH_NOINLINE int fh_hook_call(PyObject *callable)
 {
     if (!fh_hook_wants(callable))
         return 0;
-    /* The transition first: then nothing has to survive its call. */
-    int opened = fh_leave_runtime((size_t)PyCFunction_GET_FUNCTION(callable)) == FH_OK;
-    uint32_t level = fh_hook_depth++;
-    if (level < FH_HOOK_LEVELS) {
-        uint64_t bit = 1ull << level;
-        fh_hook_opened = opened ? fh_hook_opened | bit : fh_hook_opened & ~bit;
-    }
+    fh_leave_runtime((size_t)PyCFunction_GET_FUNCTION(callable));
+    fh_hook_pending++;
     return 0;
 }
 
 static FH_NOINLINE int fh_hook_return(PyObject *callable)
 {
-    /* Depth 0: a call that began before the hook was installed. */
-    if (fh_hook_depth == 0 || !fh_hook_wants(callable))
+    /* Nothing pending: a call that began before the hook was installed. */
+    if (fh_hook_pending == 0 || !fh_hook_wants(callable))
         return 0;
-    uint32_t level = --fh_hook_depth;
-    if (level < FH_HOOK_LEVELS && (fh_hook_opened >> level) & 1u)
-        fh_enter_runtime();
+    fh_hook_pending--;
+    fh_enter_runtime();
+    return 0;
+}
+
+static int fh_hook_dispatch(int what, PyObject *arg)
+{
+    if (what == PyTrace_C_CALL)
+        return fh_hook_call(arg);
+    if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION)
+        return fh_hook_return(arg);
     return 0;
 }
 
@@ -151,11 +159,9 @@ static int fh_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObje
 {
     (void)obj;
     (void)frame;
-    if (what == PyTrace_C_CALL)
-        return fh_hook_call(arg);
-    if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION)
-        return fh_hook_return(arg);
-    return 0;
+    if (FH_UNLIKELY(fh_hook_thread_generation != fh_hook_generation || !fh_hook_active))
+        return fh_hook_slow(what, arg);
+    return fh_hook_dispatch(what, arg);
 }
 
 #define FH_PROFILE_HOOK ((Py_tracefunc)fh_profile_hook)

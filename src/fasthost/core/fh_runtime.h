@@ -16,8 +16,15 @@
  *   - Sessions are numbered (epochs). start() and reset() hand out a new
  *     epoch; a thread notices on its next call and zeroes its own data there
  *     (so no other thread ever writes it). Readers ignore threads whose data
- *     belongs to an older epoch. Frames remember the epoch they were opened
- *     in, which is how a close after reset() knows it is HOST_E_ABANDONED.
+ *     belongs to an older epoch.
+ *   - The stack mirrors the real nesting whatever happens: every open is
+ *     remembered, recorded or not, so that its close pops it and nothing
+ *     else. A thread's recorded frames of this session are in `stack`; when
+ *     a new session reaches the thread, they are set aside below it (as
+ *     runs: `aside`), so each session has its full max_depth; an open that
+ *     is not recorded (refused, or made while stopped) is a count on the
+ *     frame it nests in. Closes pop set-aside frames as HOST_E_ABANDONED and
+ *     unrecorded opens as HOST_E_CLRNOTAVAILABLE.
  *   - Readers, start() and reset() are serialised by their caller (the GIL
  *     in the Python module, a mutex in the C harness), so a thread's data
  *     can only be zeroed or freed while no reader looks at it.
@@ -125,11 +132,37 @@ typedef struct fh_target {
 
 typedef struct fh_frame {
     uint64_t start;       /* clock ticks */
-    uint64_t child_ticks; /* U frames: M frames opened directly inside */
+    uint64_t child_ticks; /* frames of either kind opened directly inside */
     fh_target *target;    /* U frames only */
-    uint32_t epoch;
-    uint32_t kind;
+    /* The kind in the low byte; above it, the number of unrecorded opens
+     * (refused at max_depth, or made while stopped) nested directly on top
+     * of this frame. One word, so the fast close's single comparison
+     * `tag == FH_FRAME_UNMANAGED` also rules out "an unrecorded open is on
+     * top". */
+    uint32_t tag;
+    uint32_t unused;
 } fh_frame;
+
+#define FH_TAG_KIND(tag) ((tag) & 0xffu)
+#define FH_TAG_ABOVE(tag) ((tag) >> 8)
+#define FH_TAG_ONE_ABOVE (1u << 8)
+#define FH_TAG_ABOVE_MAX 0xffffffu
+
+/* What lies below a thread's frame array: frames of older sessions and
+ * unrecorded opens, set aside by a new session so that they use none of its
+ * capacity. Only their order and whether each was recorded matter (a close
+ * of one returns HOST_E_ABANDONED or HOST_E_CLRNOTAVAILABLE, whatever its
+ * kind), so they are kept as runs. */
+typedef struct fh_aside_run {
+    uint64_t count;
+    uint32_t abandoned; /* 1: frames of an older session; 0: unrecorded opens */
+    uint32_t unused;
+} fh_aside_run;
+
+/* Runs kept per thread. A thread collects a new run only when a session
+ * begins while it has frames open with unrecorded opens between them, so
+ * past this many the two oldest runs are merged (as abandoned frames). */
+#define FH_ASIDE_RUNS 16u
 
 typedef struct fh_target_entry {
     uint64_t address;
@@ -157,9 +190,9 @@ typedef struct fh_arena_chunk {
 typedef struct fh_thread {
     /* Hot: read or written by every call. */
     uint64_t gate;       /* the global gate this state is synced to */
-    uint32_t depth;      /* open frames */
+    uint32_t depth;      /* frames in `stack`: this session's, recorded */
     uint32_t capacity;   /* max_depth of this state's session */
-    fh_frame *stack;
+    fh_frame *stack;     /* stack[-1] is a sentinel (see fh_stack_new) */
     fh_clock clock;
     uint32_t precision;
     uint32_t epoch;
@@ -188,6 +221,12 @@ typedef struct fh_thread {
     fh_target_entry *table;
     uint32_t table_mask;
     uint32_t table_used;
+
+    /* Open frames that are not in `stack`: the runs set aside below it,
+     * and the unrecorded opens counted in its frames' tags. */
+    fh_aside_run aside[FH_ASIDE_RUNS];
+    uint32_t naside;
+    uint64_t hidden; /* aside frames + unrecorded opens above frames */
 
     uint64_t exit_abandoned;  /* frames still open when the thread ended */
     uint64_t dropped_samples; /* durations not binned: no memory for a row */
@@ -419,15 +458,126 @@ static void fh_thread_free(fh_thread *ts)
     free(ts->table);
     free(ts->targets);
     free(ts->callback_counts);
-    free(ts->stack);
+    if (ts->stack != NULL)
+        free(ts->stack - 1);
     free(ts);
 }
 
 static inline uint64_t fh_os_tid(void) { return (uint64_t)syscall(SYS_gettid); }
 
+/* A frame array for `capacity` frames with a sentinel at index -1: a frame
+ * that closes credits its duration to the frame below it, and the sentinel
+ * is what lies below the first one, so the close needs no branch for "no
+ * parent". Returns the address of frame 0, or NULL without memory. */
+static fh_frame *fh_stack_new(uint32_t capacity)
+{
+    fh_frame *frames = (fh_frame *)calloc((size_t)capacity + 1u, sizeof(fh_frame));
+    return frames != NULL ? frames + 1 : NULL;
+}
+
+/* ---- what lies below the frame array ------------------------------------- */
+
+/* Adds `count` entries on top of the set-aside runs. Past FH_ASIDE_RUNS
+ * runs the two oldest are merged into one run of abandoned frames (and that
+ * run with the next if it is abandoned too, so runs keep alternating). */
+static void fh_aside_push(fh_thread *ts, uint32_t abandoned, uint64_t count)
+{
+    uint32_t n = ts->naside;
+    if (count == 0)
+        return;
+    if (n > 0 && ts->aside[n - 1u].abandoned == abandoned) {
+        ts->aside[n - 1u].count += count;
+    } else {
+        if (n == FH_ASIDE_RUNS) {
+            uint32_t merged = ts->aside[2].abandoned ? 3u : 2u;
+            for (uint32_t i = 1; i < merged; i++)
+                ts->aside[0].count += ts->aside[i].count;
+            ts->aside[0].abandoned = 1;
+            memmove(&ts->aside[1], &ts->aside[merged], (n - merged) * sizeof(fh_aside_run));
+            n -= merged - 1u;
+            if (ts->aside[n - 1u].abandoned == abandoned) {
+                ts->aside[n - 1u].count += count;
+                ts->naside = n;
+                fh_store(&ts->hidden, ts->hidden + count);
+                return;
+            }
+        }
+        ts->aside[n].count = count;
+        ts->aside[n].abandoned = abandoned;
+        ts->naside = n + 1u;
+    }
+    fh_store(&ts->hidden, ts->hidden + count);
+}
+
+/* Pops the newest set-aside entry: 1 if it was a frame of an older
+ * session, 0 if an unrecorded open, -1 if nothing is set aside. */
+static int fh_aside_pop(fh_thread *ts)
+{
+    uint32_t n = ts->naside;
+    if (n == 0)
+        return -1;
+    fh_aside_run *run = &ts->aside[n - 1u];
+    int abandoned = (int)run->abandoned;
+    if (--run->count == 0)
+        ts->naside = n - 1u;
+    fh_store(&ts->hidden, ts->hidden - 1u);
+    return abandoned;
+}
+
+/* A new session begins for this thread: every open frame, and every
+ * unrecorded open between them, is set aside, so the session starts with
+ * its full max_depth whatever the thread carried over. */
+static void fh_set_aside(fh_thread *ts)
+{
+    for (uint32_t i = 0; i < ts->depth; i++) {
+        uint32_t above = FH_TAG_ABOVE(ts->stack[i].tag);
+        fh_store(&ts->hidden, ts->hidden - above); /* counted again below */
+        fh_aside_push(ts, 1, 1);
+        fh_aside_push(ts, 0, above);
+    }
+    fh_store(&ts->depth, 0);
+}
+
+/* An open that is not recorded (refused, or made while not recording)
+ * still nests: it is remembered on top of the stack, so that its close pops
+ * it and not the frame beneath. Only the top frame can carry such opens (a
+ * refusal leaves the array full; a stop is followed by a new session). */
+static void fh_push_unrecorded(fh_thread *ts)
+{
+    if (ts->depth == 0) {
+        fh_aside_push(ts, 0, 1);
+        return;
+    }
+    fh_frame *top = &ts->stack[ts->depth - 1u];
+    if (FH_TAG_ABOVE(top->tag) == FH_TAG_ABOVE_MAX)
+        return; /* 16M opens on one frame and none closed: no longer tracked */
+    top->tag += FH_TAG_ONE_ABOVE;
+    fh_store(&ts->hidden, ts->hidden + 1u);
+}
+
+/* A close made while not recording (stopped or poisoned): pops what it
+ * closes when that can be told, records nothing. A close of the wrong kind
+ * leaves everything as it is. */
+static void fh_close_unrecorded(fh_thread *ts, uint32_t kind)
+{
+    uint32_t depth = ts->depth;
+    if (depth > ts->capacity)
+        return; /* corrupted: the next recorded call will say so */
+    if (depth == 0) {
+        fh_aside_pop(ts);
+        return;
+    }
+    fh_frame *top = &ts->stack[depth - 1u];
+    if (FH_TAG_ABOVE(top->tag) != 0) {
+        top->tag -= FH_TAG_ONE_ABOVE;
+        fh_store(&ts->hidden, ts->hidden - 1u);
+    } else if (top->tag == kind) {
+        fh_store(&ts->depth, depth - 1u);
+    }
+}
+
 /* (Re)shapes `ts` for the session `gate` names and zeroes its data. Open
- * frames survive (their old epoch marks them abandoned); only frames beyond a
- * smaller max_depth are dropped, and counted as abandoned. */
+ * frames are set aside (fh_set_aside). */
 static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
 {
     /* Field-wise relaxed loads: a call that loaded the gate just before
@@ -446,35 +596,35 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     uint32_t buckets = fh_bucket_count(cfg->precision);
     uint64_t dropped = 0;
 
+    /* memory_usage() reads heap_bytes and ntargets of every state, in
+     * session or not: those two are written atomically here. */
     if (ts->depth > ts->capacity) {
         /* A corrupted depth that no call has tripped over yet: the stack
          * cannot be trusted, drop it. */
         dropped += ts->depth;
-        ts->depth = 0;
+        fh_store(&ts->depth, 0);
     }
+    fh_set_aside(ts);
     if (ts->stack == NULL || ts->capacity != cfg->max_depth) {
-        fh_frame *stack = (fh_frame *)calloc(cfg->max_depth, sizeof(fh_frame));
+        fh_frame *stack = fh_stack_new(cfg->max_depth);
         if (stack == NULL)
             return -1;
-        uint32_t keep = ts->depth < cfg->max_depth ? ts->depth : cfg->max_depth;
-        if (ts->stack)
-            memcpy(stack, ts->stack, keep * sizeof(fh_frame));
-        dropped += ts->depth - keep;
-        free(ts->stack);
-        ts->heap_bytes += ((uint64_t)cfg->max_depth - ts->capacity) * sizeof(fh_frame);
+        if (ts->stack != NULL)
+            free(ts->stack - 1);
+        fh_bump(&ts->heap_bytes, ((uint64_t)cfg->max_depth - ts->capacity) * sizeof(fh_frame) +
+                                     (ts->stack == NULL ? sizeof(fh_frame) : 0));
         ts->stack = stack;
         ts->capacity = cfg->max_depth;
-        ts->depth = keep;
     }
     if (ts->callback_counts == NULL || ts->precision != cfg->precision) {
         uint64_t *counts = (uint64_t *)calloc(buckets, sizeof(uint64_t));
         if (counts == NULL)
             return -1;
         if (ts->callback_counts)
-            ts->heap_bytes -= (uint64_t)fh_bucket_count(ts->precision) * sizeof(uint64_t);
+            fh_bump(&ts->heap_bytes, -(uint64_t)fh_bucket_count(ts->precision) * sizeof(uint64_t));
         free(ts->callback_counts);
         ts->callback_counts = counts;
-        ts->heap_bytes += (uint64_t)buckets * sizeof(uint64_t);
+        fh_bump(&ts->heap_bytes, (uint64_t)buckets * sizeof(uint64_t));
     } else {
         memset(ts->callback_counts, 0, buckets * sizeof(uint64_t));
     }
@@ -483,17 +633,17 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
         if (targets == NULL)
             return -1;
         if (ts->targets)
-            ts->heap_bytes -= ((uint64_t)ts->max_targets + 1u) * sizeof(fh_target *);
+            fh_bump(&ts->heap_bytes, -((uint64_t)ts->max_targets + 1u) * sizeof(fh_target *));
         free(ts->targets);
         ts->targets = targets;
         ts->max_targets = cfg->max_targets;
-        ts->heap_bytes += ((uint64_t)cfg->max_targets + 1u) * sizeof(fh_target *);
+        fh_bump(&ts->heap_bytes, ((uint64_t)cfg->max_targets + 1u) * sizeof(fh_target *));
     }
+    fh_store_release(&ts->ntargets, 0);
     fh_arena_free(ts);
     if (ts->table)
         memset(ts->table, 0, (ts->table_mask + 1u) * sizeof(fh_target_entry));
     ts->table_used = 0;
-    ts->ntargets = 0;
     ts->overflow_target = NULL;
     memset(ts->recent, 0, sizeof(ts->recent));
 
@@ -501,7 +651,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     ts->timeout_limit_ns = cfg->timeout_ns != 0 ? cfg->timeout_ns : UINT64_MAX;
     ts->clock = clock;
     memset(ts->results, 0, sizeof(ts->results));
-    ts->max_depth_seen = ts->depth;
+    ts->max_depth_seen = 0;
     ts->callback_calls = ts->callback_total_ns = ts->callback_max_ns = 0;
     ts->callback_min_ns = UINT64_MAX;
     ts->exit_abandoned = dropped;
@@ -518,6 +668,7 @@ static fh_thread *fh_thread_create(void)
     fh_thread *ts = (fh_thread *)calloc(1, sizeof(fh_thread));
     if (ts == NULL)
         return NULL;
+    ts->gate = UINT64_MAX; /* no session until adopted: the fast paths stay out */
     ts->heap_bytes = sizeof(fh_thread);
     ts->tid = fh_os_tid();
     pthread_getname_np(pthread_self(), ts->name, sizeof(ts->name));
@@ -536,9 +687,15 @@ static fh_thread *fh_thread_create(void)
 static void fh_thread_exit(void *arg)
 {
     fh_thread *ts = (fh_thread *)arg;
-    if (ts->epoch == fh_load_acquire(&fh_rt.epoch))
-        fh_bump(&ts->exit_abandoned, ts->depth);
+    if (ts->epoch == fh_load_acquire(&fh_rt.epoch)) {
+        uint64_t abandoned = ts->depth <= ts->capacity ? ts->depth : 0;
+        for (uint32_t i = 0; i < ts->naside; i++)
+            abandoned += ts->aside[i].abandoned ? ts->aside[i].count : 0;
+        fh_bump(&ts->exit_abandoned, abandoned);
+    }
     fh_store(&ts->depth, 0);
+    ts->naside = 0;
+    fh_store(&ts->hidden, 0);
     if (fh_current == ts)
         fh_current = &fh_detached;
     /* Last write: after this, reset() may free the state. */
@@ -548,11 +705,14 @@ static void fh_thread_exit(void *arg)
 /* ---- slow paths ---------------------------------------------------------- */
 
 /* Poisons recording: called when a thread's state breaks an invariant. The
- * stack cannot be trusted, so it is dropped; counters survive. */
+ * stack cannot be trusted, so it is dropped with everything set aside;
+ * counters survive. */
 static FH_COLD int fh_fail(fh_thread *ts, int call)
 {
     uint64_t gate = fh_load(&fh_rt.gate);
     fh_store(&ts->depth, 0);
+    ts->naside = 0;
+    fh_store(&ts->hidden, 0);
     fh_bump(&ts->results[call][FH_FAIL], 1);
     while (gate != 0 && !(gate & 1u)) {
         if (__atomic_compare_exchange_n(&fh_rt.gate, &gate, gate | 1u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
@@ -561,27 +721,44 @@ static FH_COLD int fh_fail(fh_thread *ts, int call)
     return FH_FAIL;
 }
 
+/* Opening calls are LEAVE and REVERSE_ENTER; the kind each call opens or
+ * closes, by call. */
+static const uint32_t fh_kind_of_call[FH_CALLS] = {FH_FRAME_UNMANAGED, FH_FRAME_UNMANAGED, FH_FRAME_MANAGED,
+                                                   FH_FRAME_MANAGED};
+#define FH_CALL_OPENS(call) ((call) == FH_CALL_LEAVE || (call) == FH_CALL_REVERSE_ENTER)
+
 /* Everything the fast path's one comparison `ts->gate == gate` rules out:
- * no state yet, a new session, a poisoned session. Returns the state to use,
- * or NULL with *result set when the call ends here. */
+ * no state yet, a new session, not recording, a poisoned session. Returns
+ * the state to use, or NULL with *result set when the call ends here. A
+ * call made while not recording still keeps the nesting (an open is
+ * remembered, a close pops), so that the frames around it stay true. */
 static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
 {
-    if (gate == 0) {
-        *result = FH_CLR_NOT_AVAILABLE; /* stopped: not counted */
-        return NULL;
-    }
     int saved = errno;
-    fh_thread *ts = fh_current != &fh_detached ? fh_current : fh_thread_create();
-    int adopted = ts != NULL && (ts->epoch == (uint32_t)(gate >> 1) || fh_thread_adopt(ts, gate) == 0);
+    fh_thread *ts = fh_current;
+    if (ts == &fh_detached) {
+        if (gate == 0 && !FH_CALL_OPENS(call)) {
+            *result = FH_CLR_NOT_AVAILABLE; /* nothing open here to close */
+            return NULL;
+        }
+        ts = fh_thread_create();
+    }
+    int ready = ts != NULL && (gate == 0 || ts->epoch == (uint32_t)(gate >> 1) || fh_thread_adopt(ts, gate) == 0);
     errno = saved;
-    if (!adopted) {
-        /* Without a state for this session there is nowhere to count. */
-        __atomic_fetch_add(&fh_rt.unregistered_out_of_memory, 1, __ATOMIC_RELAXED);
-        *result = FH_OUT_OF_MEMORY;
+    if (!ready) {
+        /* Without a state (for this session) there is nowhere to count. */
+        if (gate != 0)
+            __atomic_fetch_add(&fh_rt.unregistered_out_of_memory, 1, __ATOMIC_RELAXED);
+        *result = gate != 0 ? FH_OUT_OF_MEMORY : FH_CLR_NOT_AVAILABLE;
         return NULL;
     }
-    if (gate & 1u) {
-        fh_bump(&ts->results[call][FH_CLR_NOT_AVAILABLE], 1);
+    if (gate == 0 || (gate & 1u)) {
+        if (FH_CALL_OPENS(call))
+            fh_push_unrecorded(ts);
+        else
+            fh_close_unrecorded(ts, fh_kind_of_call[call]);
+        if (gate != 0)
+            fh_bump(&ts->results[call][FH_CLR_NOT_AVAILABLE], 1); /* poisoned: counted */
         *result = FH_CLR_NOT_AVAILABLE;
         return NULL;
     }
@@ -599,35 +776,45 @@ static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
             return result_;                                              \
     }
 
-static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call)
+/* An open refused with `result` (E_OUTOFMEMORY): nothing is recorded, but
+ * the open is remembered so that its close pairs with it. */
+static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result)
 {
     if (ts->depth > ts->capacity)
         return fh_fail(ts, call);
-    fh_bump(&ts->results[call][FH_OUT_OF_MEMORY], 1);
-    return FH_OUT_OF_MEMORY;
+    fh_push_unrecorded(ts);
+    fh_bump(&ts->results[call][result], 1);
+    return result;
 }
 
-/* A close whose frame is not on top: NOT_OWNER, or E_FAIL if what is on
- * top is not a frame at all. */
-static FH_NOINLINE int fh_close_refused(fh_thread *ts, int call)
+/* A close that finds no recorded frame of its own kind on top of the array:
+ * it pops an unrecorded open (HOST_E_CLRNOTAVAILABLE) or a set-aside frame
+ * (HOST_E_ABANDONED) when one is on top; otherwise it is refused
+ * (HOST_E_NOT_OWNER, nothing popped), or finds the state broken (E_FAIL). */
+static FH_NOINLINE int fh_close_other(fh_thread *ts, int call)
 {
     uint32_t depth = ts->depth;
+    int result;
     if (depth > ts->capacity)
         return fh_fail(ts, call);
-    if (depth > 0) {
-        uint32_t top = ts->stack[depth - 1].kind;
-        if (top != FH_FRAME_UNMANAGED && top != FH_FRAME_MANAGED)
+    if (depth == 0) {
+        int abandoned = fh_aside_pop(ts);
+        result = abandoned < 0 ? FH_NOT_OWNER : abandoned ? FH_ABANDONED : FH_CLR_NOT_AVAILABLE;
+    } else {
+        fh_frame *top = &ts->stack[depth - 1u];
+        uint32_t kind = FH_TAG_KIND(top->tag);
+        if (FH_TAG_ABOVE(top->tag) != 0) {
+            top->tag -= FH_TAG_ONE_ABOVE;
+            fh_store(&ts->hidden, ts->hidden - 1u);
+            result = FH_CLR_NOT_AVAILABLE;
+        } else if (kind != FH_FRAME_UNMANAGED && kind != FH_FRAME_MANAGED) {
             return fh_fail(ts, call);
+        } else {
+            result = FH_NOT_OWNER; /* the other kind is on top */
+        }
     }
-    fh_bump(&ts->results[call][FH_NOT_OWNER], 1);
-    return FH_NOT_OWNER;
-}
-
-static FH_NOINLINE int fh_close_abandoned(fh_thread *ts, int call)
-{
-    fh_store(&ts->depth, ts->depth - 1u);
-    fh_bump(&ts->results[call][FH_ABANDONED], 1);
-    return FH_ABANDONED;
+    fh_bump(&ts->results[call][result], 1);
+    return result;
 }
 
 /* ---- the four transitions (hot path) ------------------------------------- */
@@ -636,15 +823,14 @@ static FH_NOINLINE int fh_close_abandoned(fh_thread *ts, int call)
  * nothing, so it saves no registers and needs no stack frame, and a full
  * path, out of line, entered by a tail call for everything else: a thread's
  * first call or a new session, errors, a target missing from the recent
- * cache, a histogram row not yet allocated, a frame with callbacks inside.
+ * cache, a histogram row not yet allocated, a frame with frames inside.
  * Both paths share the helpers below, so they cannot drift apart. */
 
 FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
 {
     uint32_t depth = ts->depth;
     fh_frame *frame = &ts->stack[depth];
-    frame->kind = kind;
-    frame->epoch = ts->epoch;
+    frame->tag = kind;
     frame->child_ticks = 0;
     fh_store(&ts->depth, depth + 1u);
     if (FH_UNLIKELY(depth + 1u > ts->max_depth_seen))
@@ -666,17 +852,15 @@ static FH_NOINLINE int fh_leave_runtime_full(uint64_t target)
 {
     FH_ENTER_CALL(ts, FH_CALL_LEAVE)
     if (FH_UNLIKELY(ts->depth >= ts->capacity))
-        return fh_open_refused(ts, FH_CALL_LEAVE);
+        return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
     fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
     fh_target *t = recent->target;
     if (t == NULL || recent->address != target) {
         int saved = errno;
         t = fh_target_lookup(ts, target);
         errno = saved;
-        if (FH_UNLIKELY(t == NULL)) {
-            fh_bump(&ts->results[FH_CALL_LEAVE][FH_OUT_OF_MEMORY], 1);
-            return FH_OUT_OF_MEMORY;
-        }
+        if (FH_UNLIKELY(t == NULL))
+            return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
     }
     return fh_leave_push(ts, t);
 }
@@ -710,6 +894,17 @@ FH_INLINE int fh_enter_account(fh_thread *ts, fh_target *t, uint64_t inclusive, 
     return result;
 }
 
+/* Pops `frame` (the top of the array) and returns its duration in ticks,
+ * credited to the frame below it (or the sentinel): exclusive time is self
+ * time, whatever the kind of the frames nested inside. */
+FH_INLINE uint64_t fh_pop(fh_thread *ts, fh_frame *frame, uint32_t depth, uint64_t now)
+{
+    uint64_t ticks = now > frame->start ? now - frame->start : 0;
+    fh_store(&ts->depth, depth - 1u);
+    frame[-1].child_ticks += ticks;
+    return ticks;
+}
+
 /* The full close; `now` is the fast path's timestamp, or 0 when it took
  * none (the state was not synced yet). */
 static FH_NOINLINE int fh_enter_runtime_full(uint64_t now)
@@ -718,16 +913,10 @@ static FH_NOINLINE int fh_enter_runtime_full(uint64_t now)
     if (now == 0)
         now = fh_clock_ticks(&ts->clock);
     uint32_t depth = ts->depth;
-    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
-        return fh_close_refused(ts, FH_CALL_ENTER);
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_UNMANAGED))
+        return fh_close_other(ts, FH_CALL_ENTER);
     fh_frame *frame = &ts->stack[depth - 1u];
-    if (FH_UNLIKELY(frame->kind != FH_FRAME_UNMANAGED))
-        return fh_close_refused(ts, FH_CALL_ENTER);
-    if (FH_UNLIKELY(frame->epoch != ts->epoch))
-        return fh_close_abandoned(ts, FH_CALL_ENTER);
-    fh_store(&ts->depth, depth - 1u);
-
-    uint64_t ticks = now > frame->start ? now - frame->start : 0;
+    uint64_t ticks = fh_pop(ts, frame, depth, now);
     uint64_t inclusive = fh_clock_to_ns(&ts->clock, ticks);
     uint64_t exclusive = inclusive;
     fh_target *t = frame->target;
@@ -752,7 +941,8 @@ FH_INLINE int fh_enter_runtime(void)
     if (FH_UNLIKELY(depth - 1u >= ts->capacity))
         return fh_enter_runtime_full(now);
     fh_frame *frame = &ts->stack[depth - 1u];
-    if (FH_UNLIKELY(frame->kind != FH_FRAME_UNMANAGED || frame->epoch != ts->epoch || frame->child_ticks != 0))
+    /* One comparison of the tag: a U frame with no unrecorded open on it. */
+    if (FH_UNLIKELY(frame->tag != FH_FRAME_UNMANAGED || frame->child_ticks != 0))
         return fh_enter_runtime_full(now);
     uint64_t ticks = now > frame->start ? now - frame->start : 0;
     uint64_t inclusive = fh_clock_to_ns(&ts->clock, ticks);
@@ -761,7 +951,7 @@ FH_INLINE int fh_enter_runtime(void)
     uint64_t *row = t->rows[index >> ts->precision];
     if (FH_UNLIKELY(row == NULL))
         return fh_enter_runtime_full(now);
-    fh_store(&ts->depth, depth - 1u);
+    fh_pop(ts, frame, depth, now);
     fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
     return fh_enter_account(ts, t, inclusive, inclusive);
 }
@@ -771,7 +961,7 @@ FH_INLINE int fh_reverse_enter_runtime(void)
 {
     FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER)
     if (FH_UNLIKELY(ts->depth >= ts->capacity))
-        return fh_open_refused(ts, FH_CALL_REVERSE_ENTER);
+        return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY);
     fh_frame *frame = fh_push(ts, FH_FRAME_MANAGED);
     frame->target = NULL;
     fh_bump(&ts->results[FH_CALL_REVERSE_ENTER][FH_OK], 1);
@@ -785,21 +975,9 @@ FH_INLINE int fh_reverse_leave_runtime(void)
     FH_ENTER_CALL(ts, FH_CALL_REVERSE_LEAVE)
     uint64_t now = fh_clock_ticks(&ts->clock);
     uint32_t depth = ts->depth;
-    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
-        return fh_close_refused(ts, FH_CALL_REVERSE_LEAVE);
-    fh_frame *frame = &ts->stack[depth - 1u];
-    if (FH_UNLIKELY(frame->kind != FH_FRAME_MANAGED))
-        return fh_close_refused(ts, FH_CALL_REVERSE_LEAVE);
-    if (FH_UNLIKELY(frame->epoch != ts->epoch))
-        return fh_close_abandoned(ts, FH_CALL_REVERSE_LEAVE);
-    fh_store(&ts->depth, depth - 1u);
-
-    uint64_t ticks = now > frame->start ? now - frame->start : 0;
-    if (depth >= 2u) {
-        fh_frame *parent = frame - 1;
-        if (parent->kind == FH_FRAME_UNMANAGED)
-            parent->child_ticks += ticks;
-    }
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_MANAGED))
+        return fh_close_other(ts, FH_CALL_REVERSE_LEAVE);
+    uint64_t ticks = fh_pop(ts, &ts->stack[depth - 1u], depth, now);
     uint64_t ns = fh_clock_to_ns(&ts->clock, ticks);
     fh_bump(&ts->callback_calls, 1);
     fh_bump(&ts->callback_total_ns, ns);
@@ -909,7 +1087,37 @@ static inline int fh_running(void) { return fh_load(&fh_rt.gate) != 0; }
 
 static inline int fh_poisoned(void) { return (int)(fh_load(&fh_rt.gate) & 1u); }
 
-static inline uint32_t fh_current_depth(void) { return fh_current->depth; }
+/* Pops the `n` newest open entries of the calling thread without recording
+ * them: what a capture does with frames it opened and can no longer close
+ * (another profiler took its hook mid-call). Recorded frames among them are
+ * counted as abandoned. */
+static FH_UNUSED void fh_abandon_newest(uint64_t n)
+{
+    fh_thread *ts = fh_current;
+    if (ts == &fh_detached || ts->depth > ts->capacity)
+        return;
+    int in_session = ts->epoch == fh_load(&fh_rt.epoch);
+    for (; n > 0; n--) {
+        uint32_t depth = ts->depth;
+        if (depth == 0) {
+            int abandoned = fh_aside_pop(ts);
+            if (abandoned < 0)
+                return;
+            if (abandoned && in_session)
+                fh_bump(&ts->exit_abandoned, 1);
+        } else if (FH_TAG_ABOVE(ts->stack[depth - 1u].tag) != 0) {
+            ts->stack[depth - 1u].tag -= FH_TAG_ONE_ABOVE;
+            fh_store(&ts->hidden, ts->hidden - 1u);
+        } else {
+            fh_store(&ts->depth, depth - 1u);
+            if (in_session)
+                fh_bump(&ts->exit_abandoned, 1);
+        }
+    }
+}
+
+/* Open frames on the calling thread: recorded, set aside, unrecorded. */
+static inline uint64_t fh_current_depth(void) { return fh_current->depth + fh_current->hidden; }
 
 /* ---- reading (snapshot side; caller holds fh_rt.lock and is serialised
  * against start/reset) ----------------------------------------------------- */
@@ -951,7 +1159,7 @@ static FH_UNUSED int fh_test_corrupt_current(int how)
     } else {
         if (ts->depth == 0)
             return -1;
-        ts->stack[ts->depth - 1u].kind = 0xDEADu;
+        ts->stack[ts->depth - 1u].tag = (ts->stack[ts->depth - 1u].tag & ~0xffu) | 0xDEu;
     }
     return 0;
 }
