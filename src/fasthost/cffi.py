@@ -1,5 +1,5 @@
 """Capture for cffi's ABI mode: functions of an ``ffi.dlopen()`` library as
-unmanaged (U) frames.
+unmanaged (U) frames, ``ffi.callback()`` functions as managed (M) frames.
 
 ``instrument(lib)`` puts an :class:`fasthost._core.UnmanagedCall` (a C-level
 callable: leave(address), call, enter) in front of each function of the
@@ -8,16 +8,31 @@ stays reachable as ``lib.func.function``, e.g. to pass the function itself
 as a function-pointer argument, which the wrapper cannot be. (API-mode
 modules are compiled extensions: their functions are builtins, recorded by
 ``fasthost.capture_builtins()``.)
+
+``callback(ffi, cdecl, python_callable)`` is ``ffi.callback(cdecl,
+python_callable)`` with the Python function inside a
+:class:`fasthost._core.ManagedCall` (reverse enter, call, reverse leave),
+so each call from native code is an M frame; without ``python_callable``
+it is a decorator, like ``ffi.callback``. :func:`enable` makes
+``FFI.callback`` itself do that, in both its direct and its decorator
+form (``@ffi.callback("int(int)")``), for every ``cffi.FFI``.
+
+Not covered: callbacks made before :func:`enable`, or through a reference
+to ``ffi.callback`` bound before it; the ``ffi`` of a compiled
+(out-of-line) module, a ``_cffi_backend.FFI`` whose methods cannot be
+replaced (pass it to :func:`callback` instead); and ``@ffi.def_extern()``
+functions of API mode. A callback's ``onerror`` handler runs after its M
+frame has closed.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
-from fasthost._core import UnmanagedCall
+from fasthost._core import ManagedCall, UnmanagedCall
 
-__all__ = ["disable", "enable", "enabled", "instrument", "is_instrumented", "uninstrument"]
+__all__ = ["callback", "disable", "enable", "enabled", "instrument", "is_instrumented", "uninstrument"]
 
 T = TypeVar("T")
 _ORIGINAL_GETATTR = "_fasthost_original_getattr_"
@@ -90,38 +105,102 @@ def is_instrumented(lib: Any) -> bool:
     return _ORIGINAL_GETATTR in vars(type(lib))
 
 
+# ---- callbacks ----------------------------------------------------------------------
+
+
+def _managed(function: Any) -> Any:
+    """``function`` inside a ManagedCall. A ManagedCall is left as it is
+    (the helper under :func:`enable` would otherwise open two frames), and
+    so is anything not callable, for cffi to refuse in its own words."""
+    if callable(function) and not isinstance(function, ManagedCall):
+        return ManagedCall(function)
+    return function
+
+
+def _make_callback(
+    make: Callable[..., Any], ffi: Any, cdecl: Any, python_callable: Any, error: Any, onerror: Any
+) -> Any:
+    """``make(ffi, cdecl, ...)`` (an ``FFI.callback``) with the Python
+    function managed, in the direct or the decorator form."""
+    if python_callable is None:
+        # cffi's own decorator: it parses `cdecl` now, so a bad one fails
+        # where it is written, as without fasthost.
+        decorate = make(ffi, cdecl, None, error, onerror)
+
+        def decorator(function: Any) -> Any:
+            return decorate(_managed(function))
+
+        return decorator
+    return make(ffi, cdecl, _managed(python_callable), error, onerror)
+
+
+def callback(ffi: Any, cdecl: Any, python_callable: Any = None, error: Any = None, onerror: Any = None) -> Any:
+    """``ffi.callback(cdecl, python_callable, error, onerror)`` whose Python
+    function runs inside an M frame (reverse enter/leave) whenever native
+    code calls it; called from Python through a function of an
+    instrumented library, it nests in that function's U frame. Without
+    ``python_callable``, a decorator, as ``ffi.callback(cdecl)`` is.
+
+    Returns the callback cdata, which must be kept alive for as long as
+    native code may call it, as with ``ffi.callback``. ``ffi`` is a
+    ``cffi.FFI`` or the ``ffi`` of a compiled cffi module. Raises
+    ``TypeError`` for another ``ffi``, ``ImportError`` without cffi, and
+    whatever ``ffi.callback`` raises (a bad ``cdecl``, a ``python_callable``
+    that is not callable)."""
+    backend = _backend()
+    import cffi
+
+    if not isinstance(ffi, (cffi.FFI, backend.FFI)):
+        raise TypeError(f"expected a cffi FFI object, not {type(ffi).__name__}")
+    # type(ffi).callback: under enable() that is the managing one, which
+    # leaves the ManagedCall made here alone.
+    return _make_callback(type(ffi).callback, ffi, cdecl, python_callable, error, onerror)
+
+
 # ---- the global opt-in -----------------------------------------------------------
 
 _original_dlopen: Any = None
+_original_callback: Any = None
 
 
 def enable() -> None:
-    """Instruments every library opened with ``FFI.dlopen()`` from now on.
-    Calling it twice does nothing. Raises ``ImportError`` without cffi."""
-    global _original_dlopen
+    """Instruments every library opened with ``FFI.dlopen()`` from now on
+    and makes ``FFI.callback()`` (direct and decorator form) return
+    callbacks whose Python function runs in an M frame (see
+    :func:`callback`). Calling it twice does nothing. Raises
+    ``ImportError`` without cffi."""
+    global _original_dlopen, _original_callback
     _backend()
     import cffi
 
     if _original_dlopen is not None:
         return
-    original = _original_dlopen = cffi.FFI.dlopen
+    original_dlopen = _original_dlopen = cffi.FFI.dlopen
+    original_callback = _original_callback = cffi.FFI.callback
 
-    @functools.wraps(original)
+    @functools.wraps(original_dlopen)
     def dlopen(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return instrument(original(self, *args, **kwargs))
+        return instrument(original_dlopen(self, *args, **kwargs))
+
+    @functools.wraps(original_callback)
+    def callback(self: Any, cdecl: Any, python_callable: Any = None, error: Any = None, onerror: Any = None) -> Any:
+        return _make_callback(original_callback, self, cdecl, python_callable, error, onerror)
 
     cffi.FFI.dlopen = dlopen
+    cffi.FFI.callback = callback
 
 
 def disable() -> None:
-    """Stops instrumenting libraries opened from now on."""
-    global _original_dlopen
+    """Stops instrumenting libraries opened and callbacks made from now on
+    (those made meanwhile stay instrumented)."""
+    global _original_dlopen, _original_callback
     if _original_dlopen is None:
         return
     import cffi
 
     cffi.FFI.dlopen = _original_dlopen
-    _original_dlopen = None
+    cffi.FFI.callback = _original_callback
+    _original_dlopen = _original_callback = None
 
 
 def enabled() -> bool:

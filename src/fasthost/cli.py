@@ -7,8 +7,12 @@
     fasthost diff A.npz B.npz [--top N]
 
 Errors (a missing or corrupt file, bad arguments) print one line on stderr
-and exit with status 2; ``run`` exits with the script's own status, after
-writing what was recorded up to its end, even when it raised.
+and exit with status 2. Paths are checked before any work starts: an
+output file whose folder is missing or that is a directory stops ``run``
+before the script runs (and ``plot`` before it reads the snapshot), and an
+input that is not a regular file (a FIFO, a directory) is refused before
+it is opened. ``run`` exits with the script's own status, after writing
+what was recorded up to its end, even when it raised.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import importlib.util
 import json
 import os
 import runpy
+import stat
 import sys
 import traceback
 from collections.abc import Iterator
@@ -38,11 +43,23 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see fasthost {self.prog.split()[-1]} --help)")
+        # A subcommand's prog already starts with the program's ("fasthost run").
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _program_name() -> str:
+    """The command as the user typed it, for usage and help: ``python -m
+    fasthost`` (named by the interpreter's file name, as Python 3.14's
+    argparse does) when run as a module, else ``fasthost`` (the console
+    script, or :func:`main` called from Python)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "fasthost.__main__":
+        return f"{os.path.basename(sys.executable) or 'python'} -m fasthost"
+    return "fasthost"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fasthost", description="Count and time Python <-> native transitions.")
+    parser = _Parser(prog=_program_name(), description="Count and time Python <-> native transitions.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run a script or module and profile its transitions")
@@ -115,6 +132,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("fasthost is already recording in this process")
     if args.module and _find_module(args.module) is None:
         raise UsageError(f"no module named {args.module!r}")
+    # Before the script runs: finding out afterwards would lose its run.
+    _check_output(args.output)
 
     status = 0
     saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
@@ -183,6 +202,40 @@ def _exit_status(code: object) -> int:
     return 1
 
 
+# ---- paths, checked before any work ----------------------------------------------
+
+
+def _check_output(path: str) -> None:
+    """Raises UsageError (one line) for an output file that surely cannot
+    be written: its folder is missing or not a folder, it is a directory,
+    or it (or, for a new file, its folder) is not writable. Creates
+    nothing; the write itself can still fail (a full disk), and says so."""
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write {path}: it is a directory")
+    if not os.path.isdir(folder):
+        why = "not a directory" if os.path.exists(folder) else "no such directory"
+        raise UsageError(f"cannot write {path}: {why}: {folder}")
+    writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(folder, os.W_OK | os.X_OK)
+    if not writable:
+        raise UsageError(f"cannot write {path}: permission denied")
+
+
+def _input_size(path: str) -> int:
+    """The size in bytes of the snapshot file ``path``. Raises UsageError
+    (one line) unless it is a regular file: opening a FIFO would wait for a
+    writer for ever, and a directory or device is no snapshot either."""
+    try:
+        info = os.stat(path)  # does not open it, so a FIFO cannot block here
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"not a regular file: {path}")
+    return info.st_size
+
+
 # ---- reading saved snapshots ------------------------------------------------------
 
 
@@ -191,11 +244,8 @@ def _progress(args: argparse.Namespace, message: str) -> None:
         print(f"fasthost: {message}", file=sys.stderr, flush=True)
 
 
-def _load(args: argparse.Namespace, path: str) -> fasthost.Snapshot:
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        raise UsageError(f"no such file: {path}") from None
+def _load(args: argparse.Namespace, path: str, size: int) -> fasthost.Snapshot:
+    """Reads the snapshot ``path`` (``size`` bytes, from _input_size)."""
     _progress(args, f"loading {path} ({size / 1e6:.1f} MB)")
     try:
         snap = fasthost.load(path)
@@ -208,7 +258,7 @@ def _load(args: argparse.Namespace, path: str) -> fasthost.Snapshot:
 
 
 def _report(args: argparse.Namespace) -> int:
-    snap = _load(args, args.file)
+    snap = _load(args, args.file, _input_size(args.file))
     _progress(args, "computing percentiles")
     if args.json:
         print(json.dumps(snap.to_dict(top=args.top), indent=2))
@@ -218,7 +268,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    snap = _load(args, args.file)
+    size = _input_size(args.file)
+    _check_output(args.output)  # before reading what may be a large snapshot
+    snap = _load(args, args.file, size)
     _progress(args, f"drawing {args.output}")
     try:
         snap.plot(args.output, top=args.top)
@@ -233,7 +285,10 @@ def _plot(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     from fasthost.export.compare import compare_targets
 
-    before, after = _load(args, args.before), _load(args, args.after)
+    # Both checked before either is read: a bad second file is not found
+    # out only after loading the first.
+    before_size, after_size = _input_size(args.before), _input_size(args.after)
+    before, after = _load(args, args.before, before_size), _load(args, args.after, after_size)
     _progress(args, "comparing targets")
     sys.stdout.write(compare_targets(before, after, top=args.top))
     return 0

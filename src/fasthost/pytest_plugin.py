@@ -10,7 +10,9 @@
   ``--fasthost-json``, which also works under pytest-xdist.
 - ``--fasthost-compare`` compares transitions per call (and p99) with a
   saved run; ``--fasthost-compare-fail=transitions:5%`` turns that into a
-  regression gate that does not depend on timing noise.
+  regression gate that does not depend on timing noise. The baseline is
+  read and checked when the session starts: a missing file or one of the
+  wrong shape is a usage error (exit status 4) before any test runs.
 
 Nothing heavy is imported until a test uses the fixture: every pytest run
 in an environment with fasthost installed loads this module.
@@ -117,9 +119,17 @@ class FasthostPlugin:
         self._thresholds: list[Threshold] = config.getoption("fasthost_compare_fail") or []
         if self._thresholds and not config.getoption("fasthost_compare"):
             raise pytest.UsageError("--fasthost-compare-fail needs --fasthost-compare")
+        self._baseline_source = ""
+        self._baseline: dict[str, dict[str, Any]] = {}  # fullname -> the saved run's fasthost figures
 
     # ---- session-wide capture ---------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # The baseline is read here, not when comparing: a bad one must stop
+        # the session before the tests (and xdist's workers) run, not after.
+        # pytest-benchmark's storage, which it may come from, exists by now.
+        if self.config.getoption("fasthost_compare") and not hasattr(self.config, "workerinput"):
+            self._baseline_source, self._baseline = self._load_baseline()
         self._captures.start()
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
@@ -175,8 +185,8 @@ class FasthostPlugin:
 
     # ---- the regression gate ---------------------------------------------------
     def _compare(self) -> bool:
-        source, baseline = self._load_baseline()
-        lines = [f"baseline: {source}"]
+        baseline = self._baseline
+        lines = [f"baseline: {self._baseline_source}"]
         width = max([len(node) for node in self.figures] + [9])
         lines.append(
             f"{'benchmark':<{width}}  {'before':>9} {'now':>9} {'change':>8}  {'p99 before':>11} {'p99 now':>11} "
@@ -215,30 +225,81 @@ class FasthostPlugin:
         return bool(failures)
 
     def _load_baseline(self) -> tuple[str, dict[str, dict[str, Any]]]:
-        """(where it came from, fullname -> fasthost figures)."""
+        """(where it came from, fullname -> fasthost figures). Raises
+        ``pytest.UsageError``, one line naming the file and the problem,
+        when the baseline is missing, unreadable or of the wrong shape."""
         value = self.config.getoption("fasthost_compare")
-        runs: list[tuple[str, dict[str, Any]]] = []
         if isinstance(value, str) and value.endswith(".json"):
             try:
                 with open(value) as f:
-                    runs = [(value, json.load(f))]
-            except (OSError, ValueError) as exc:
-                raise pytest.UsageError(f"--fasthost-compare: cannot read {value}: {exc}") from None
-        else:
-            session = getattr(self.config, "_benchmarksession", None)
-            if session is None:
-                raise pytest.UsageError("--fasthost-compare NUM needs pytest-benchmark (or give a .json file)")
-            loaded = list(session.storage.load()) if value is True else list(session.storage.load(value))
-            runs = [(str(path), data) for path, data in loaded[-1:]]
-            if not runs:
-                raise pytest.UsageError(f"--fasthost-compare: no saved benchmark run in {session.storage}")
-        source, data = runs[0]
-        baseline = {}
-        for bench in data.get("benchmarks", []):
-            figures = bench.get("extra_info", {}).get("fasthost")
-            if figures is not None:
-                baseline[bench["fullname"]] = figures
-        return source, baseline
+                    data = json.load(f)
+            except OSError as exc:
+                raise pytest.UsageError(f"--fasthost-compare: cannot read {value}: {exc.strerror or exc}") from None
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                raise pytest.UsageError(f"--fasthost-compare: {value}: not JSON ({exc})") from None
+            return value, _baseline_figures(value, data)
+        session = getattr(self.config, "_benchmarksession", None)
+        if session is None:
+            raise pytest.UsageError("--fasthost-compare NUM needs pytest-benchmark (or give a .json file)")
+        loaded = list(session.storage.load()) if value is True else list(session.storage.load(value))
+        if not loaded:
+            raise pytest.UsageError(f"--fasthost-compare: no saved benchmark run in {session.storage}")
+        path, data = loaded[-1]
+        return str(path), _baseline_figures(str(path), data)
+
+
+def _baseline_figures(source: str, data: Any) -> dict[str, dict[str, Any]]:
+    """fullname -> fasthost figures of a saved run ``data`` (the JSON of
+    ``--benchmark-json``, ``--benchmark-save`` or ``--fasthost-json``).
+    Benchmarks recorded without fasthost have no figures and are skipped.
+    Raises ``pytest.UsageError`` naming ``source`` and the first thing that
+    is not as those files have it, since the comparison relies on it."""
+
+    def wrong(problem: str) -> pytest.UsageError:
+        return pytest.UsageError(f"--fasthost-compare: {source}: {problem}")
+
+    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
+    if benchmarks is None:
+        raise wrong("not an object with a 'benchmarks' list (--benchmark-json or --fasthost-json output)")
+    if not isinstance(benchmarks, list):
+        raise wrong(f"'benchmarks' is {type(benchmarks).__name__}, not a list")
+    baseline = {}
+    for i, bench in enumerate(benchmarks):
+        if not isinstance(bench, dict):
+            raise wrong(f"benchmarks[{i}] is {type(bench).__name__}, not an object")
+        name = bench.get("fullname")
+        if not isinstance(name, str):
+            raise wrong(f"benchmarks[{i}] has no 'fullname'")
+        extra_info = bench.get("extra_info")
+        if not isinstance(extra_info, dict):
+            raise wrong(f"benchmarks[{i}] ({name}) has no 'extra_info' object")
+        figures = extra_info.get("fasthost")
+        if figures is None:
+            continue
+        problem = _figures_problem(figures)
+        if problem:
+            raise wrong(f"benchmarks[{i}] ({name}): its fasthost figures {problem}")
+        baseline[name] = figures
+    return baseline
+
+
+def _figures_problem(figures: Any) -> str | None:
+    """What keeps ``figures`` (one benchmark's, from :func:`figures_for`)
+    from being compared, or None: the comparison reads transitions per call
+    and the p99 of unmanaged durations (ns, null when nothing was timed)."""
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not isinstance(figures, dict):
+        return f"are {type(figures).__name__}, not an object"
+    if not number(figures.get("transitions_per_call")):
+        return "have no 'transitions_per_call' number"
+    unmanaged = figures.get("unmanaged_ns")
+    p99 = unmanaged.get("p99", "absent") if isinstance(unmanaged, dict) else "absent"  # None is a valid p99
+    if not (p99 is None or number(p99)):
+        return "have no 'unmanaged_ns' p99 (a number, or null)"
+    return None
 
 
 def _change(before: float, after: float) -> str:
