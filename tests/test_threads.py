@@ -158,3 +158,43 @@ def test_live_python_threads_are_named(recording):
         go.set()
         thread.join()
     assert "named-worker" in names
+
+
+def test_threads_that_come_and_go_fold_into_one_row_with_exact_totals(recording):
+    """A server with a thread per request: past 64 ended threads a session
+    keeps one folded row, so memory stays bounded, and totals stay exact."""
+
+    def request():
+        for i in range(3):
+            fasthost.leave_runtime(0x10 + i % 2)
+            fasthost.reverse_enter_runtime()
+            fasthost.reverse_leave_runtime()
+            fasthost.enter_runtime()
+
+    def serve(requests):
+        for start in range(0, requests, 100):
+            batch = [threading.Thread(target=request) for _ in range(min(100, requests - start))]
+            for thread in batch:
+                thread.start()
+            for thread in batch:
+                thread.join()
+
+    serve(1000)
+    _testing.run_native_threads(8, 1000, 0x10)
+    memory_after_1000 = fasthost.memory_usage()["total_bytes"]
+    for _ in range(4):
+        serve(1000)
+    _testing.run_native_threads(8, 1000, 0x10)
+    memory_after_5000 = fasthost.memory_usage()["total_bytes"]
+    snap = fasthost.snapshot()
+    assert len(snap.threads) <= 64 + 1
+    (folded,) = [row for row in snap.threads if row["name"].endswith(" ended threads>")]
+    assert folded["name"] == f"<{5016 - 64} ended threads>"
+    by_target = {int(t["target"]): int(t["calls"]) for t in snap.targets}
+    assert by_target == {0x10: 5000 * 2 + 16 * 1000, 0x11: 5000}
+    assert snap.totals["calls"] == {"leave": 31000, "enter": 31000, "reverse_leave": 15000, "reverse_enter": 15000}
+    assert snap.histogram("inclusive").total == 31000
+    assert snap.histogram("callback").total == 15000
+    assert int(snap.threads["callback_calls"].sum()) == 15000
+    assert snap.totals["errors"] == 0
+    assert memory_after_5000 <= memory_after_1000 + 64 * 1024  # bounded, whatever the number of threads

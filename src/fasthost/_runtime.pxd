@@ -77,6 +77,7 @@ cdef extern from "fh_runtime.h" nogil:
         uint64_t heap_bytes
         uint64_t tid
         char name[16]
+        uint64_t folded
         fh_thread *next
 
     ctypedef struct fh_runtime:

@@ -13,6 +13,7 @@
  * read afterwards must be exactly threads x pairs.
  */
 #define _GNU_SOURCE
+#define FH_ENDED_THREADS_KEPT 2u /* writers that end are folded, under the reader */
 #include <stdio.h>
 #include <time.h>
 

@@ -235,6 +235,7 @@ typedef struct fh_thread {
 
     uint64_t tid;
     char name[16];
+    uint64_t folded; /* threads that ended and were folded into this state */
     struct fh_thread *next;
 } fh_thread;
 
@@ -250,7 +251,15 @@ typedef struct fh_runtime {
     pthread_mutex_t lock;                /* the registry; never on the fast path */
     fh_thread *threads;
     pthread_key_t exit_key;
+    /* Threads that ended in this session keep rows of their own up to
+     * FH_ENDED_THREADS_KEPT; the ones after are folded into `ended`. */
+    uint32_t ended_kept;
+    fh_thread *ended;
 } fh_runtime;
+
+#ifndef FH_ENDED_THREADS_KEPT /* the sanitizer harness folds after 2 */
+#define FH_ENDED_THREADS_KEPT 64u
+#endif
 
 static fh_runtime fh_rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -440,6 +449,13 @@ static FH_NOINLINE void fh_record_nested(fh_thread *ts, fh_target *t, uint64_t i
     }
     fh_paged_record(ts, nested, inclusive);
     fh_paged_record(ts, nested + t->rows_per_hist, exclusive);
+}
+
+/* Adds `n` relaxed-loaded counts from `src` into `dst`. */
+static inline void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        dst[i] += fh_load(&src[i]);
 }
 
 FH_INLINE void fh_minmax(uint64_t *min_ns, uint64_t *max_ns, uint64_t ns)
@@ -684,9 +700,117 @@ static fh_thread *fh_thread_create(void)
     return ts;
 }
 
+/* Makes `dst` have a row wherever `src` has one, and adds the counts when
+ * `add`. -1 without memory. */
+static int fh_fold_rows(fh_thread *into, uint64_t **dst, uint64_t *const *src, uint32_t rows, int add)
+{
+    for (uint32_t r = 0; r < rows; r++) {
+        if (src[r] == NULL)
+            continue;
+        if (dst[r] == NULL && fh_row_new(into, &dst[r]) == NULL)
+            return -1;
+        if (add)
+            fh_add_counts(dst[r], src[r], 1u << into->precision);
+    }
+    return 0;
+}
+
+/* Adds everything `from` recorded into `into` (the same session's shape):
+ * counters add, extremes take min/max, histograms add bucket by bucket, so
+ * totals stay exact. Every record `into` needs is made in a first pass,
+ * before anything is added: -1 (nothing added) without memory. Caller
+ * holds fh_rt.lock. */
+static int fh_thread_fold(fh_thread *into, const fh_thread *from)
+{
+    if (into->precision != from->precision)
+        return -1;
+    for (int add = 0; add < 2; add++) {
+        for (uint32_t i = 0; i < from->ntargets; i++) {
+            const fh_target *t = from->targets[i];
+            fh_target *d = t->overflow ? into->overflow_target : fh_target_lookup(into, t->address);
+            if (t->overflow && d == NULL)
+                d = into->overflow_target = fh_target_new(into, 0, 1);
+            if (d == NULL || d->overflow != t->overflow)
+                return -1; /* first pass only: the second finds what it made */
+            if (t->nested != NULL && d->nested == NULL) {
+                uint64_t **nested = (uint64_t **)fh_arena_alloc(into, 2u * d->rows_per_hist * sizeof(uint64_t *));
+                if (nested == NULL)
+                    return -1;
+                fh_store_release(&d->nested, nested);
+            }
+            if (fh_fold_rows(into, d->rows, t->rows, t->rows_per_hist, add) != 0 ||
+                (t->nested != NULL && fh_fold_rows(into, d->nested, t->nested, 2u * t->rows_per_hist, add) != 0))
+                return -1;
+            if (add && t->calls != 0) {
+                d->calls += t->calls;
+                d->total_ns += t->total_ns;
+                d->exclusive_ns += t->exclusive_ns;
+                d->timeouts += t->timeouts;
+                fh_minmax(&d->min_ns, &d->max_ns, t->min_ns);
+                fh_minmax(&d->min_ns, &d->max_ns, t->max_ns);
+            }
+        }
+    }
+    for (int c = 0; c < FH_CALLS; c++)
+        for (int r = 0; r < FH_RESULTS; r++)
+            into->results[c][r] += from->results[c][r];
+    fh_add_counts(into->callback_counts, from->callback_counts, fh_bucket_count(from->precision));
+    if (from->callback_calls != 0) {
+        into->callback_calls += from->callback_calls;
+        into->callback_total_ns += from->callback_total_ns;
+        fh_minmax(&into->callback_min_ns, &into->callback_max_ns, from->callback_min_ns);
+        fh_minmax(&into->callback_min_ns, &into->callback_max_ns, from->callback_max_ns);
+    }
+    into->exit_abandoned += from->exit_abandoned;
+    into->dropped_samples += from->dropped_samples;
+    if (from->max_depth_seen > into->max_depth_seen)
+        into->max_depth_seen = from->max_depth_seen;
+    into->folded += from->folded ? from->folded : 1u;
+    return 0;
+}
+
+/* A thread that ended in this session: its state stays (a row of its own)
+ * while fewer than FH_ENDED_THREADS_KEPT have; after that it is folded into
+ * the session's `ended` state and freed, so that a server with a thread per
+ * request holds bounded memory. Caller holds fh_rt.lock. Returns 1 when `ts`
+ * was folded (and freed). */
+static int fh_thread_fold_ended(fh_thread *ts)
+{
+    if (fh_rt.ended_kept < FH_ENDED_THREADS_KEPT) {
+        fh_rt.ended_kept++;
+        return 0;
+    }
+    fh_thread *ended = fh_rt.ended;
+    if (ended == NULL) {
+        ended = (fh_thread *)calloc(1, sizeof(fh_thread));
+        if (ended == NULL)
+            return 0;
+        ended->heap_bytes = sizeof(fh_thread);
+        if (fh_thread_adopt(ended, (uint64_t)ts->epoch << 1) != 0) {
+            fh_thread_free(ended);
+            return 0;
+        }
+        ended->next = fh_rt.threads;
+        fh_rt.threads = ended;
+        fh_rt.ended = ended;
+    }
+    if (fh_thread_fold(ended, ts) != 0)
+        return 0;
+    for (fh_thread **link = &fh_rt.threads; *link; link = &(*link)->next) {
+        if (*link == ts) {
+            *link = ts->next;
+            break;
+        }
+    }
+    fh_thread_free(ts);
+    return 1;
+}
+
 static void fh_thread_exit(void *arg)
 {
     fh_thread *ts = (fh_thread *)arg;
+    if (fh_current == ts)
+        fh_current = &fh_detached;
     if (ts->epoch == fh_load_acquire(&fh_rt.epoch)) {
         uint64_t abandoned = ts->depth <= ts->capacity ? ts->depth : 0;
         for (uint32_t i = 0; i < ts->naside; i++)
@@ -696,10 +820,12 @@ static void fh_thread_exit(void *arg)
     fh_store(&ts->depth, 0);
     ts->naside = 0;
     fh_store(&ts->hidden, 0);
-    if (fh_current == ts)
-        fh_current = &fh_detached;
-    /* Last write: after this, reset() may free the state. */
-    fh_store_release(&ts->alive, 0);
+    pthread_mutex_lock(&fh_rt.lock);
+    /* Under the lock, the session cannot change: reset() reaps under it. */
+    int folded = ts->epoch == fh_load(&fh_rt.epoch) && fh_thread_fold_ended(ts);
+    if (!folded)
+        fh_store_release(&ts->alive, 0); /* from here reset() may free it */
+    pthread_mutex_unlock(&fh_rt.lock);
 }
 
 /* ---- slow paths ---------------------------------------------------------- */
@@ -1016,6 +1142,8 @@ static void fh_atfork_child(void)
         ts = next;
     }
     fh_rt.threads = keep;
+    fh_rt.ended = NULL;
+    fh_rt.ended_kept = 0;
     if (keep) {
         keep->next = NULL;
         keep->tid = fh_os_tid();
@@ -1046,11 +1174,13 @@ static void fh_reap_dead_threads(void)
 {
     pthread_mutex_lock(&fh_rt.lock);
     fh_thread **link = &fh_rt.threads;
+    fh_rt.ended = NULL;
+    fh_rt.ended_kept = 0;
     while (*link) {
         fh_thread *ts = *link;
         if (!fh_load_acquire(&ts->alive)) {
             *link = ts->next;
-            fh_thread_free(ts);
+            fh_thread_free(ts); /* the folded state, `ended`, too */
         } else {
             link = &ts->next;
         }
@@ -1139,12 +1269,6 @@ static inline uint64_t *fh_read_row(uint64_t *const *slot) { return fh_load_acqu
 /* The target's NESTED_INCLUSIVE then NESTED_EXCLUSIVE rows, or NULL. */
 static inline uint64_t **fh_read_nested(fh_target *t) { return fh_load_acquire(&t->nested); }
 
-/* Adds `n` relaxed-loaded counts from `src` into `dst`. */
-static inline void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++)
-        dst[i] += fh_load(&src[i]);
-}
 
 /* ---- hooks for the test-only extension (see fh_test_api.h) --------------- */
 

@@ -172,9 +172,15 @@ class Snapshot:
         values, results = raw["threads"], raw["results"]
         threads = np.zeros(len(values), dtype=THREAD_DTYPE)
         for name in _core.THREAD_FIELDS:  # same names, but the core's heap_bytes
-            threads["memory_bytes" if name == "heap_bytes" else name] = values[:, fields[name]]
+            if name != "folded":
+                threads["memory_bytes" if name == "heap_bytes" else name] = values[:, fields[name]]
         live_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
-        os_names = [n.decode("utf-8", "replace") for n in raw["names"]]
+        # Threads past the number kept per session are folded into one row.
+        folded = values[:, fields["folded"]]
+        os_names = [
+            f"<{int(n)} ended threads>" if n else name.decode("utf-8", "replace")
+            for name, n in zip(raw["names"], folded)
+        ]
         threads["name"] = [
             live_names.get(int(tid), os_name) if alive else os_name
             for tid, os_name, alive in zip(threads["tid"], os_names, threads["alive"])
