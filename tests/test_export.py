@@ -402,3 +402,13 @@ def test_snapshot_threads_have_the_spec_fields(recording):
     spec += ("abandoned", "failed", "out_of_memory", "depth", "max_depth")
     assert set(spec) <= set(row.dtype.names)
     assert (row["leave"], row["enter"], row["not_owner"], row["max_depth"]) == (1, 2, 1, 1)
+
+
+def test_a_recording_of_callbacks_only_reports(recording):
+    """A native thread calling into Python, with no unmanaged call at all."""
+    assert fasthost.reverse_enter_runtime() is fasthost.HResult.S_OK
+    assert fasthost.reverse_leave_runtime() is fasthost.HResult.S_OK
+    snap = fasthost.snapshot()
+    assert snap.histogram("inclusive").total == 0
+    assert snap.histogram("callback").total == 1
+    assert "callbacks: n=1" in snap.report()

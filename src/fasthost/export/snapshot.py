@@ -344,7 +344,10 @@ class Snapshot:
         rows = self.hist_rows
         mask = (rows["kind"] == kind) & thread_mask[rows["thread"]]
         if pair_mask is not None:
-            mask &= pair_mask[np.maximum(rows["target"], 0)] & (rows["target"] >= 0)
+            # Callback rows (target -1) belong to no pair; index only real ones.
+            is_pair = rows["target"] >= 0
+            mask &= is_pair
+            mask[is_pair] &= pair_mask[rows["target"][is_pair]]
         return mask
 
     def _sum_rows(self, mask: np.ndarray) -> np.ndarray:
