@@ -29,6 +29,8 @@ cdef extern from "fh_capture.h":
     int (*fh_hook_slow)(int what, PyObject *arg) noexcept
     int fh_hook_dispatch(int what, PyObject *arg) noexcept
     int fh_hook_return(PyObject *callable) noexcept
+    int fh_hook_drain(int what, PyObject *arg) noexcept
+    uint32_t fh_hook_unopened
 
     int fh_ctypes_instrument_type(PyTypeObject *type, PyTypeObject *cfuncptr) except -1
     size_t fh_ctypes_address(object funcptr)
@@ -136,19 +138,20 @@ cdef int _give_back_hook(PyThreadState *tstate) except -1:
 cdef int _hook_slow(int what, PyObject *arg) noexcept:
     """The hook's path for a thread's first event under a new capture, and
     for every event once the capture has ended (draining)."""
-    global fh_hook_pending, fh_hook_thread_generation
+    global fh_hook_pending, fh_hook_thread_generation, fh_hook_unopened
     cdef PyThreadState *tstate = PyThreadState_Get()
     if fh_hook_thread_generation != fh_hook_generation:
         # Frames this thread's hook opened under an earlier capture are still
         # its own only if the hook stayed installed in between.
         if <size_t>tstate not in _continuing_threads:
             fh_hook_pending = 0
+        fh_hook_unopened = 0
         fh_hook_thread_generation = fh_hook_generation
     if fh_hook_active:
         return fh_hook_dispatch(what, arg)
-    if what == PyTrace_C_RETURN or what == PyTrace_C_EXCEPTION:
-        fh_hook_return(arg)
+    fh_hook_drain(what, arg)
     if fh_hook_pending == 0:
+        fh_hook_unopened = 0
         try:
             _give_back_hook(tstate)
         except BaseException as error:  # a profile hook must not raise

@@ -31,12 +31,13 @@ class capture_builtins:  # lower case: used like a function, with fasthost.captu
     If fasthost is not recording, ``start()`` starts a session (defaults)
     and ``stop()`` stops it; otherwise it records into the running one.
     Another profiler's hook (cProfile, yappi) is set aside meanwhile and
-    given back to each thread on ``stop()``. One capture at a time:
-    starting a second raises ``RuntimeError``.
+    given back to each thread when the capture stops (a thread inside a
+    builtin then keeps fasthost's hook until that builtin returns and its
+    frame is closed). One capture at a time: starting a second raises
+    ``RuntimeError``.
 
-    Builtin calls nested more than 64 deep inside one another (a builtin
-    calling Python calling a builtin ...) are not recorded past that depth,
-    and fasthost's own functions are never targets.
+    Builtin calls nest to any depth (past ``max_depth`` they are refused
+    and still pair), and fasthost's own functions are never targets.
     """
 
     def __init__(self) -> None:
@@ -69,7 +70,9 @@ class capture_builtins:  # lower case: used like a function, with fasthost.captu
             if not self._started:
                 return
             _core._builtins_hook_remove()
-            threading.setprofile(self._threading_hook)
+            if _threading_profile_hook() is _core._builtins_hook_thread_start:
+                # Not if the code under capture set a hook of its own meanwhile.
+                threading.setprofile(self._threading_hook)
             self._started = False
             _active = None
             if self._owns_session:

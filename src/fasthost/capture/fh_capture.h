@@ -88,6 +88,9 @@ static uint64_t fh_hook_generation;
 static int fh_hook_active;
 static FH_TLS uint64_t fh_hook_thread_generation;
 static FH_TLS uint32_t fh_hook_pending;
+/* While draining: builtins called since the capture ended, not opened, whose
+ * returns must not close the pending frame beneath them. */
+static FH_TLS uint32_t fh_hook_unopened;
 static int (*fh_hook_slow)(int what, PyObject *arg);
 
 /* fasthost's own builtins are not targets: recording leave_runtime as a U
@@ -143,6 +146,23 @@ static FH_NOINLINE int fh_hook_return(PyObject *callable)
         return 0;
     fh_hook_pending--;
     fh_enter_runtime();
+    return 0;
+}
+
+/* The draining hook: pairs the calls it does not open with their returns,
+ * and closes a pending frame only at its own return. */
+static int fh_hook_drain(int what, PyObject *arg)
+{
+    /* Only C events carry the callable in `arg`. */
+    int returns = what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION;
+    if ((what != PyTrace_C_CALL && !returns) || !fh_hook_wants(arg))
+        return 0;
+    if (!returns)
+        fh_hook_unopened++;
+    else if (fh_hook_unopened > 0)
+        fh_hook_unopened--;
+    else
+        fh_hook_return(arg);
     return 0;
 }
 

@@ -730,7 +730,7 @@ static int fh_thread_fold(fh_thread *into, const fh_thread *from)
             fh_target *d = t->overflow ? into->overflow_target : fh_target_lookup(into, t->address);
             if (t->overflow && d == NULL)
                 d = into->overflow_target = fh_target_new(into, 0, 1);
-            if (d == NULL || d->overflow != t->overflow)
+            if (d == NULL) /* a target past max_targets folds into the overflow row */
                 return -1; /* first pass only: the second finds what it made */
             if (t->nested != NULL && d->nested == NULL) {
                 uint64_t **nested = (uint64_t **)fh_arena_alloc(into, 2u * d->rows_per_hist * sizeof(uint64_t *));
