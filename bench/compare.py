@@ -1,5 +1,5 @@
 """fasthost next to its peers and the machine's floor, side by side in one
-process: every row of SPEC §9, thread scaling and growth. Writes
+process: every budget of docs/protocol.md §5, thread scaling and growth. Writes
 bench/RESULTS.md (the tables) and bench/results.png (the ratios).
 
     python bench/compare.py            # the full run, about a minute on 2 cores
@@ -120,7 +120,7 @@ def tsc_clock() -> str:
     return "tsc" if fasthost._core.tsc_available() else "monotonic"
 
 
-# ---- SPEC §9 rows ---------------------------------------------------------------------
+# ---- budget rows (docs/protocol.md §5) ------------------------------------------------
 
 
 def c_pair(sizes: Sizes) -> Row:
@@ -566,7 +566,7 @@ def chart(rows: list[Row], path: Path) -> None:
     ax.set_yticks(y)
     ax.set_yticklabels([f"{r.figure}\n({r.ratio_of})" for r in budgeted], fontsize="x-small")
     ax.set_xscale("log")
-    ax.set_xlabel("ratio (log scale); black tick: the SPEC §9 budget; green: met, red: missed")
+    ax.set_xlabel("ratio (log scale); black tick: the budget; green: met, red: missed")
     ax.set_title("fasthost vs its baselines, measured side by side")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

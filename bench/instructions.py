@@ -1,4 +1,4 @@
-"""The budgets of SPEC §9 in instructions instead of seconds: each workload
+"""The budgets of docs/protocol.md §5 in instructions instead of seconds: each workload
 runs under ``valgrind --tool=callgrind``, whose counts repeat exactly from
 run to run whatever else the machine does (wall-clock ratios on a shared
 VM move by tens of percent). Needs valgrind.

@@ -7,7 +7,7 @@ from time import perf_counter_ns
 
 
 class PurePythonRecorder:
-    """The pure-Python recorder of SPEC §9: a threading.local stack of
+    """The pure-Python recorder of the budgets (docs/protocol.md §5): a threading.local stack of
     (target, start) pairs, perf_counter_ns, and a dict histogram keyed by
     (target, power-of-two bucket)."""
 

@@ -1,10 +1,10 @@
-"""Turns a pytest-benchmark JSON into SPEC §9's ratio table (markdown).
+"""Turns a pytest-benchmark JSON into the ratio table of docs/protocol.md §5 (markdown).
 
     pytest bench/ --benchmark-json=bench/core.json
     python bench/report.py bench/core.json
 
 Each ratio is of two benchmarks from the same run (per pair or per value,
-on the median round), so machine speed cancels out. SPEC §9 also sets two
+on the median round), so machine speed cancels out. docs/protocol.md §5 also sets two
 absolute budgets (record_many throughput, snapshot time); they are shown
 with the machine they were measured on.
 """

@@ -1,4 +1,4 @@
-"""SPEC §9, capture rows: an instrumented ctypes call next to the same call
+"""docs/protocol.md §5, capture rows: an instrumented ctypes call next to the same call
 uninstrumented; capture_builtins() on a builtin-call-heavy loop next to a
 minimal C profile hook, cProfile and yappi, all in one run.
 

@@ -1,4 +1,4 @@
-"""SPEC §9, core rows: the C-level and the Python-level pair, each next to
+"""docs/protocol.md §5, core rows: the C-level and the Python-level pair, each next to
 its baselines in the same run. `python bench/report.py` turns the saved JSON
 into the ratio table of the README.
 
@@ -22,7 +22,7 @@ TARGET = 0x7F00_1234_5678
 @pytest.fixture
 def tsc_recording():
     if not fasthost._core.tsc_available():
-        pytest.skip("SPEC §9 measures the C pair on the tsc clock; this CPU has no invariant TSC")
+        pytest.skip("the C pair budget is measured on the tsc clock; this CPU has no invariant TSC")
     fasthost.start(clock="tsc")
     yield
     fasthost.stop()

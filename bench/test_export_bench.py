@@ -1,4 +1,4 @@
-"""SPEC §9, export rows: ``Histogram.record_many`` next to numpy.histogram
+"""docs/protocol.md §5, export rows: ``Histogram.record_many`` next to numpy.histogram
 on log-spaced bins and hdrhistogram's record_value loop (same data), and
 the cost of ``snapshot()``/``save()`` with 64 threads.
 

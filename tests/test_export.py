@@ -387,7 +387,7 @@ def test_memory_usage_is_within_budget_per_thread_and_target():
     one, hundred = sorted(rows[rows["in_session"]], key=lambda r: r["targets"])[-2:]
     assert one["targets"] == 1
     assert hundred["targets"] == 100
-    # SPEC §9: at most 64 KiB per thread plus 4 KiB per active target.
+    # docs/protocol.md §5: at most 64 KiB per thread plus 4 KiB per active target.
     assert one["bytes"] <= 64 * 1024 + 4 * 1024
     assert hundred["bytes"] <= 64 * 1024 + 100 * 4 * 1024
     assert hundred["bytes"] > one["bytes"]

@@ -1,4 +1,4 @@
-"""Every row of SPEC §2's HRESULT table, and the frame semantics."""
+"""Every row of the HRESULT table (docs/protocol.md §2), and the frame semantics."""
 
 import pytest
 

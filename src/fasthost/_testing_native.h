@@ -107,8 +107,9 @@ static uint64_t fh_capi_pair_loop(size_t n, size_t target)
     return fh_monotonic_ns() - t0;
 }
 
-/* The floor SPEC §9 compares against: a hand-written pair doing only
- * 2 x rdtsc, a thread-local push/pop and one histogram increment. */
+/* The floor the C pair budget compares against (docs/protocol.md §5): a
+ * hand-written pair doing only 2 x rdtsc, a thread-local push/pop and one
+ * histogram increment. */
 #define FH_MINIMAL_DEPTH 256
 #define FH_MINIMAL_PRECISION 5
 typedef struct fh_minimal_state {
@@ -156,7 +157,7 @@ static uint64_t fh_minimal_pair_loop(size_t n, size_t target)
     return fh_monotonic_ns() - t0;
 }
 
-/* The floor of capture_builtins (SPEC §9): a C profile hook doing only
+/* The floor of capture_builtins (docs/protocol.md §5): a C profile hook doing only
  * the minimal leave on a builtin call and the minimal enter on its return. */
 static int fh_minimal_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {

@@ -1,4 +1,4 @@
-"""HRESULT values returned by the transition functions (SPEC §2)."""
+"""HRESULT values returned by the transition functions (docs/protocol.md §2)."""
 
 from __future__ import annotations
 

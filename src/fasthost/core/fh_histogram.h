@@ -3,7 +3,7 @@
  * With p sub-bucket bits, values below 2**(p+1) get exact 1-ns buckets; each
  * later power of two [2**k, 2**(k+1)) is cut into 2**p equal buckets of width
  * 2**(k-p). A bucket's width is at most 2**-p of its lower edge, which is the
- * relative-error promise of SPEC §3. The index is branch-free:
+ * relative-error promise of docs/protocol.md §4. The index is branch-free:
  *
  *     shift = max(0, floor(log2 v) - p)        -- via clz of (v | 2**p)
  *     index = (shift << p) + (v >> shift)

@@ -23,7 +23,7 @@ def memory_usage() -> dict[str, Any]:
     including states of threads that ended and are kept until the next
     ``start()``/``reset()``. Each state counts its stack, callback
     histogram, target index, and the per-target records and histogram rows
-    it allocated (SPEC §9: at defaults, at most 64 KiB per thread plus
+    it allocated (docs/protocol.md §5: at defaults, at most 64 KiB per thread plus
     4 KiB per active target)."""
     raw = _core._memory()
     threads = np.zeros(len(raw), dtype=MEMORY_DTYPE)

@@ -99,7 +99,7 @@ _META_KEYS = frozenset({"config", "session", *_META_INTS, *_META_BOOLS})
 
 _MAX_SNAPSHOT_BYTES = 1 << 30
 """The arrays of one snapshot, uncompressed (1 GiB). A recording holds
-roughly the core's own memory for it (SPEC: 4 KiB per active target), so
+roughly the core's own memory for it (docs/protocol.md §5: 4 KiB per active target), so
 this is some 250,000 thread-target pairs. It is also what a hostile file of
 consistent shapes can still make ``load`` inflate before a damaged checksum
 at the end of a member gives it away."""
