@@ -170,7 +170,9 @@ def python_pair(sizes: Sizes) -> tuple[Row, Row]:
         "minimal pair as builtins": m["minimal"],
         "pure-Python recorder": m["recorder"],
     }
-    ratio = median_ratio(results, "fasthost", "builtins")
+    # The floor is the minimal pair exposed as builtins: on a VM its two
+    # rdtsc cost about as much as two empty calls (docs/protocol.md §5).
+    ratio = median_ratio(results, "fasthost", "minimal")
     speedup = median_ratio(results, "recorder", "fasthost")
     return (
         Row(
@@ -179,10 +181,11 @@ def python_pair(sizes: Sizes) -> tuple[Row, Row]:
             m["fasthost"],
             peers,
             ratio,
-            "fasthost / two empty builtins",
-            "≤ 1.3x",
-            ratio <= 1.3,
-            note=f"floor: the minimal pair as builtins is {median_ratio(results, 'minimal', 'builtins'):.2f}x",
+            "fasthost / minimal pair as builtins",
+            "≤ 1.15x",
+            ratio <= 1.15,
+            note=f"the floor, the minimal pair as builtins, is {median_ratio(results, 'minimal', 'builtins'):.2f}x"
+            " two empty builtins",
         ),
         Row(
             "Python-level pair vs a pure-Python recorder",

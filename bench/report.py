@@ -29,17 +29,10 @@ class Figure:
 FIGURES = (
     Figure("C API pair / minimal hand-written pair", "test_c_api_pair", "test_c_minimal_pair", 1.25, True),
     Figure(
-        "Python pair / two empty builtin calls",
+        "Python pair / minimal pair as builtins",
         "test_python_fasthost_pair",
-        "test_python_two_empty_builtins",
-        1.3,
-        True,
-    ),
-    Figure(
-        "(floor) minimal pair as builtins / two empty builtin calls",
         "test_python_minimal_pair_builtins",
-        "test_python_two_empty_builtins",
-        1.3,
+        1.15,
         True,
     ),
     Figure(
