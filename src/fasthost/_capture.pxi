@@ -36,10 +36,9 @@ cdef extern from "fh_capture.h":
     size_t fh_ctypes_address(object funcptr)
     int fh_hook_init()
     int fh_hook_installed(PyThreadState *tstate)
-    int fh_set_profile(PyThreadState *tstate, Py_tracefunc func, PyObject *obj) except -1
+    int fh_set_own_profile(Py_tracefunc func, PyObject *obj) except -1
     int fh_set_profile_all(Py_tracefunc func, PyObject *obj) except -1
     Py_tracefunc FH_PROFILE_HOOK
-    bint FH_PER_THREAD_PROFILE
 
 
 # ---- ctypes -----------------------------------------------------------------
@@ -116,9 +115,9 @@ if fh_hook_init() != 0:
     raise ImportError("fasthost: could not find its own code segment (dl_iterate_phdr)")
 
 # Each thread's profile hook from before fasthost's, by (tstate address,
-# thread id), kept until that thread gets it back: at stop() for a thread
-# with no frame pending, later (by the thread itself, see _hook_slow) for one
-# that was inside a builtin when the capture ended.
+# thread id), kept until that thread gets it back: at stop() for the calling
+# thread with no frame pending, later for the others (by the thread itself,
+# see _hook_slow).
 cdef dict _saved_profile_hooks = {}
 # Threads whose hook was already fasthost's (still draining) when the
 # current capture was installed: their pending frames are still theirs.
@@ -130,8 +129,9 @@ cdef tuple _thread_key(PyThreadState *tstate):
 
 
 cdef int _give_back_hook(PyThreadState *tstate) except -1:
+    """Puts back the hook `tstate`, the calling thread, had before fasthost's."""
     func, previous = _saved_profile_hooks.pop(_thread_key(tstate), (0, None))
-    fh_set_profile(tstate, <Py_tracefunc><size_t>func, <PyObject *>previous if previous is not None else NULL)
+    fh_set_own_profile(<Py_tracefunc><size_t>func, <PyObject *>previous if previous is not None else NULL)
     return 0
 
 
@@ -196,15 +196,14 @@ def _builtins_hook_thread_start(frame, event, arg):
     this Python-level hook for the C one."""
     cdef PyThreadState *tstate = PyThreadState_Get()
     _saved_profile_hooks[_thread_key(tstate)] = (0, None)
-    fh_set_profile(tstate, FH_PROFILE_HOOK, NULL)
+    fh_set_own_profile(FH_PROFILE_HOOK, NULL)
 
 
 def _builtins_hook_remove():
     """Ends the capture. Every thread gets back the hook it had before: the
-    calling thread (and, where the Python version allows it per thread, every
-    thread) at once if its hook has no frame pending; a thread that is inside
-    a builtin keeps the hook, draining, until that builtin returns and its
-    frame is closed, then puts its own hook back."""
+    calling thread at once if its hook has no frame pending; every other
+    thread on its next event, or, if it is inside a builtin, once that
+    builtin returns and its frame is closed (the hook drains meanwhile)."""
     global fh_hook_active, fh_hook_pending
     if not fh_hook_active:
         return

@@ -198,27 +198,13 @@ static inline int fh_hook_installed(PyThreadState *tstate)
     return tstate->c_profilefunc == fh_profile_hook;
 }
 
-/* Before 3.13 any thread's hook can be set one by one (what lets stop()
- * give every thread back the hook it had); 3.13 keeps that private. */
-#if PY_VERSION_HEX < 0x030D0000
-#define FH_PER_THREAD_PROFILE 1
-#else
-#define FH_PER_THREAD_PROFILE 0
-#endif
-
-/* Sets (func, obj) as the profile hook of `tstate`, with the GIL held. */
-static int fh_set_profile(PyThreadState *tstate, Py_tracefunc func, PyObject *obj)
+/* Sets (func, obj) as the calling thread's profile hook, with the GIL held.
+ * Only a thread sets its own hook back: 3.13 keeps setting another
+ * thread's private, and only the thread knows when its frames are closed. */
+static int fh_set_own_profile(Py_tracefunc func, PyObject *obj)
 {
-#if FH_PER_THREAD_PROFILE
-    return _PyEval_SetProfile(tstate, func, obj);
-#else
-    if (tstate != PyThreadState_Get()) {
-        PyErr_SetString(PyExc_RuntimeError, "fasthost: cannot set another thread's profile hook on this Python");
-        return -1;
-    }
     PyEval_SetProfile(func, obj);
-    return 0;
-#endif
+    return PyErr_Occurred() ? -1 : 0;
 }
 
 /* Sets (func, obj) as the profile hook of every thread of the interpreter. */

@@ -495,15 +495,14 @@ static fh_frame *fh_stack_new(uint32_t capacity)
 
 /* Adds `count` entries on top of the set-aside runs. Past FH_ASIDE_RUNS
  * runs the two oldest are merged into one run of abandoned frames (and that
- * run with the next if it is abandoned too, so runs keep alternating). */
+ * run with the next if it is abandoned too, so runs keep alternating); the
+ * newest run, where the entries go, is never part of a merge. */
 static void fh_aside_push(fh_thread *ts, uint32_t abandoned, uint64_t count)
 {
     uint32_t n = ts->naside;
     if (count == 0)
         return;
-    if (n > 0 && ts->aside[n - 1u].abandoned == abandoned) {
-        ts->aside[n - 1u].count += count;
-    } else {
+    if (n == 0 || ts->aside[n - 1u].abandoned != abandoned) {
         if (n == FH_ASIDE_RUNS) {
             uint32_t merged = ts->aside[2].abandoned ? 3u : 2u;
             for (uint32_t i = 1; i < merged; i++)
@@ -511,17 +510,11 @@ static void fh_aside_push(fh_thread *ts, uint32_t abandoned, uint64_t count)
             ts->aside[0].abandoned = 1;
             memmove(&ts->aside[1], &ts->aside[merged], (n - merged) * sizeof(fh_aside_run));
             n -= merged - 1u;
-            if (ts->aside[n - 1u].abandoned == abandoned) {
-                ts->aside[n - 1u].count += count;
-                ts->naside = n;
-                fh_store(&ts->hidden, ts->hidden + count);
-                return;
-            }
         }
-        ts->aside[n].count = count;
-        ts->aside[n].abandoned = abandoned;
-        ts->naside = n + 1u;
+        ts->aside[n] = (fh_aside_run){.count = 0, .abandoned = abandoned};
+        ts->naside = ++n;
     }
+    ts->aside[n - 1u].count += count;
     fh_store(&ts->hidden, ts->hidden + count);
 }
 
@@ -571,6 +564,26 @@ static void fh_push_unrecorded(fh_thread *ts)
     fh_store(&ts->hidden, ts->hidden + 1u);
 }
 
+/* Pops the newest open entry if it is not a frame of the array: an
+ * unrecorded open (returns FH_CLR_NOT_AVAILABLE) or, with the array empty, a
+ * set-aside entry (FH_ABANDONED for an older session's frame). Returns -1,
+ * popping nothing, when the newest entry is an array frame or there is
+ * none. Every close goes through here first. */
+static int fh_pop_hidden(fh_thread *ts)
+{
+    uint32_t depth = ts->depth;
+    if (depth == 0) {
+        int abandoned = fh_aside_pop(ts);
+        return abandoned < 0 ? -1 : abandoned ? FH_ABANDONED : FH_CLR_NOT_AVAILABLE;
+    }
+    fh_frame *top = &ts->stack[depth - 1u];
+    if (FH_TAG_ABOVE(top->tag) == 0)
+        return -1;
+    top->tag -= FH_TAG_ONE_ABOVE;
+    fh_store(&ts->hidden, ts->hidden - 1u);
+    return FH_CLR_NOT_AVAILABLE;
+}
+
 /* A close made while not recording (stopped or poisoned): pops what it
  * closes when that can be told, records nothing. A close of the wrong kind
  * leaves everything as it is. */
@@ -579,17 +592,8 @@ static void fh_close_unrecorded(fh_thread *ts, uint32_t kind)
     uint32_t depth = ts->depth;
     if (depth > ts->capacity)
         return; /* corrupted: the next recorded call will say so */
-    if (depth == 0) {
-        fh_aside_pop(ts);
-        return;
-    }
-    fh_frame *top = &ts->stack[depth - 1u];
-    if (FH_TAG_ABOVE(top->tag) != 0) {
-        top->tag -= FH_TAG_ONE_ABOVE;
-        fh_store(&ts->hidden, ts->hidden - 1u);
-    } else if (top->tag == kind) {
+    if (fh_pop_hidden(ts) < 0 && depth > 0 && ts->stack[depth - 1u].tag == kind)
         fh_store(&ts->depth, depth - 1u);
-    }
 }
 
 /* (Re)shapes `ts` for the session `gate` names and zeroes its data. Open
@@ -920,24 +924,14 @@ static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result)
 static FH_NOINLINE int fh_close_other(fh_thread *ts, int call)
 {
     uint32_t depth = ts->depth;
-    int result;
     if (depth > ts->capacity)
         return fh_fail(ts, call);
-    if (depth == 0) {
-        int abandoned = fh_aside_pop(ts);
-        result = abandoned < 0 ? FH_NOT_OWNER : abandoned ? FH_ABANDONED : FH_CLR_NOT_AVAILABLE;
-    } else {
-        fh_frame *top = &ts->stack[depth - 1u];
-        uint32_t kind = FH_TAG_KIND(top->tag);
-        if (FH_TAG_ABOVE(top->tag) != 0) {
-            top->tag -= FH_TAG_ONE_ABOVE;
-            fh_store(&ts->hidden, ts->hidden - 1u);
-            result = FH_CLR_NOT_AVAILABLE;
-        } else if (kind != FH_FRAME_UNMANAGED && kind != FH_FRAME_MANAGED) {
+    int result = fh_pop_hidden(ts);
+    if (result < 0) {
+        uint32_t kind = depth > 0 ? FH_TAG_KIND(ts->stack[depth - 1u].tag) : FH_FRAME_UNMANAGED;
+        if (kind != FH_FRAME_UNMANAGED && kind != FH_FRAME_MANAGED)
             return fh_fail(ts, call);
-        } else {
-            result = FH_NOT_OWNER; /* the other kind is on top */
-        }
+        result = FH_NOT_OWNER; /* an empty stack, or the other kind on top */
     }
     fh_bump(&ts->results[call][result], 1);
     return result;
@@ -1228,21 +1222,15 @@ static FH_UNUSED void fh_abandon_newest(uint64_t n)
         return;
     int in_session = ts->epoch == fh_load(&fh_rt.epoch);
     for (; n > 0; n--) {
-        uint32_t depth = ts->depth;
-        if (depth == 0) {
-            int abandoned = fh_aside_pop(ts);
-            if (abandoned < 0)
+        int popped = fh_pop_hidden(ts);
+        if (popped < 0) {
+            if (ts->depth == 0)
                 return;
-            if (abandoned && in_session)
-                fh_bump(&ts->exit_abandoned, 1);
-        } else if (FH_TAG_ABOVE(ts->stack[depth - 1u].tag) != 0) {
-            ts->stack[depth - 1u].tag -= FH_TAG_ONE_ABOVE;
-            fh_store(&ts->hidden, ts->hidden - 1u);
-        } else {
-            fh_store(&ts->depth, depth - 1u);
-            if (in_session)
-                fh_bump(&ts->exit_abandoned, 1);
+            fh_store(&ts->depth, ts->depth - 1u);
+            popped = FH_ABANDONED;
         }
+        if (popped == FH_ABANDONED && in_session)
+            fh_bump(&ts->exit_abandoned, 1);
     }
 }
 
