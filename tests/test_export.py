@@ -253,6 +253,23 @@ def test_load_rejects_a_newer_format_version(recording, tmp_path):
         fasthost.load(path)
 
 
+def test_load_reads_files_written_before_callbacks_had_self_time(recording, tmp_path):
+    qsort_with(lambda a, b: a[0] - b[0])
+    snap = fasthost.snapshot()
+    path = tmp_path / "old.npz"
+    snap.save(path)
+    old_fields = [name for name in snap.threads.dtype.names if name != "callback_exclusive_ns"]
+    old = np.zeros(len(snap.threads), dtype=[(n, snap.threads.dtype[n]) for n in old_fields])
+    for name in old_fields:
+        old[name] = snap.threads[name]
+    rewrite(path, threads=old)
+    loaded = fasthost.load(path)
+    assert loaded.threads["callback_calls"].tolist() == snap.threads["callback_calls"].tolist()
+    # All that an older file can say: its callbacks' inclusive time.
+    assert loaded.threads["callback_exclusive_ns"].tolist() == snap.threads["callback_total_ns"].tolist()
+    assert loaded.targets.tolist() == snap.targets.tolist()
+
+
 def test_load_rejects_inconsistent_arrays(recording, tmp_path):
     cos_calls(1)
     path = tmp_path / "run.npz"

@@ -322,8 +322,9 @@ def _wait_until_blocked(inbox):
     raise AssertionError("the worker never blocked in queue.get")
 
 
-def test_builtin_calls_nested_deeper_than_64_are_all_recorded(recording):
+def test_builtin_calls_nested_deeper_than_64_are_all_recorded():
     calls = []
+    fasthost.start(clock="monotonic", max_depth=1024)  # each level: a U frame and its callback
 
     def key(value):
         calls.append(value)
@@ -331,13 +332,18 @@ def test_builtin_calls_nested_deeper_than_64_are_all_recorded(recording):
             sorted([value - 1], key=key)
         return value
 
-    with fasthost.capture_builtins():
-        sorted([150], key=key)
-    assert fasthost.depth() == 0
-    snap = fasthost.snapshot()
+    try:
+        with fasthost.capture_builtins():
+            sorted([150], key=key)
+        assert fasthost.depth() == 0
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
     sorted_rows = [row for row in snap.targets if str(row["symbol"]).endswith("builtin_sorted")]
     assert len(sorted_rows) == 1
     assert sorted_rows[0]["calls"] == 151
+    # each level a U frame and its callback, and the innermost append
+    assert int(snap.threads["max_depth"].max()) == 2 * 151 + 1
 
 
 def test_builtin_calls_nested_deeper_than_max_depth_pair_and_leave_nothing():

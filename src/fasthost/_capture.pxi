@@ -20,17 +20,18 @@ cdef extern from "fh_capture.h":
     PyThreadState *PyThreadState_Next(PyThreadState *tstate)
     unsigned long long PyThreadState_GetID(PyThreadState *tstate)
 
-    int PyTrace_C_RETURN
-    int PyTrace_C_EXCEPTION
+    ctypedef struct PyFrameObject:
+        pass
     uint64_t fh_hook_generation
     int fh_hook_active
     uint64_t fh_hook_thread_generation
-    uint32_t fh_hook_pending
-    int (*fh_hook_slow)(int what, PyObject *arg) noexcept
-    int fh_hook_dispatch(int what, PyObject *arg) noexcept
-    int fh_hook_return(PyObject *callable) noexcept
-    int fh_hook_drain(int what, PyObject *arg) noexcept
-    uint32_t fh_hook_unopened
+    uint64_t fh_hook_lost
+    int (*fh_hook_slow)(int what, PyFrameObject *frame, PyObject *arg) noexcept
+    int fh_hook_dispatch(int what, PyFrameObject *frame, PyObject *arg) noexcept
+    int fh_hook_drain(int what, PyFrameObject *frame, PyObject *arg) noexcept
+    uint32_t fh_hook_open_count() noexcept
+    uint64_t fh_hook_abandon_all() noexcept
+    int fh_hook_audit_once() except -1
 
     int fh_ctypes_instrument_type(PyTypeObject *type, PyTypeObject *cfuncptr) except -1
     size_t fh_ctypes_address(object funcptr)
@@ -135,23 +136,23 @@ cdef int _give_back_hook(PyThreadState *tstate) except -1:
     return 0
 
 
-cdef int _hook_slow(int what, PyObject *arg) noexcept:
+cdef int _hook_slow(int what, PyFrameObject *frame, PyObject *arg) noexcept:
     """The hook's path for a thread's first event under a new capture, and
     for every event once the capture has ended (draining)."""
-    global fh_hook_pending, fh_hook_thread_generation, fh_hook_unopened
+    global fh_hook_thread_generation
     cdef PyThreadState *tstate = PyThreadState_Get()
     if fh_hook_thread_generation != fh_hook_generation:
         # Frames this thread's hook opened under an earlier capture are still
-        # its own only if the hook stayed installed in between.
+        # its own only if the hook stayed installed in between; if another
+        # hook came and went without telling (set from another thread in C),
+        # their returns went elsewhere.
         if <size_t>tstate not in _continuing_threads:
-            fh_hook_pending = 0
-        fh_hook_unopened = 0
+            fh_hook_abandon_all()
         fh_hook_thread_generation = fh_hook_generation
     if fh_hook_active:
-        return fh_hook_dispatch(what, arg)
-    fh_hook_drain(what, arg)
-    if fh_hook_pending == 0:
-        fh_hook_unopened = 0
+        return fh_hook_dispatch(what, frame, arg)
+    fh_hook_drain(what, frame, arg)
+    if fh_hook_open_count() == 0:
         try:
             _give_back_hook(tstate)
         except BaseException as error:  # a profile hook must not raise
@@ -172,6 +173,7 @@ def _builtins_hook_install():
     global _saved_profile_hooks, _continuing_threads, fh_hook_generation, fh_hook_active
     if fh_hook_active:
         raise RuntimeError("the builtins profile hook is already installed")
+    fh_hook_audit_once()
     saved = {}
     continuing = set()
     cdef PyThreadState *tstate = PyInterpreterState_ThreadHead(PyThreadState_Get().interp)
@@ -204,21 +206,18 @@ def _builtins_hook_remove():
     calling thread at once if its hook has no frame pending; every other
     thread on its next event, or, if it is inside a builtin, once that
     builtin returns and its frame is closed (the hook drains meanwhile)."""
-    global fh_hook_active, fh_hook_pending
+    global fh_hook_active
     if not fh_hook_active:
         return
     fh_hook_active = 0
     cdef PyThreadState *current = PyThreadState_Get()
     if fh_hook_thread_generation != fh_hook_generation and <size_t>current not in _continuing_threads:
-        fh_hook_pending = 0  # this thread saw no event under this capture
+        fh_hook_abandon_all()  # left over from a hook that went without telling
     if not fh_hook_installed(current):
-        # Another profiler took this thread's hook mid-call (cProfile.enable(),
-        # sys.setprofile() inside the capture): the returns of the calls
-        # pending then went to it, so their frames are given up here.
-        fh_abandon_newest(fh_hook_pending)
-        fh_hook_pending = 0
+        # Another profiler took this thread's hook inside the capture; the
+        # audit hook abandoned the frames open then.
         _saved_profile_hooks.pop(_thread_key(current), None)
-    elif fh_hook_pending == 0:
+    elif fh_hook_open_count() == 0:
         _give_back_hook(current)
     # Other threads put their hook back themselves on their next event
     # (_hook_slow): only then is it known whether a frame is pending.
@@ -227,3 +226,8 @@ def _builtins_hook_remove():
 def _builtins_hook_installed():
     """True when the calling thread's profile hook is fasthost's."""
     return bool(fh_hook_installed(PyThreadState_Get()))
+
+
+def _builtins_hook_lost():
+    """Opens the hook skipped for lack of memory to remember them."""
+    return fh_hook_lost

@@ -280,6 +280,7 @@ def config():
 THREAD_FIELDS = (
     "tid", "alive", "depth", "max_depth", "exit_abandoned", "dropped_samples", "heap_bytes",
     "callback_calls", "callback_total_ns", "callback_min_ns", "callback_max_ns", "folded",
+    "callback_exclusive_ns",
 )
 TARGET_FIELDS = ("thread", "target", "calls", "total_ns", "exclusive_ns", "min_ns", "max_ns", "timeouts", "overflow")
 ROW_FIELDS = ("thread", "target", "kind", "row")
@@ -397,6 +398,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
         threads[ti, 9] = fh_read_u64(&ts.callback_min_ns)
         threads[ti, 10] = fh_read_u64(&ts.callback_max_ns)
         threads[ti, 11] = ts.folded
+        threads[ti, 12] = fh_read_u64(&ts.callback_exclusive_ns)
         memcpy(&names[ti, 0], ts.name, 16)
         for c in range(FH_CALLS):
             for k in range(FH_RESULTS):

@@ -68,6 +68,7 @@ cdef extern from "fh_runtime.h" nogil:
         uint64_t *callback_counts
         uint64_t callback_calls
         uint64_t callback_total_ns
+        uint64_t callback_exclusive_ns
         uint64_t callback_min_ns
         uint64_t callback_max_ns
         fh_target **targets
@@ -103,7 +104,8 @@ cdef extern from "fh_runtime.h" nogil:
     int fh_running() noexcept
     int fh_poisoned() noexcept
     uint64_t fh_current_depth() noexcept
-    void fh_abandon_newest(uint64_t n) noexcept
+    int fh_abandon_entry(uint64_t position) noexcept
+    int fh_top_is_unmanaged() noexcept
     void fh_registry_lock() noexcept
     void fh_registry_unlock() noexcept
     uint64_t fh_read_u64(const uint64_t *p) noexcept

@@ -51,14 +51,16 @@ class capture_builtins:  # lower case: used like a function, with fasthost.captu
         with _lock:
             if _active is not None:
                 raise RuntimeError("builtin calls are already being captured (stop() that capture first)")
+            _active = self
             if not fasthost.running():
                 fasthost.start()
                 self._owns_session = True
             self._threading_hook = _threading_profile_hook()
-            _core._builtins_hook_install()
             threading.setprofile(_core._builtins_hook_thread_start)
-            self._started = True
-            _active = self
+        self._started = True
+        # Last, outside the lock: fasthost's own calls (the lock's release)
+        # are never under the hook, so they are never targets.
+        _core._builtins_hook_install()
         return self
 
     def stop(self) -> None:
@@ -66,10 +68,12 @@ class capture_builtins:  # lower case: used like a function, with fasthost.captu
         hooks (and threading's), and stops the session if ``start()``
         started it. Does nothing if not started."""
         global _active
+        if not self._started:
+            return
+        _core._builtins_hook_remove()  # first, for the same reason
         with _lock:
             if not self._started:
                 return
-            _core._builtins_hook_remove()
             if _threading_profile_hook() is _core._builtins_hook_thread_start:
                 # Not if the code under capture set a hook of its own meanwhile.
                 threading.setprofile(self._threading_hook)

@@ -76,22 +76,47 @@ static inline size_t fh_ctypes_address(PyObject *funcptr)
 
 /* ---- builtins: the profile hook -------------------------------------------- */
 
-/* Each capture (install) has a generation. A thread remembers the
- * generation it last saw and how many frames its hook has opened and not
- * closed yet (`pending`), which is how a C_RETURN for a call that began
- * before the hook was installed is told apart (pending is 0) and how a
- * capture that ends while the thread is inside a builtin still closes that
- * frame: the hook stays on such a thread, draining (it opens nothing more),
- * until its pending frames are closed, then puts back the thread's own
- * previous hook. Everything unusual goes to fh_hook_slow, set by _core. */
+/* The hook opens a U frame for every builtin call and an M frame for every
+ * Python function that starts while a U frame is on top (a callback:
+ * sorted's key, a sqlite3 function, a generator resumed by a builtin).
+ * Each open is remembered on the thread's hook stack with what closes it
+ * (the callable, or the Python frame) and where it lies in the core's
+ * stack; a return closes a frame only when it is the one on top of the
+ * hook stack, so a return whose call began before the hook was installed
+ * closes nothing, and frames are paired by identity, not by count.
+ *
+ * Each capture (install) has a generation. A capture that ends while a
+ * thread is inside a builtin leaves the hook on that thread, draining: it
+ * opens nothing more, still pairs calls with returns (a call it does not
+ * open goes on the hook stack as a placeholder), and once the hook stack is
+ * empty it puts back the thread's previous hook. Everything unusual goes
+ * to fh_hook_slow, set by _core. */
+typedef struct fh_hook_entry {
+    uintptr_t closer;  /* the C function, or the Python frame of a callback */
+    uint32_t kind;     /* FH_HOOK_* */
+    uint32_t unused;
+    uint64_t position; /* open entries beneath it in the core's stack */
+} fh_hook_entry;
+
+#define FH_HOOK_BUILTIN 0u  /* a U frame */
+#define FH_HOOK_CALLBACK 1u /* an M frame */
+#define FH_HOOK_UNOPENED 2u /* a placeholder: nothing was opened */
+
+typedef struct fh_hook_stack {
+    fh_hook_entry *entries;
+    uint32_t count;
+    uint32_t capacity;
+} fh_hook_stack;
+
 static uint64_t fh_hook_generation;
 static int fh_hook_active;
+static int fh_hook_setting; /* fasthost itself is setting a profile hook */
 static FH_TLS uint64_t fh_hook_thread_generation;
-static FH_TLS uint32_t fh_hook_pending;
-/* While draining: builtins called since the capture ended, not opened, whose
- * returns must not close the pending frame beneath them. */
-static FH_TLS uint32_t fh_hook_unopened;
-static int (*fh_hook_slow)(int what, PyObject *arg);
+static FH_TLS fh_hook_stack fh_hook_own;
+static pthread_key_t fh_hook_stack_key; /* frees a thread's hook stack */
+static int (*fh_hook_slow)(int what, PyFrameObject *frame, PyObject *arg);
+/* Opens the hook could not remember (no memory for its stack): skipped. */
+static uint64_t fh_hook_lost;
 
 /* fasthost's own builtins are not targets: recording leave_runtime as a U
  * frame around the U frame it opens would break the caller's nesting. They
@@ -126,62 +151,151 @@ static inline int fh_hook_wants(PyObject *callable)
     return code < fh_own_code_start || code >= fh_own_code_end;
 }
 
+/* Room for one more entry; 0 without memory. The stack only grows when
+ * calls nest deeper than ever before on this thread. */
+static FH_NOINLINE int fh_hook_grow(fh_hook_stack *hs)
+{
+    uint32_t capacity = hs->capacity ? hs->capacity * 2u : 64u;
+    fh_hook_entry *entries = (fh_hook_entry *)realloc(hs->entries, capacity * sizeof(fh_hook_entry));
+    if (entries == NULL) {
+        __atomic_fetch_add(&fh_hook_lost, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (entries != hs->entries)
+        pthread_setspecific(fh_hook_stack_key, entries);
+    hs->entries = entries;
+    hs->capacity = capacity;
+    return 1;
+}
+
+static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kind)
+{
+    if (FH_UNLIKELY(hs->count == hs->capacity) && !fh_hook_grow(hs))
+        return 0;
+    hs->entries[hs->count++] = (fh_hook_entry){.closer = closer, .kind = kind, .position = fh_current_depth()};
+    return 1;
+}
+
 /* The two halves of the hook are separate functions so that each saves
- * only the registers it needs; the hook itself only dispatches (two tail
- * calls). Every open is followed by its close: the core keeps the nesting
- * of opens it refuses (max_depth) or does not record (stopped). */
+ * only the registers it needs; the hook itself only dispatches. */
 static FH_NOINLINE int fh_hook_call(PyObject *callable)
 {
     if (!fh_hook_wants(callable))
         return 0;
-    fh_leave_runtime((size_t)PyCFunction_GET_FUNCTION(callable));
-    fh_hook_pending++;
+    uintptr_t target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
+    if (fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN))
+        fh_leave_runtime(target);
     return 0;
 }
 
-static FH_NOINLINE int fh_hook_return(PyObject *callable)
+/* What closes a builtin's frame: its C function, not the callable object,
+ * which on 3.12+ the legacy hook makes anew for each event of a method. */
+static inline uintptr_t fh_hook_closer(PyObject *callable)
 {
-    /* Nothing pending: a call that began before the hook was installed. */
-    if (fh_hook_pending == 0 || !fh_hook_wants(callable))
-        return 0;
-    fh_hook_pending--;
-    fh_enter_runtime();
+    return fh_hook_wants(callable) ? (uintptr_t)PyCFunction_GET_FUNCTION(callable) : 0;
+}
+
+/* Closes the frame on top of the hook stack if `closer` opened it (a
+ * callback's frame when `callback`, else a builtin's or a placeholder). */
+static inline void fh_hook_close(uintptr_t closer, int callback)
+{
+    fh_hook_stack *hs = &fh_hook_own;
+    if (hs->count == 0)
+        return;
+    const fh_hook_entry *top = &hs->entries[hs->count - 1u];
+    if (top->closer != closer || (top->kind == FH_HOOK_CALLBACK) != callback)
+        return;
+    hs->count--;
+    if (top->kind == FH_HOOK_CALLBACK)
+        fh_reverse_leave_runtime();
+    else if (top->kind == FH_HOOK_BUILTIN)
+        fh_enter_runtime();
+}
+
+static FH_NOINLINE int fh_hook_callback(PyFrameObject *frame)
+{
+    if (fh_top_is_unmanaged() && fh_hook_push(&fh_hook_own, (uintptr_t)frame, FH_HOOK_CALLBACK))
+        fh_reverse_enter_runtime();
     return 0;
 }
 
-/* The draining hook: pairs the calls it does not open with their returns,
- * and closes a pending frame only at its own return. */
-static int fh_hook_drain(int what, PyObject *arg)
+/* The draining hook: opens nothing, pairs what is already open. */
+static int fh_hook_drain(int what, PyFrameObject *frame, PyObject *arg)
 {
-    /* Only C events carry the callable in `arg`. */
-    int returns = what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION;
-    if ((what != PyTrace_C_CALL && !returns) || !fh_hook_wants(arg))
-        return 0;
-    if (!returns)
-        fh_hook_unopened++;
-    else if (fh_hook_unopened > 0)
-        fh_hook_unopened--;
-    else
-        fh_hook_return(arg);
+    if (what == PyTrace_C_CALL) {
+        if (fh_hook_wants(arg))
+            fh_hook_push(&fh_hook_own, fh_hook_closer(arg), FH_HOOK_UNOPENED);
+    } else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
+        fh_hook_close(fh_hook_closer(arg), 0);
+    } else if (what == PyTrace_RETURN) {
+        fh_hook_close((uintptr_t)frame, 1);
+    }
     return 0;
 }
 
-static int fh_hook_dispatch(int what, PyObject *arg)
+static int fh_hook_dispatch(int what, PyFrameObject *frame, PyObject *arg)
 {
-    if (what == PyTrace_C_CALL)
+    switch (what) {
+    case PyTrace_C_CALL:
         return fh_hook_call(arg);
-    if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION)
-        return fh_hook_return(arg);
+    case PyTrace_C_RETURN:
+    case PyTrace_C_EXCEPTION:
+        fh_hook_close(fh_hook_closer(arg), 0);
+        return 0;
+    case PyTrace_CALL:
+        return fh_hook_callback(frame);
+    case PyTrace_RETURN:
+        fh_hook_close((uintptr_t)frame, 1);
+        return 0;
+    }
     return 0;
 }
 
 static int fh_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
     (void)obj;
-    (void)frame;
     if (FH_UNLIKELY(fh_hook_thread_generation != fh_hook_generation || !fh_hook_active))
-        return fh_hook_slow(what, arg);
-    return fh_hook_dispatch(what, arg);
+        return fh_hook_slow(what, frame, arg);
+    return fh_hook_dispatch(what, frame, arg);
+}
+
+/* Abandons every frame on the calling thread's hook stack, newest first
+ * (so the positions of the older ones still hold): their returns will
+ * never reach fasthost's hook. Returns how many were abandoned. */
+static uint64_t fh_hook_abandon_all(void)
+{
+    fh_hook_stack *hs = &fh_hook_own;
+    uint64_t abandoned = 0;
+    while (hs->count > 0) {
+        fh_hook_entry entry = hs->entries[--hs->count];
+        if (entry.kind != FH_HOOK_UNOPENED && fh_abandon_entry(entry.position) == 0)
+            abandoned++;
+    }
+    return abandoned;
+}
+
+/* Frames the calling thread's hook has open (placeholders included). */
+static inline uint32_t fh_hook_open_count(void) { return fh_hook_own.count; }
+
+static inline int fh_hook_installed(PyThreadState *tstate)
+{
+    return tstate->c_profilefunc == (Py_tracefunc)fh_profile_hook;
+}
+
+/* An audit hook: "sys.setprofile" is raised on the thread that replaces a
+ * profile hook (sys.setprofile, cProfile's enable, PyEval_SetProfile),
+ * before it does. If that thread's hook is fasthost's, the returns of the
+ * calls open on it will go to the new hook, so their frames are abandoned
+ * now, while their positions are still known. */
+static int fh_audit(const char *event, PyObject *args, void *data)
+{
+    (void)args;
+    (void)data;
+    if (fh_hook_own.count == 0 || fh_hook_setting || strcmp(event, "sys.setprofile") != 0)
+        return 0;
+    if (fh_hook_installed(PyThreadState_Get()))
+        fh_hook_abandon_all();
+    return 0;
 }
 
 #define FH_PROFILE_HOOK ((Py_tracefunc)fh_profile_hook)
@@ -190,12 +304,21 @@ static int fh_profile_hook(PyObject *obj, PyFrameObject *frame, int what, PyObje
 static int fh_hook_init(void)
 {
     dl_iterate_phdr(fh_find_own_code, (void *)(uintptr_t)&fh_profile_hook);
+    if (pthread_key_create(&fh_hook_stack_key, free) != 0)
+        return -1;
     return fh_own_code_end != 0 ? 0 : -1;
 }
 
-static inline int fh_hook_installed(PyThreadState *tstate)
+/* Installs fh_audit, once, with the GIL held; -1 with an exception set. */
+static int fh_hook_audit_once(void)
 {
-    return tstate->c_profilefunc == fh_profile_hook;
+    static int added;
+    if (added)
+        return 0;
+    if (PySys_AddAuditHook(fh_audit, NULL) < 0)
+        return -1;
+    added = 1;
+    return 0;
 }
 
 /* Sets (func, obj) as the calling thread's profile hook, with the GIL held.
@@ -203,24 +326,27 @@ static inline int fh_hook_installed(PyThreadState *tstate)
  * thread's private, and only the thread knows when its frames are closed. */
 static int fh_set_own_profile(Py_tracefunc func, PyObject *obj)
 {
+    fh_hook_setting = 1;
     PyEval_SetProfile(func, obj);
+    fh_hook_setting = 0;
     return PyErr_Occurred() ? -1 : 0;
 }
 
 /* Sets (func, obj) as the profile hook of every thread of the interpreter. */
 static int fh_set_profile_all(Py_tracefunc func, PyObject *obj)
 {
+    int result = 0;
+    fh_hook_setting = 1;
 #if PY_VERSION_HEX >= 0x030C0000
     PyEval_SetProfileAllThreads(func, obj);
-    return PyErr_Occurred() ? -1 : 0;
+    result = PyErr_Occurred() ? -1 : 0;
 #else
     PyThreadState *tstate = PyInterpreterState_ThreadHead(PyThreadState_Get()->interp);
-    for (; tstate != NULL; tstate = PyThreadState_Next(tstate)) {
-        if (_PyEval_SetProfile(tstate, func, obj) < 0)
-            return -1;
-    }
-    return 0;
+    for (; tstate != NULL && result == 0; tstate = PyThreadState_Next(tstate))
+        result = _PyEval_SetProfile(tstate, func, obj);
 #endif
+    fh_hook_setting = 0;
+    return result;
 }
 
 #endif /* FASTHOST_CAPTURE_H */

@@ -209,6 +209,7 @@ typedef struct fh_thread {
     uint64_t *callback_counts;
     uint64_t callback_calls;
     uint64_t callback_total_ns;
+    uint64_t callback_exclusive_ns; /* minus the frames opened inside them */
     uint64_t callback_min_ns;
     uint64_t callback_max_ns;
 
@@ -672,7 +673,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     ts->clock = clock;
     memset(ts->results, 0, sizeof(ts->results));
     ts->max_depth_seen = 0;
-    ts->callback_calls = ts->callback_total_ns = ts->callback_max_ns = 0;
+    ts->callback_calls = ts->callback_total_ns = ts->callback_exclusive_ns = ts->callback_max_ns = 0;
     ts->callback_min_ns = UINT64_MAX;
     ts->exit_abandoned = dropped;
     ts->dropped_samples = 0;
@@ -762,6 +763,7 @@ static int fh_thread_fold(fh_thread *into, const fh_thread *from)
     if (from->callback_calls != 0) {
         into->callback_calls += from->callback_calls;
         into->callback_total_ns += from->callback_total_ns;
+        into->callback_exclusive_ns += from->callback_exclusive_ns;
         fh_minmax(&into->callback_min_ns, &into->callback_max_ns, from->callback_min_ns);
         fh_minmax(&into->callback_min_ns, &into->callback_max_ns, from->callback_max_ns);
     }
@@ -1097,10 +1099,13 @@ FH_INLINE int fh_reverse_leave_runtime(void)
     uint32_t depth = ts->depth;
     if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_MANAGED))
         return fh_close_other(ts, FH_CALL_REVERSE_LEAVE);
-    uint64_t ticks = fh_pop(ts, &ts->stack[depth - 1u], depth, now);
+    fh_frame *frame = &ts->stack[depth - 1u];
+    uint64_t ticks = fh_pop(ts, frame, depth, now);
     uint64_t ns = fh_clock_to_ns(&ts->clock, ticks);
+    uint64_t child = frame->child_ticks < ticks ? frame->child_ticks : ticks;
     fh_bump(&ts->callback_calls, 1);
     fh_bump(&ts->callback_total_ns, ns);
+    fh_bump(&ts->callback_exclusive_ns, child != 0 ? fh_clock_to_ns(&ts->clock, ticks - child) : ns);
     fh_minmax(&ts->callback_min_ns, &ts->callback_max_ns, ns);
     fh_bump(&ts->callback_counts[fh_bucket_index(ns, ts->precision)], 1);
 
@@ -1211,27 +1216,72 @@ static inline int fh_running(void) { return fh_load(&fh_rt.gate) != 0; }
 
 static inline int fh_poisoned(void) { return (int)(fh_load(&fh_rt.gate) & 1u); }
 
-/* Pops the `n` newest open entries of the calling thread without recording
- * them: what a capture does with frames it opened and can no longer close
- * (another profiler took its hook mid-call). Recorded frames among them are
- * counted as abandoned. */
-static FH_UNUSED void fh_abandon_newest(uint64_t n)
+/* Removes one open entry of the calling thread without recording it, the
+ * one `position` entries above the oldest (0: the oldest open entry): what a
+ * capture does with a frame it opened and can no longer close (another
+ * profiler took its hook mid-call). Entries above it move down one place,
+ * so the closes still to come pair with their own opens; a recorded frame
+ * removed this way is counted as abandoned. Returns 0, or -1 if there is no
+ * such entry. Only the owning thread may call this. */
+static FH_UNUSED int fh_abandon_entry(uint64_t position)
 {
     fh_thread *ts = fh_current;
-    if (ts == &fh_detached || ts->depth > ts->capacity)
-        return;
-    int in_session = ts->epoch == fh_load(&fh_rt.epoch);
-    for (; n > 0; n--) {
-        int popped = fh_pop_hidden(ts);
-        if (popped < 0) {
-            if (ts->depth == 0)
-                return;
-            fh_store(&ts->depth, ts->depth - 1u);
-            popped = FH_ABANDONED;
+    uint32_t depth = ts->depth;
+    if (ts == &fh_detached || depth > ts->capacity)
+        return -1;
+    for (uint32_t r = 0; r < ts->naside; r++) {
+        fh_aside_run *run = &ts->aside[r];
+        if (position >= run->count) {
+            position -= run->count;
+            continue;
         }
-        if (popped == FH_ABANDONED && in_session)
-            fh_bump(&ts->exit_abandoned, 1);
+        fh_store(&ts->hidden, ts->hidden - 1u);
+        if (--run->count == 0) {
+            /* Runs alternate in kind: the two neighbours become one. */
+            uint32_t gone = 1;
+            if (r > 0 && r + 1u < ts->naside) {
+                ts->aside[r - 1u].count += ts->aside[r + 1u].count;
+                gone = 2;
+            }
+            uint32_t first = gone == 2 ? r + 1u : r;
+            memmove(&ts->aside[r], &ts->aside[first + 1u], (ts->naside - first - 1u) * sizeof(fh_aside_run));
+            ts->naside -= gone;
+        }
+        return 0;
     }
+    if (position < depth) {
+        uint32_t i = (uint32_t)position;
+        uint32_t above = FH_TAG_ABOVE(ts->stack[depth - 1u].tag);
+        memmove(&ts->stack[i], &ts->stack[i + 1u], (size_t)(depth - 1u - i) * sizeof(fh_frame));
+        fh_store(&ts->depth, depth - 1u);
+        if (i == depth - 1u && above > 0) {
+            /* The unrecorded opens it carried go to what is now on top. */
+            if (i > 0) {
+                ts->stack[i - 1u].tag += above << 8;
+            } else {
+                fh_store(&ts->hidden, ts->hidden - above);
+                fh_aside_push(ts, 0, above);
+            }
+        }
+        if (ts->epoch == fh_load(&fh_rt.epoch))
+            fh_bump(&ts->exit_abandoned, 1);
+        return 0;
+    }
+    if (depth > 0 && position - depth < FH_TAG_ABOVE(ts->stack[depth - 1u].tag)) {
+        ts->stack[depth - 1u].tag -= FH_TAG_ONE_ABOVE;
+        fh_store(&ts->hidden, ts->hidden - 1u);
+        return 0;
+    }
+    return -1;
+}
+
+/* 1 when the newest open entry of the calling thread is a recorded U frame
+ * (what makes a Python function that starts now a callback). */
+static inline int fh_top_is_unmanaged(void)
+{
+    const fh_thread *ts = fh_current;
+    uint32_t depth = ts->depth;
+    return depth - 1u < ts->capacity && ts->stack[depth - 1u].tag == FH_FRAME_UNMANAGED;
 }
 
 /* Open frames on the calling thread: recorded, set aside, unrecorded. */

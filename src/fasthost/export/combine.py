@@ -18,6 +18,7 @@ __all__ = ["diff", "merge"]
 _THREAD_COUNTERS = (
     "leave", "enter", "reverse_enter", "reverse_leave", "ok", "clr_not_available", "timeout", "not_owner",
     "abandoned", "failed", "out_of_memory", "exit_abandoned", "callback_calls", "callback_total_ns",
+    "callback_exclusive_ns",
     "dropped_samples",
 )  # fmt: skip
 _TARGET_COUNTERS = ("calls", "total_ns", "exclusive_ns", "timeouts")

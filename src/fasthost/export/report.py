@@ -102,7 +102,7 @@ def report(snapshot: Snapshot, top: int = 20) -> str:
     lines.append("errors: " + ("  ".join(f"{name} {n:,}" for name, n in errors.items()) if errors else "none"))
     lines.append(
         f"time:   unmanaged {format_ns(totals['unmanaged_ns'])} (exclusive {format_ns(totals['exclusive_ns'])}), "
-        f"callbacks {format_ns(totals['callback_ns'])}"
+        f"callbacks {format_ns(totals['callback_ns'])} (exclusive {format_ns(totals['callback_exclusive_ns'])})"
     )
     if totals["dropped_samples"]:
         lines.append(f"        {totals['dropped_samples']:,} samples not binned (out of memory)")

@@ -59,6 +59,7 @@ THREAD_DTYPE = np.dtype(
         ("max_depth", np.uint32),
         ("callback_calls", np.uint64),
         ("callback_total_ns", np.uint64),
+        ("callback_exclusive_ns", np.uint64),
         ("callback_min_ns", np.uint64),
         ("callback_max_ns", np.uint64),
         ("dropped_samples", np.uint64),
@@ -374,7 +375,9 @@ class Snapshot:
         (abandoned includes frames open at thread exit), ``transitions``
         (opening calls: leave + reverse_enter), ``errors`` (non-S_OK
         results), ``threads``, ``targets``, and ``unmanaged_ns`` /
-        ``exclusive_ns`` / ``callback_ns`` totals in ns."""
+        ``exclusive_ns`` / ``callback_ns`` / ``callback_exclusive_ns`` totals
+        in ns (``exclusive_ns + callback_exclusive_ns`` is the recorded time,
+        each nanosecond counted once)."""
         per_call = self.results.sum(axis=(0, 2))
         per_result = self.results.sum(axis=(0, 1))
         results = {hr.name: int(per_result[i]) for i, hr in enumerate(RESULT_ORDER)}
@@ -391,6 +394,7 @@ class Snapshot:
             "unmanaged_ns": int(self.thread_targets["total_ns"].sum(dtype=np.uint64)),
             "exclusive_ns": int(self.thread_targets["exclusive_ns"].sum(dtype=np.uint64)),
             "callback_ns": int(self.threads["callback_total_ns"].sum(dtype=np.uint64)),
+            "callback_exclusive_ns": int(self.threads["callback_exclusive_ns"].sum(dtype=np.uint64)),
             "dropped_samples": int(self.threads["dropped_samples"].sum()),
             "poisoned": bool(self.meta.get("poisoned", False)),
         }

@@ -77,6 +77,13 @@ _OPTIONAL = frozenset({"symbol_names"})  # fasthost always writes it; an absent 
 # The .npy "descr" numpy writes for each fixed dtype, and the pattern of a
 # str dtype in this machine's byte order (the only order fasthost writes).
 _DESCRS = {key: np.lib.format.dtype_to_descr(dtype) for key, (dtype, _) in _MEMBERS.items() if dtype is not _STR}
+# Files of fasthost 0.x before callbacks had self time lack that column: read
+# with the older layout, and given the callbacks' inclusive time in it, the
+# most that can be said (a callback without frames inside is all self time).
+_THREADS_WITHOUT_CALLBACK_SELF = np.dtype([f for f in THREAD_DTYPE.descr if f[0] != "callback_exclusive_ns"])
+_OLDER_DESCRS = {
+    "threads": (np.lib.format.dtype_to_descr(_THREADS_WITHOUT_CALLBACK_SELF), _THREADS_WITHOUT_CALLBACK_SELF),
+}
 _STR_DESCR = re.compile(re.escape(np.dtype("U1").str[0]) + r"U[1-9][0-9]{0,8}")
 
 _U64_MAX = 2**64 - 1
@@ -162,8 +169,15 @@ def load(path: str | os.PathLike[str]) -> Snapshot:
         _check_contents(arrays, precision, fail)
         counts = members["hist_counts"].read()  # the largest, last: all the rest is sound
     names = arrays.get("symbol_names", np.zeros(0, dtype=str))
+    threads = arrays["threads"]
+    if threads.dtype != THREAD_DTYPE:
+        upgraded = np.zeros(len(threads), dtype=THREAD_DTYPE)
+        for field in threads.dtype.names:
+            upgraded[field] = threads[field]
+        upgraded["callback_exclusive_ns"] = threads["callback_total_ns"]
+        threads = upgraded
     return Snapshot(
-        threads=arrays["threads"],
+        threads=threads,
         results=arrays["results"],
         thread_targets=arrays["thread_targets"],
         hist_rows=arrays["hist_rows"],
@@ -376,6 +390,8 @@ class _Member:
                 dtype = np.dtype(descr)
             except TypeError:  # wider than numpy allows (2**29 - 1 characters)
                 raise self.fail(f"has dtype {_short(descr)}, wider than numpy reads") from None
+        elif self.key in _OLDER_DESCRS and descr == _OLDER_DESCRS[self.key][0]:
+            dtype = _OLDER_DESCRS[self.key][1]
         elif descr != _DESCRS[self.key]:
             wanted = "the fields fasthost writes" if expected.names else str(expected)
             raise self.fail(f"has dtype {_short(descr)}, expected {wanted}")

@@ -1,0 +1,266 @@
+"""Callbacks under the builtins capture: every Python function that starts
+while a U frame is on top of the thread's stack is an M frame, closed when
+it returns, raises or yields; exclusive times are self times, so the
+unmanaged and callback self times together are the recorded time, each
+nanosecond once (docs/protocol.md §3, §4)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import sys
+import threading
+
+import pytest
+
+import fasthost
+
+
+@pytest.fixture
+def session():
+    fasthost.start(clock="monotonic", max_depth=64)
+    yield
+    fasthost.stop()
+
+
+_PATTERN = re.compile("a")
+
+
+def _busy(value):
+    total = 0
+    for i in range(300):  # pure Python: no builtin inside the callback
+        total += i
+    return -value
+
+
+def _row(snap, suffix):
+    rows = [row for row in snap.targets if str(row["symbol"]).endswith(suffix)]
+    assert len(rows) == 1, [str(r["symbol"]) for r in snap.targets]
+    return rows[0]
+
+
+def _callbacks(snap) -> int:
+    return int(snap.threads["callback_calls"].sum())
+
+
+def test_sorted_key_calls_are_callbacks_and_sorted_keeps_only_its_own_time(session):
+    with fasthost.capture_builtins():
+        sorted(range(40), key=_busy)
+    assert fasthost.depth() == 0
+    snap = fasthost.snapshot()
+    row = _row(snap, "builtin_sorted")
+    assert row["calls"] == 1
+    assert _callbacks(snap) == 40
+    # sorted's self time is its inclusive time minus the callbacks inside it.
+    callbacks_ns = int(snap.threads["callback_total_ns"].sum())
+    assert row["exclusive_ns"] <= row["total_ns"] - callbacks_ns + 1000  # ns rounding per frame
+    assert row["exclusive_ns"] < row["total_ns"]
+
+
+def test_unmanaged_and_callback_self_times_add_up_to_the_outermost_frame(session):
+    with fasthost.capture_builtins():
+        sorted(range(30), key=lambda v: min([v, 1, 2], key=_busy))
+    snap = fasthost.snapshot()
+    totals = snap.totals
+    outer = int(_row(snap, "builtin_sorted")["total_ns"])
+    self_sum = totals["exclusive_ns"] + totals["callback_exclusive_ns"]
+    frames = totals["transitions"]
+    # Each frame's ticks are converted to ns once: at most 1 ns apart each.
+    assert abs(self_sum - outer) <= frames
+    assert _callbacks(snap) == 30 + 30 * 3
+
+
+@pytest.mark.parametrize(
+    ("run", "callbacks"),
+    [
+        (lambda: min(range(25), key=_busy), 25),
+        (lambda: max(range(25), key=_busy), 25),
+        (lambda: sum(map(_busy, range(25))), 25),
+        (lambda: _PATTERN.sub(lambda m: "b", "a-a-a-a"), 4),
+        (lambda: list(filter(None, [1, 2])) and sorted([3, 1, 2], key=_busy), 3),
+    ],
+    ids=["min", "max", "map-in-sum", "re.sub", "sorted-after-filter"],
+)
+def test_python_functions_called_by_builtins_are_callbacks(session, run, callbacks):
+    with fasthost.capture_builtins():
+        run()
+    assert fasthost.depth() == 0
+    assert _callbacks(fasthost.snapshot()) == callbacks
+
+
+def test_python_code_called_from_python_is_not_a_callback(session):
+    def plain(values):
+        return [_busy(v) for v in values]
+
+    with fasthost.capture_builtins():
+        plain(range(10))
+    assert _callbacks(fasthost.snapshot()) == 0
+
+
+def test_a_sqlite3_function_is_a_callback_of_the_statement_that_runs_it(session):
+    connection = sqlite3.connect(":memory:")
+    connection.execute("create table t(x)")
+    connection.executemany("insert into t values (?)", [(i,) for i in range(12)])
+    connection.create_function("twice", 1, lambda v: 2 * v)
+    with fasthost.capture_builtins():
+        rows = connection.execute("select twice(x) from t").fetchall()
+    assert [r[0] for r in rows] == [2 * i for i in range(12)]
+    assert fasthost.depth() == 0
+    assert _callbacks(fasthost.snapshot()) == 12
+
+
+def test_a_callback_that_raises_closes_its_frame_and_the_builtins_around_it(session):
+    def bad(value):
+        if value == 5:
+            raise KeyError(value)
+        return value
+
+    with fasthost.capture_builtins(), pytest.raises(KeyError):
+        sorted(range(10), key=bad)
+    assert fasthost.depth() == 0
+    snap = fasthost.snapshot()
+    assert _callbacks(snap) == 6
+    assert snap.totals["errors"] == 0
+
+
+def test_a_generator_resumed_by_a_builtin_is_a_callback_per_resumption(session):
+    def numbers(n):
+        yield from range(n)
+
+    with fasthost.capture_builtins():
+        assert sum(numbers(7)) == 21
+    assert fasthost.depth() == 0
+    # Seven resumptions that yield and the last one that returns.
+    assert _callbacks(fasthost.snapshot()) == 8
+
+
+def test_a_generator_driven_by_python_inside_a_callback_is_not_a_callback(session):
+    def numbers(n):
+        yield from range(n)
+
+    def key(value):
+        total = 0
+        for i in numbers(3):  # resumed by Python code: not a callback
+            total += i
+        return total - value
+
+    with fasthost.capture_builtins():
+        sorted(range(5), key=key)
+    assert fasthost.depth() == 0
+    assert _callbacks(fasthost.snapshot()) == 5
+
+
+def test_a_generator_suspended_inside_a_callback_and_resumed_later_pairs(session):
+    def numbers():
+        yield 1
+        yield 2
+
+    gen = numbers()
+    with fasthost.capture_builtins():
+        first = min([gen], key=next)  # next() resumes it: a callback that yields
+        assert fasthost.depth() == 0
+        rest = [v for v in gen]  # resumed by Python: not a callback
+    assert (first, rest) == (gen, [2])
+    assert fasthost.depth() == 0
+    assert _callbacks(fasthost.snapshot()) == 1
+
+
+def test_callbacks_on_many_threads_each_pair_on_their_own_thread(session):
+    errors = []
+
+    def work():
+        try:
+            for _ in range(20):
+                sorted(range(10), key=_busy)
+            assert fasthost.depth() == 0
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with fasthost.capture_builtins():
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    snap = fasthost.snapshot()
+    assert _callbacks(snap) == 4 * 20 * 10
+    assert int(snap.threads["depth"].sum()) == 0
+
+
+# ---- another profiler takes the hook inside a capture (Python 3.9-3.11; on
+# 3.12+ the same calls reach the legacy hook the same way) -------------------
+
+
+def _take_hook_inside_a_builtin():
+    """Calls sys.setprofile(None) from inside sorted's key: the returns of
+    sorted and of setprofile go to no hook at all."""
+    sorted([1], key=lambda v: sys.setprofile(None) or v)
+
+
+def test_a_worker_that_replaces_the_hook_inside_a_capture_keeps_no_frame_open():
+    fasthost.start(clock="monotonic", max_depth=8)
+    try:
+        depths = []
+
+        def worker():
+            _take_hook_inside_a_builtin()
+            with fasthost.unmanaged(0x1234):  # pairs with its own frame
+                pass
+            depths.append(fasthost.depth())
+
+        for _ in range(20):  # more captures than max_depth: nothing may pile up
+            with fasthost.capture_builtins():
+                t = threading.Thread(target=worker)
+                t.start()
+                t.join()
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert depths == [0] * 20
+    manual = [r for r in snap.targets if int(r["target"]) == 0x1234]
+    assert int(manual[0]["calls"]) == 20
+    assert snap.totals["results"]["HOST_E_NOT_OWNER"] == 0
+    assert snap.totals["results"]["HOST_E_ABANDONED"] == 20 * 3  # sorted, its key, setprofile
+
+
+def test_stop_inside_an_adapter_frame_after_the_hook_was_taken_keeps_that_frame():
+    fasthost.start(clock="monotonic")
+    try:
+        capture = fasthost.capture_builtins().start()
+        _take_hook_inside_a_builtin()
+        with fasthost.unmanaged(0x4321):
+            capture.stop()
+            inner_depth = fasthost.depth()
+        after = fasthost.depth()
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert (inner_depth, after) == (1, 0)
+    manual = [r for r in snap.targets if int(r["target"]) == 0x4321]
+    assert int(manual[0]["calls"]) == 1  # closed and recorded, not abandoned
+    assert snap.totals["results"]["HOST_E_NOT_OWNER"] == 0
+
+
+def test_the_hook_taken_under_an_adapter_frame_abandons_only_its_own_frames():
+    fasthost.start(clock="monotonic")
+    try:
+        with fasthost.capture_builtins():
+
+            def key(value):
+                with fasthost.callback():  # an adapter frame between the hook's
+                    sys.setprofile(None)
+                return value
+
+            sorted([1], key=key)
+            depth_after = fasthost.depth()
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert depth_after == 0
+    results = snap.totals["results"]
+    assert results["HOST_E_NOT_OWNER"] == 0
+    assert results["HOST_E_ABANDONED"] == 3  # sorted, key's callback frame, setprofile
+    # The adapter's callback frame closed as itself (recorded), inside the
+    # hook's callback frame for key, which was abandoned with sorted's.
+    assert _callbacks(snap) == 1
