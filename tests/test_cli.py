@@ -176,3 +176,32 @@ def test_console_script_is_installed_next_to_python(tmp_path):
     proc = subprocess.run([script, "report", tmp_path / "missing.npz"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "no such file" in one_error_line(proc)
+
+
+@pytest.mark.parametrize("how", ["script", "module", "raises", "exits"])
+def test_run_records_only_the_programs_own_builtins_not_the_runners(tmp_path, how):
+    program = tmp_path / "plain.py"
+    tail = {"raises": "raise KeyError('x')", "exits": "raise SystemExit(3)"}.get(how, "")
+    program.write_text(f"sorted([3, 1, 2])\nsorted([2, 1], key=lambda v: -v)\n{tail}\n")
+    out = tmp_path / "out.npz"
+    target = ["-m", "plain"] if how == "module" else [program]
+    proc = fasthost_cli("run", "--capture", "builtins", "-o", out, *target, cwd=tmp_path)
+    assert proc.returncode == {"raises": 1, "exits": 3}.get(how, 0), proc.stderr
+    snap = fasthost.load(out)
+    # No exec around the program, no lock or traceback printing of fasthost's.
+    assert [str(s).rsplit("!", 1)[-1] for s in snap.targets["symbol"]] == ["builtin_sorted"]
+    assert int(snap.targets["calls"][0]) == 2
+    assert int(snap.threads["callback_calls"].sum()) == 2
+    assert ("KeyError" in proc.stderr) == (how == "raises")
+
+
+def test_run_gives_the_program_main_argv_and_its_folder_on_the_path(tmp_path):
+    (tmp_path / "helper.py").write_text("VALUE = 42\n")
+    program = tmp_path / "prog.py"
+    program.write_text(
+        "import sys, helper\nVALUE_SEEN = helper.VALUE\n"
+        "print('seen', sys.modules['__main__'].VALUE_SEEN, __name__, sys.argv[1:], __file__ == sys.argv[0])\n"
+    )
+    proc = fasthost_cli("run", "-o", tmp_path / "o.npz", program, "x", cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert "seen 42 __main__ ['x'] True" in proc.stdout

@@ -4,7 +4,7 @@ whatever happens, off again. Imports the adapters only when started."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Callable
 
 __all__ = ["CAPTURES", "Captures", "parse_captures"]
 
@@ -29,45 +29,41 @@ class Captures:
 
     def __init__(self, spec: str | list[str] | None):
         self.captures = parse_captures(spec) if not isinstance(spec, list) else spec
-        self._builtins: Any = None
-        self._started: list[str] = []
+        self._stops: list[Callable[[], None]] = []  # of what is on, in start order
 
     def start(self) -> Captures:
-        """Raises ``ImportError`` (cffi missing) after undoing what it did."""
+        """Raises ``ImportError`` (cffi missing) after undoing what it did.
+        The builtins capture starts last and stops first, so that nothing
+        of fasthost's own runs under it."""
         if not self.captures:
             return self  # nothing to import either
         import fasthost
         from fasthost import cffi, ctypes
 
         try:
-            for name in self.captures:
+            for name in sorted(self.captures, key=lambda c: c == "builtins"):
                 if name == "ctypes":
+                    self._stops.append(ctypes.disable)
                     ctypes.enable()
                 elif name == "cffi":
+                    self._stops.append(cffi.disable)
                     cffi.enable()
                 else:
-                    self._builtins = fasthost.capture_builtins().start()
-                self._started.append(name)
+                    builtins = fasthost.capture_builtins()
+                    self._stops.append(builtins.stop)
+                    builtins.start()  # last: no builtin call of ours after it
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Turns off what ``start`` turned on, in reverse order."""
-        if not self._started:
-            return
-        from fasthost import cffi, ctypes
-
-        while self._started:
-            name = self._started.pop()
-            if name == "ctypes":
-                ctypes.disable()
-            elif name == "cffi":
-                cffi.disable()
-            else:
-                self._builtins.stop()
-                self._builtins = None
+        """Turns off what ``start`` turned on, in reverse order. The first
+        thing it calls is the builtins capture's stop (a builtin call before
+        it would be recorded as the program's)."""
+        stops, self._stops = self._stops, []
+        for stop in stops[::-1]:
+            stop()
 
     def __enter__(self) -> Captures:
         return self.start()

@@ -18,19 +18,16 @@ what was recorded up to its end, even when it raised.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import json
 import os
-import runpy
 import stat
 import sys
 import traceback
-from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import fasthost
 from fasthost.captures import Captures
+from fasthost.runner import Main, prepare_module, prepare_script
 
 __all__ = ["main"]
 
@@ -120,46 +117,32 @@ def _run(args: argparse.Namespace) -> int:
         captures = Captures(args.capture)
     except ValueError as exc:
         raise UsageError(f"--capture {exc}") from None
-    if args.module:
-        argv = [args.module] + ([args.script] if args.script else []) + args.args
-    elif args.script:
-        if not os.path.isfile(args.script):
-            raise UsageError(f"no such script: {args.script}")
-        argv = [args.script, *args.args]
-    else:
+    if not args.module and not args.script:
         raise UsageError("run needs a script or -m module")
+    if args.script and not args.module and not os.path.isfile(args.script):
+        raise UsageError(f"no such script: {args.script}")
     if fasthost.running():
         raise UsageError("fasthost is already recording in this process")
-    if args.module and _find_module(args.module) is None:
-        raise UsageError(f"no module named {args.module!r}")
     # Before the script runs: finding out afterwards would lose its run.
     _check_output(args.output)
+    try:
+        if args.module:
+            main = prepare_module(args.module, ([args.script] if args.script else []) + args.args)
+        else:
+            main = prepare_script(args.script, args.args)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.script}: {exc.strerror or exc}") from None
+    except (SyntaxError, ValueError) as exc:
+        raise UsageError(f"cannot compile {args.script}: {exc}") from None
 
     status = 0
-    saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
     fasthost.start(clock=args.clock)
     try:
-        with _started(captures):
-            sys.argv = argv
-            try:
-                if args.module:
-                    runpy.run_module(args.module, run_name="__main__", alter_sys=True)
-                else:
-                    sys.path[0] = os.path.dirname(os.path.abspath(args.script))
-                    runpy.run_path(args.script, run_name="__main__")
-            except SystemExit as exc:
-                status = _exit_status(exc.code)
-            except KeyboardInterrupt:
-                traceback.print_exc()
-                status = 130
-            except BaseException:
-                traceback.print_exc()
-                status = 1
+        status = _run_captured(main, captures)
     finally:
         fasthost.stop()
-        sys.argv = saved_argv
-        if saved_path0 is not None:
-            sys.path[0] = saved_path0
         snap = fasthost.snapshot()
         try:
             snap.save(args.output)
@@ -173,23 +156,30 @@ def _run(args: argparse.Namespace) -> int:
     return status
 
 
-@contextlib.contextmanager
-def _started(captures: Captures) -> Iterator[None]:
+def _run_captured(main: Main, captures: Captures) -> int:
+    """Runs ``main`` with ``captures`` on; its exit status. Nothing but the
+    program runs while they are on: no builtin of the runner's is a target."""
+    main.enter()
     try:
         captures.start()
     except ImportError as exc:
+        main.exit()
         raise UsageError(str(exc)) from None
     try:
-        yield
+        main.call()
+    except BaseException as exc:  # handled once the captures are off
+        error: BaseException | None = exc
+    else:
+        error = None
     finally:
         captures.stop()
-
-
-def _find_module(name: str) -> Any:
-    try:
-        return importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
+        main.exit()
+    if error is None:
+        return 0
+    if isinstance(error, SystemExit):
+        return _exit_status(error.code)
+    traceback.print_exception(type(error), error, error.__traceback__)
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
 
 
 def _exit_status(code: object) -> int:
