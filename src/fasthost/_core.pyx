@@ -583,6 +583,7 @@ def _memory():
 
 
 include "_capture.pxi"
+include "_monitor.pxi"
 
 
 # ---- C API --------------------------------------------------------------------

@@ -92,10 +92,13 @@ static inline size_t fh_ctypes_address(PyObject *funcptr)
  * empty it puts back the thread's previous hook. Everything unusual goes
  * to fh_hook_slow, set by _core. */
 typedef struct fh_hook_entry {
-    uintptr_t closer;  /* the C function, or the Python frame of a callback */
+    uintptr_t closer;  /* the C function, or the Python frame of a callback
+                        * (with sys.monitoring: the code object) */
     uint32_t kind;     /* FH_HOOK_* */
-    uint32_t unused;
+    uint32_t where;    /* with sys.monitoring: the instruction offset */
     uint64_t position; /* open entries beneath it in the core's stack */
+    int32_t depth;     /* with sys.monitoring: the Python stack depth */
+    uint32_t unused;
 } fh_hook_entry;
 
 #define FH_HOOK_BUILTIN 0u  /* a U frame */
@@ -104,8 +107,9 @@ typedef struct fh_hook_entry {
 
 typedef struct fh_hook_stack {
     fh_hook_entry *entries;
-    uint32_t count;
+    uint32_t count; /* written by its thread; read by others under fh_hook_stacks_lock */
     uint32_t capacity;
+    struct fh_hook_stack *next; /* in fh_hook_stacks, once it has entries */
 } fh_hook_stack;
 
 static uint64_t fh_hook_generation;
@@ -114,6 +118,10 @@ static int fh_hook_setting; /* fasthost itself is setting a profile hook */
 static FH_TLS uint64_t fh_hook_thread_generation;
 static FH_TLS fh_hook_stack fh_hook_own;
 static pthread_key_t fh_hook_stack_key; /* frees a thread's hook stack */
+/* Every thread's hook stack that has had entries: a capture that ended
+ * knows from them when all its frames are closed. */
+static fh_hook_stack *fh_hook_stacks;
+static pthread_mutex_t fh_hook_stacks_lock = PTHREAD_MUTEX_INITIALIZER;
 static int (*fh_hook_slow)(int what, PyFrameObject *frame, PyObject *arg);
 /* Opens the hook could not remember (no memory for its stack): skipped. */
 static uint64_t fh_hook_lost;
@@ -161,6 +169,12 @@ static FH_NOINLINE int fh_hook_grow(fh_hook_stack *hs)
         __atomic_fetch_add(&fh_hook_lost, 1, __ATOMIC_RELAXED);
         return 0;
     }
+    if (hs->entries == NULL) {
+        pthread_mutex_lock(&fh_hook_stacks_lock);
+        hs->next = fh_hook_stacks;
+        fh_hook_stacks = hs;
+        pthread_mutex_unlock(&fh_hook_stacks_lock);
+    }
     if (entries != hs->entries)
         pthread_setspecific(fh_hook_stack_key, entries);
     hs->entries = entries;
@@ -172,7 +186,8 @@ static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kin
 {
     if (FH_UNLIKELY(hs->count == hs->capacity) && !fh_hook_grow(hs))
         return 0;
-    hs->entries[hs->count++] = (fh_hook_entry){.closer = closer, .kind = kind, .position = fh_current_depth()};
+    hs->entries[hs->count] = (fh_hook_entry){.closer = closer, .kind = kind, .position = fh_current_depth()};
+    __atomic_store_n(&hs->count, hs->count + 1u, __ATOMIC_RELAXED);
     return 1;
 }
 
@@ -205,7 +220,7 @@ static inline void fh_hook_close(uintptr_t closer, int callback)
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
     if (top->closer != closer || (top->kind == FH_HOOK_CALLBACK) != callback)
         return;
-    hs->count--;
+    __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
     if (top->kind == FH_HOOK_CALLBACK)
         fh_reverse_leave_runtime();
     else if (top->kind == FH_HOOK_BUILTIN)
@@ -267,7 +282,8 @@ static uint64_t fh_hook_abandon_all(void)
     fh_hook_stack *hs = &fh_hook_own;
     uint64_t abandoned = 0;
     while (hs->count > 0) {
-        fh_hook_entry entry = hs->entries[--hs->count];
+        fh_hook_entry entry = hs->entries[hs->count - 1u];
+        __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
         if (entry.kind != FH_HOOK_UNOPENED && fh_abandon_entry(entry.position) == 0)
             abandoned++;
     }
@@ -300,11 +316,38 @@ static int fh_audit(const char *event, PyObject *args, void *data)
 
 #define FH_PROFILE_HOOK ((Py_tracefunc)fh_profile_hook)
 
+/* A thread ends: its hook stack leaves the registry (its frames are
+ * counted as abandoned by the core). */
+static void fh_hook_thread_end(void *entries)
+{
+    pthread_mutex_lock(&fh_hook_stacks_lock);
+    for (fh_hook_stack **link = &fh_hook_stacks; *link != NULL; link = &(*link)->next) {
+        if (*link == &fh_hook_own) {
+            *link = fh_hook_own.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&fh_hook_stacks_lock);
+    fh_hook_own = (fh_hook_stack){0};
+    free(entries);
+}
+
+/* 1 when no thread has a frame of fasthost's hooks open. */
+static int fh_hook_all_closed(void)
+{
+    int closed = 1;
+    pthread_mutex_lock(&fh_hook_stacks_lock);
+    for (fh_hook_stack *hs = fh_hook_stacks; hs != NULL && closed; hs = hs->next)
+        closed = __atomic_load_n(&hs->count, __ATOMIC_RELAXED) == 0;
+    pthread_mutex_unlock(&fh_hook_stacks_lock);
+    return closed;
+}
+
 /* Finds this module's code (see fh_hook_wants); 0 on success. */
 static int fh_hook_init(void)
 {
     dl_iterate_phdr(fh_find_own_code, (void *)(uintptr_t)&fh_profile_hook);
-    if (pthread_key_create(&fh_hook_stack_key, free) != 0)
+    if (pthread_key_create(&fh_hook_stack_key, fh_hook_thread_end) != 0)
         return -1;
     return fh_own_code_end != 0 ? 0 : -1;
 }

@@ -217,7 +217,7 @@ class Snapshot:
             thread_targets=thread_targets,
             hist_rows=hist_rows,
             hist_counts=np.ascontiguousarray(raw["counts"], dtype=np.uint64),
-            symbols={int(a): symbols.resolve(int(a)) for a in addresses},
+            symbols=symbols.resolve_all(int(a) for a in addresses),
             meta=meta,
         )
 

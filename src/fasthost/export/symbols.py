@@ -1,6 +1,9 @@
 """Names for target addresses: ``libm.so.6!cos``.
 
-In order: a label given to :func:`register_target`; the object's exported
+In order: a label given to :func:`register_target`; the Python name of the
+builtin, C type or ufunc that has that address (``math.cos``, ``sorted``,
+``list.append``, ``operator.itemgetter.__call__``, ``numpy.add``), found in
+the loaded modules, which works on stripped interpreters too; the object's exported
 function at that address (from its ELF ``.dynsym``, resolved with dlsym so
 that IFUNCs such as libc's ``strcmp`` are named after the function, and of
 several aliases the plainest: ``cos``, not ``cosf64``); the symbol
@@ -14,12 +17,17 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 import threading
+import types
+from collections.abc import Iterable
 from functools import lru_cache
+
+import numpy as np
 
 from fasthost import _core
 
-__all__ = ["register_target", "registered_targets", "resolve", "unregister_target"]
+__all__ = ["register_target", "registered_targets", "resolve", "resolve_all", "unregister_target"]
 
 _labels: dict[int, str] = {}
 _lock = threading.Lock()
@@ -57,11 +65,15 @@ def registered_targets() -> dict[int, str]:
         return dict(_labels)
 
 
-def resolve(address: int) -> str:
-    """The best name for `address` (see the module docstring)."""
+def resolve(address: int, python_names: dict[int, str] | None = None) -> str:
+    """The best name for `address` (see the module docstring);
+    ``python_names`` is a :func:`python_names` result, built if needed."""
     label = _labels.get(address)
     if label is not None:
         return label
+    named = (python_names if python_names is not None else _python_names()).get(address)
+    if named is not None:
+        return named
     found = _core.symbol_of(address)
     if found is None:
         return f"0x{address:x}"
@@ -77,6 +89,63 @@ def resolve(address: int) -> str:
     if static is not None:
         return f"{library}!{static}"
     return f"{library}!0x{address:x}"
+
+
+def resolve_all(addresses: Iterable[int]) -> dict[int, str]:
+    """:func:`resolve` for many addresses, looking at the modules once."""
+    names = _python_names()
+    return {address: resolve(address, names) for address in addresses}
+
+
+_python_names_cache: tuple[int, dict[int, str]] = (-1, {})
+
+
+def _python_names() -> dict[int, str]:
+    """:func:`_find_python_names`, again only when modules were loaded since
+    (a snapshot is taken often; the modules rarely change)."""
+    global _python_names_cache
+    loaded, names = _python_names_cache
+    if loaded != len(sys.modules):
+        names = _find_python_names()
+        _python_names_cache = (len(sys.modules), names)
+    return names
+
+
+def _find_python_names() -> dict[int, str]:
+    """Target address -> Python name, for every builtin function, C type
+    (the type itself, its methods and what calling an instance runs) and
+    numpy ufunc reachable from a loaded module. Of several names for one
+    address the plainest wins (``os.stat`` over ``posix.stat``)."""
+    candidates: dict[int, list[tuple[bool, bool, int, str]]] = {}
+
+    def add(address: int, name: str, own_name: str) -> None:
+        # An alias (zipfile's _dedupe = dict.fromkeys) loses to the name
+        # the object gives itself, a private module to a public one.
+        if address:
+            alias = name.rpartition(".")[2] != own_name
+            candidates.setdefault(address, []).append((alias, name.startswith("_"), len(name), name))
+
+    for module_name, module in list(sys.modules.items()):
+        try:
+            attributes = list(vars(module).items())
+        except TypeError:  # None placeholders, odd objects
+            continue
+        prefix = "" if module_name == "builtins" else module_name + "."
+        for attribute, value in attributes:
+            kind = type(value)
+            if kind is types.BuiltinFunctionType or kind is np.ufunc:
+                add(_core._callable_target(value), prefix + attribute, value.__name__)
+            elif isinstance(value, type) and _core._callable_target(value):
+                type_name = prefix + attribute
+                add(_core._callable_target(value), type_name, value.__name__)
+                add(_core._type_call_target(value), type_name + ".__call__", "__call__")
+                for method_name, method in list(vars(value).items()):
+                    if type(method) in _METHOD_TYPES:
+                        add(_core._callable_target(method), f"{type_name}.{method_name}", method_name)
+    return {address: min(names)[3] for address, names in candidates.items()}
+
+
+_METHOD_TYPES = (types.MethodDescriptorType, types.BuiltinMethodType, types.ClassMethodDescriptorType)
 
 
 def _plainest(names: list[str]) -> list[str]:

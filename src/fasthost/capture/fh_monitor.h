@@ -1,0 +1,192 @@
+/* fh_monitor.h -- the native capture on Python 3.12+: sys.monitoring (PEP 669).
+ *
+ * Included by fasthost._core after fh_capture.h, whose per-thread hook stack
+ * it shares. The callbacks registered with sys.monitoring are the C
+ * functions below (METH_FASTCALL builtins, called by vectorcall), so an
+ * event costs one C call into the core, never Python code.
+ *
+ *   CALL          a call to anything but a Python function opens a U frame
+ *                 (its C address as target); C_RETURN / C_RAISE close it.
+ *   PY_START,     a Python function starting (or a generator resuming)
+ *   PY_RESUME,    while a U frame is on top opens an M frame (a callback);
+ *   PY_THROW      PY_RETURN / PY_YIELD / PY_UNWIND close it.
+ *
+ * Pairing is by place, not by object: a U frame is closed by the event of
+ * the same code object, instruction offset and Python stack depth (CALL
+ * reports a bound method where C_RETURN reports the function inside it),
+ * a callback by the same code object and depth. No two open calls share a
+ * place, so a return whose call began before the capture closes nothing.
+ *
+ * When the capture ends, only the closing events stay on (draining) until
+ * every thread's frames are closed; then the tool id is given back.
+ */
+#ifndef FASTHOST_MONITOR_H
+#define FASTHOST_MONITOR_H
+
+#include "fh_capture.h"
+
+/* ---- what a call's target is (every version: symbols names targets
+ * after the Python objects that have them) -------------------------------- */
+
+/* Which callables a capture records: builtins only (capture_builtins) or
+ * everything that is not a Python function (capture_native). */
+#define FH_MON_BUILTINS 1
+#define FH_MON_NATIVE 2
+
+static PyTypeObject *fh_mon_cfuncptr; /* _ctypes.CFuncPtr, or NULL */
+static PyTypeObject *fh_mon_ufunc;    /* numpy.ufunc, or NULL */
+static destructor fh_mon_subtype_dealloc; /* the dealloc of classes defined in Python */
+
+/* Objects of classes written in Python: calling one runs Python code (its
+ * __init__ or __call__), not native code, so it is no U frame. */
+static inline int fh_mon_python_class(PyTypeObject *type) { return type->tp_dealloc == fh_mon_subtype_dealloc; }
+
+static inline int fh_mon_own_code(uintptr_t code) { return code >= fh_own_code_start && code < fh_own_code_end; }
+
+/* The target of a call to `callable`: 0 when the call is not a U frame
+ * (fasthost's own functions, Python classes and their instances, or not a
+ * builtin under FH_MON_BUILTINS). */
+static uintptr_t fh_mon_target(PyObject *callable, int mode)
+{
+    PyTypeObject *type = Py_TYPE(callable);
+    uintptr_t target = 0;
+    if (PyCFunction_Check(callable)) {
+        target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
+    } else if (type == &PyMethodDescr_Type || type == &PyClassMethodDescr_Type) {
+        target = (uintptr_t)((PyMethodDescrObject *)callable)->d_method->ml_meth;
+    } else if (mode != FH_MON_NATIVE) {
+        return 0;
+    } else if (fh_mon_cfuncptr != NULL && PyObject_TypeCheck(callable, fh_mon_cfuncptr)) {
+        return fh_ctypes_address(callable); /* the foreign function itself */
+    } else if (type == fh_mon_ufunc) {
+        return (uintptr_t)callable; /* each ufunc is its own target */
+    } else if (PyType_Check(callable)) {
+        /* A C type: the type object, named after the type. */
+        return fh_mon_python_class((PyTypeObject *)callable) ? 0 : (uintptr_t)callable;
+    } else if (fh_mon_python_class(type)) {
+        return 0;
+    } else {
+        /* An instance of a C type (itemgetter(1), partial(f)): the C
+         * function that implements calling it. */
+        target = (uintptr_t)(type->tp_call != NULL ? (void *)type->tp_call : (void *)type);
+    }
+    return fh_mon_own_code(target) ? 0 : target;
+}
+
+/* ---- the sys.monitoring callbacks ---------------------------------------- */
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define FH_HAVE_MONITORING 1
+static int fh_mon_mode; /* 0: off or draining */
+/* Called (with the GIL) when a draining capture's last frame closes. */
+static PyObject *fh_mon_drained;
+
+static inline int fh_mon_python_depth(void)
+{
+    return PyThreadState_Get()->py_recursion_remaining;
+}
+
+static inline void fh_mon_push(uintptr_t closer, uint32_t kind, uint32_t where, int depth)
+{
+    if (fh_hook_push(&fh_hook_own, closer, kind)) {
+        fh_hook_entry *entry = &fh_hook_own.entries[fh_hook_own.count - 1u];
+        entry->where = where;
+        entry->depth = depth;
+    }
+}
+
+/* Closes the entry on top of the thread's stack if it is the one opened at
+ * this place; 1 if it did. */
+static inline int fh_mon_close(uintptr_t closer, uint32_t kind, uint32_t where)
+{
+    fh_hook_stack *hs = &fh_hook_own;
+    if (hs->count == 0)
+        return 0;
+    const fh_hook_entry *top = &hs->entries[hs->count - 1u];
+    if (top->closer != closer || top->kind != kind || top->where != where || top->depth != fh_mon_python_depth())
+        return 0;
+    __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
+    if (kind == FH_HOOK_CALLBACK)
+        fh_reverse_leave_runtime();
+    else
+        fh_enter_runtime();
+    if (FH_UNLIKELY(fh_mon_mode == 0) && hs->count == 0 && fh_mon_drained != NULL && fh_hook_all_closed()) {
+        PyObject *drained = fh_mon_drained;
+        fh_mon_drained = NULL;
+        PyObject *result = PyObject_CallNoArgs(drained);
+        if (result == NULL)
+            PyErr_WriteUnraisable(drained);
+        Py_XDECREF(result);
+        Py_DECREF(drained);
+    }
+    return 1;
+}
+
+static uint32_t fh_mon_offset(PyObject *offset) { return (uint32_t)PyLong_AsUnsignedLong(offset); }
+
+/* CALL(code, offset, callable, arg0) */
+static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    int mode = fh_mon_mode;
+    if (nargs < 3 || mode == 0)
+        Py_RETURN_NONE;
+    PyObject *callable = args[2];
+    /* A Python function: PY_START tells whether it is a callback. */
+    if (PyFunction_Check(callable) || (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
+        Py_RETURN_NONE;
+    uintptr_t target = fh_mon_target(callable, mode);
+    if (target == 0)
+        Py_RETURN_NONE;
+    fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), fh_mon_python_depth());
+    fh_leave_runtime(target);
+    Py_RETURN_NONE;
+}
+
+/* C_RETURN / C_RAISE (code, offset, callable, arg0) */
+static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs >= 2)
+        fh_mon_close((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]));
+    Py_RETURN_NONE;
+}
+
+/* PY_START / PY_RESUME / PY_THROW (code, offset, ...) */
+static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs >= 1 && fh_mon_mode != 0 && fh_top_is_unmanaged()) {
+        fh_mon_push((uintptr_t)args[0], FH_HOOK_CALLBACK, 0, fh_mon_python_depth());
+        fh_reverse_enter_runtime();
+    }
+    Py_RETURN_NONE;
+}
+
+/* PY_RETURN / PY_YIELD / PY_UNWIND (code, offset, value) */
+static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs >= 1)
+        fh_mon_close((uintptr_t)args[0], FH_HOOK_CALLBACK, 0);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef fh_mon_callbacks[] = {
+    {"on_call", (PyCFunction)(void (*)(void))fh_mon_on_call, METH_FASTCALL, "CALL"},
+    {"on_c_return", (PyCFunction)(void (*)(void))fh_mon_on_c_return, METH_FASTCALL, "C_RETURN, C_RAISE"},
+    {"on_start", (PyCFunction)(void (*)(void))fh_mon_on_start, METH_FASTCALL, "PY_START, PY_RESUME, PY_THROW"},
+    {"on_return", (PyCFunction)(void (*)(void))fh_mon_on_return, METH_FASTCALL, "PY_RETURN, PY_YIELD, PY_UNWIND"},
+};
+
+/* The callback for fh_mon_callbacks[i], a new reference. */
+static PyObject *fh_mon_callback(int i) { return PyCFunction_New(&fh_mon_callbacks[i], NULL); }
+
+#else
+#define FH_HAVE_MONITORING 0
+static int fh_mon_mode;
+static PyObject *fh_mon_drained;
+static PyObject *fh_mon_callback(int i) { (void)i; Py_RETURN_NONE; }
+#endif
+
+#endif /* FASTHOST_MONITOR_H */
