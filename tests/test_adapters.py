@@ -5,6 +5,7 @@ import cProfile
 import ctypes
 import ctypes.util
 import math
+import sys
 import threading
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 import fasthost
 import fasthost.cffi
 import fasthost.ctypes
-from fasthost import HResult
+from fasthost import HResult, _core
 
 LIBM_PATH = ctypes.util.find_library("m")
 LIBC_PATH = ctypes.util.find_library("c")
@@ -351,6 +352,9 @@ def test_only_one_capture_at_a_time(recording):
         fasthost.capture_builtins().start()
 
 
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="3.12+: cProfile and fasthost each have a sys.monitoring tool id"
+)
 def test_previous_profiler_is_set_aside_and_gets_its_hook_back(recording):
     profiler = cProfile.Profile()
     profiler.enable()
@@ -365,3 +369,23 @@ def test_previous_profiler_is_set_aside_and_gets_its_hook_back(recording):
     assert cos_calls == [1]
     assert _math_cos(fasthost.snapshot())  # and fasthost saw its three
     assert fasthost.snapshot().histogram(target=_math_cos(fasthost.snapshot())).total == 3
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_cprofile_keeps_running_alongside_a_capture_on_312_and_later(recording):
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        with fasthost.capture_builtins():
+            builtin_work(3)
+            tool = _core._monitor_tool_id()
+        math.cos(0.0)
+    finally:
+        profiler.disable()
+    profiler.create_stats()
+    cos_calls = [stats[0] for (_, _, name), stats in profiler.stats.items() if name == "<built-in method math.cos>"]
+    assert cos_calls == [4]  # cProfile saw every call, fasthost's three included
+    assert fasthost.snapshot().histogram(target=_math_cos(fasthost.snapshot())).total == 3
+    assert tool not in (0, 1, 2, 5, None)  # not the debugger's, coverage's, profiler's or optimizer's
+    assert _core._monitor_tool_id() is None  # given back
+    assert sys.monitoring.get_tool(tool) is None

@@ -14,6 +14,7 @@ import threading
 import pytest
 
 import fasthost
+from fasthost import _core
 
 
 @pytest.fixture
@@ -188,8 +189,11 @@ def test_callbacks_on_many_threads_each_pair_on_their_own_thread(session):
     assert int(snap.threads["depth"].sum()) == 0
 
 
-# ---- another profiler takes the hook inside a capture (Python 3.9-3.11; on
-# 3.12+ the same calls reach the legacy hook the same way) -------------------
+# ---- another profiler takes the hook inside a capture. On 3.9-3.11 the
+# frames its hook had open are abandoned; on 3.12+ the capture is
+# sys.monitoring, which sys.setprofile does not touch: they close as usual.
+
+HOOK_TAKEN_ABANDONS = not _core.MONITORING
 
 
 def _take_hook_inside_a_builtin():
@@ -221,7 +225,8 @@ def test_a_worker_that_replaces_the_hook_inside_a_capture_keeps_no_frame_open():
     manual = [r for r in snap.targets if int(r["target"]) == 0x1234]
     assert int(manual[0]["calls"]) == 20
     assert snap.totals["results"]["HOST_E_NOT_OWNER"] == 0
-    assert snap.totals["results"]["HOST_E_ABANDONED"] == 20 * 3  # sorted, its key, setprofile
+    # sorted, its key's callback, setprofile
+    assert snap.totals["results"]["HOST_E_ABANDONED"] == (20 * 3 if HOOK_TAKEN_ABANDONS else 0)
 
 
 def test_stop_inside_an_adapter_frame_after_the_hook_was_taken_keeps_that_frame():
@@ -260,7 +265,7 @@ def test_the_hook_taken_under_an_adapter_frame_abandons_only_its_own_frames():
     assert depth_after == 0
     results = snap.totals["results"]
     assert results["HOST_E_NOT_OWNER"] == 0
-    assert results["HOST_E_ABANDONED"] == 3  # sorted, key's callback frame, setprofile
+    assert results["HOST_E_ABANDONED"] == (3 if HOOK_TAKEN_ABANDONS else 0)  # sorted, key, setprofile
     # The adapter's callback frame closed as itself (recorded), inside the
-    # hook's callback frame for key, which was abandoned with sorted's.
-    assert _callbacks(snap) == 1
+    # hook's callback frame for key (abandoned with sorted's on 3.9-3.11).
+    assert _callbacks(snap) == (1 if HOOK_TAKEN_ABANDONS else 2)

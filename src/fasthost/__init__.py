@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from fasthost.export.storage import load
     from fasthost.export.symbols import register_target, unregister_target
     from fasthost.hresult import HResult
+    from fasthost.native import capture_native
 
 _CORE = (
     "callback", "depth", "enter_runtime", "function_pointers", "leave_runtime", "reset", "reverse_enter_runtime",
@@ -51,6 +52,7 @@ _WHERE = {
     **dict.fromkeys(_CORE, "fasthost._core"),
     **dict.fromkeys(_EXPORT, "fasthost.export"),
     "capture_builtins": "fasthost.builtins",
+    "capture_native": "fasthost.native",
     "HResult": "fasthost.hresult",
 }
 
@@ -61,6 +63,7 @@ __all__ = [
     "__version__",
     "callback",
     "capture_builtins",
+    "capture_native",
     "depth",
     "enter_runtime",
     "function_pointers",

@@ -24,6 +24,7 @@ cdef extern from "fh_capture.h":
         pass
     uint64_t fh_hook_generation
     int fh_hook_active
+    int fh_hook_setting
     uint64_t fh_hook_thread_generation
     uint64_t fh_hook_lost
     int (*fh_hook_slow)(int what, PyFrameObject *frame, PyObject *arg) noexcept
@@ -123,6 +124,11 @@ cdef dict _saved_profile_hooks = {}
 # Threads whose hook was already fasthost's (still draining) when the
 # current capture was installed: their pending frames are still theirs.
 cdef set _continuing_threads = set()
+# What a thread started during the capture had before: threading's hook
+# (threading.setprofile) as it was when the capture was installed. Such
+# threads are not in _saved_profile_hooks, so threads that come and go
+# during a long capture leave nothing behind.
+_threading_previous = None
 
 
 cdef tuple _thread_key(PyThreadState *tstate):
@@ -130,9 +136,17 @@ cdef tuple _thread_key(PyThreadState *tstate):
 
 
 cdef int _give_back_hook(PyThreadState *tstate) except -1:
-    """Puts back the hook `tstate`, the calling thread, had before fasthost's."""
-    func, previous = _saved_profile_hooks.pop(_thread_key(tstate), (0, None))
+    """Puts back the hook `tstate`, the calling thread, had before fasthost's:
+    the one saved at install, or threading's for a thread started since."""
+    global fh_hook_setting
+    func, previous, python_hook = _saved_profile_hooks.pop(_thread_key(tstate), (0, None, _threading_previous))
     fh_set_own_profile(<Py_tracefunc><size_t>func, <PyObject *>previous if previous is not None else NULL)
+    if python_hook is not None:  # a Python-level hook: set the way Python sets it
+        fh_hook_setting = 1
+        try:
+            sys.setprofile(python_hook)
+        finally:
+            fh_hook_setting = 0
     return 0
 
 
@@ -163,14 +177,15 @@ cdef int _hook_slow(int what, PyFrameObject *frame, PyObject *arg) noexcept:
 fh_hook_slow = _hook_slow
 
 
-def _builtins_hook_install():
+def _builtins_hook_install(threading_previous=None):
     """Installs the C profile hook on every thread of this interpreter,
     remembering each thread's previous hook. A thread whose hook is still
     fasthost's (draining a frame from the last capture) keeps its frames and
     its first saved hook. Threads started later install the hook themselves
     (fasthost.builtins passes _builtins_hook_thread_start to
-    threading.setprofile)."""
-    global _saved_profile_hooks, _continuing_threads, fh_hook_generation, fh_hook_active
+    threading.setprofile, and what threading had before as
+    ``threading_previous``, which those threads get back)."""
+    global _saved_profile_hooks, _continuing_threads, fh_hook_generation, fh_hook_active, _threading_previous
     if fh_hook_active:
         raise RuntimeError("the builtins profile hook is already installed")
     fh_hook_audit_once()
@@ -181,13 +196,15 @@ def _builtins_hook_install():
         key = _thread_key(tstate)
         if fh_hook_installed(tstate):
             continuing.add(<size_t>tstate)
-            saved[key] = _saved_profile_hooks.get(key, (0, None))
+            # Started during the last capture if not saved: threading's hook.
+            saved[key] = _saved_profile_hooks.get(key, (0, None, _threading_previous))
         else:
             previous = None if tstate.c_profileobj == NULL else <object>tstate.c_profileobj
-            saved[key] = (<size_t>tstate.c_profilefunc, previous)
+            saved[key] = (<size_t>tstate.c_profilefunc, previous, None)
         tstate = PyThreadState_Next(tstate)
     _saved_profile_hooks = saved  # threads that ended are forgotten here
     _continuing_threads = continuing
+    _threading_previous = threading_previous
     fh_hook_generation += 1
     fh_hook_active = 1
     fh_set_profile_all(FH_PROFILE_HOOK, NULL)
@@ -196,9 +213,7 @@ def _builtins_hook_install():
 def _builtins_hook_thread_start(frame, event, arg):
     """threading.setprofile() target: on a new thread's first event, swaps
     this Python-level hook for the C one."""
-    cdef PyThreadState *tstate = PyThreadState_Get()
-    _saved_profile_hooks[_thread_key(tstate)] = (0, None)
-    fh_set_own_profile(FH_PROFILE_HOOK, NULL)
+    fh_set_own_profile(FH_PROFILE_HOOK, NULL)  # gives back threading's hook (_give_back_hook)
 
 
 def _builtins_hook_remove():

@@ -21,60 +21,67 @@ from fasthost import _core
 __all__ = ["capture_builtins"]
 
 _lock = threading.Lock()
-_active: capture_builtins | None = None
+_active: _Capture | None = None
 
 
-class capture_builtins:  # lower case: used like a function, with fasthost.capture_builtins(): ...
-    """Records every builtin C function call made from Python while active:
-    a context manager, or ``start()``/``stop()``.
+class _Capture:
+    """What capture_builtins and capture_native share: one capture at a
+    time, the session they start when none runs, and the order that keeps
+    fasthost's own calls out of the recording (install last, remove first).
+    Subclasses say what to install and remove."""
 
-    If fasthost is not recording, ``start()`` starts a session (defaults)
-    and ``stop()`` stops it; otherwise it records into the running one.
-    Another profiler's hook (cProfile, yappi) is set aside meanwhile and
-    given back to each thread when the capture stops (a thread inside a
-    builtin then keeps fasthost's hook until that builtin returns and its
-    frame is closed). One capture at a time: starting a second raises
-    ``RuntimeError``.
-
-    Builtin calls nest to any depth (past ``max_depth`` they are refused
-    and still pair), and fasthost's own functions are never targets.
-    """
+    #: The legacy profile hook (Python < 3.12) rather than sys.monitoring.
+    _legacy = not _core.MONITORING
 
     def __init__(self) -> None:
         self._owns_session = False
         self._threading_hook: Any = None
         self._started = False
 
-    def start(self) -> capture_builtins:
-        """Installs the hook in every thread. Returns ``self``."""
+    def _install(self) -> None:
+        raise NotImplementedError
+
+    def _remove(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        """Starts capturing in every thread. Returns ``self``. Raises
+        ``RuntimeError`` if another capture is on."""
         global _active
         with _lock:
             if _active is not None:
-                raise RuntimeError("builtin calls are already being captured (stop() that capture first)")
+                raise RuntimeError(f"{type(_active).__name__} is already capturing (stop() that capture first)")
             _active = self
             if not fasthost.running():
                 fasthost.start()
                 self._owns_session = True
-            self._threading_hook = _threading_profile_hook()
-            threading.setprofile(_core._builtins_hook_thread_start)
+            if self._legacy:
+                self._threading_hook = _threading_profile_hook()
+                threading.setprofile(_core._builtins_hook_thread_start)
         self._started = True
         # Last, outside the lock: fasthost's own calls (the lock's release)
-        # are never under the hook, so they are never targets.
-        _core._builtins_hook_install()
+        # are never under the capture, so they are never targets.
+        try:
+            self._install()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
-        """Removes the hook from every thread, giving back their previous
-        hooks (and threading's), and stops the session if ``start()``
-        started it. Does nothing if not started."""
+        """Stops capturing: every thread gets back the profile hook it had
+        before (on Python 3.12+ the sys.monitoring tool id is given back),
+        and the session stops if ``start()`` started it. A thread inside a
+        call keeps fasthost's hook until that call returns and its frame is
+        closed. Does nothing if not started."""
         global _active
         if not self._started:
             return
-        _core._builtins_hook_remove()  # first, for the same reason
+        self._remove()  # first, for the same reason
         with _lock:
             if not self._started:
                 return
-            if _threading_profile_hook() is _core._builtins_hook_thread_start:
+            if self._legacy and _threading_profile_hook() is _core._builtins_hook_thread_start:
                 # Not if the code under capture set a hook of its own meanwhile.
                 threading.setprofile(self._threading_hook)
             self._started = False
@@ -88,11 +95,43 @@ class capture_builtins:  # lower case: used like a function, with fasthost.captu
         """True between ``start()`` and ``stop()``."""
         return self._started
 
-    def __enter__(self) -> capture_builtins:
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class capture_builtins(_Capture):  # lower case: used like a function, with fasthost.capture_builtins(): ...
+    """Records every call of a builtin C function (``math.cos``,
+    ``sorted``, ``list.append``) made from Python, in every thread, as a U
+    frame, and every Python function such a call runs (a key function, a
+    sqlite3 function, a generator it resumes) as a callback (M frame): a
+    context manager, or ``start()``/``stop()``.
+
+    If fasthost is not recording, ``start()`` starts a session (defaults)
+    and ``stop()`` stops it; otherwise it records into the running one.
+    On Python 3.9-3.11 it is a C profile hook: another profiler's hook
+    (cProfile, yappi) is set aside meanwhile and given back to each thread
+    when the capture stops. On 3.12+ it uses sys.monitoring with a tool id
+    of its own, so cProfile keeps running alongside. One capture at a time:
+    starting a second raises ``RuntimeError``.
+
+    Calls nest to any depth (past ``max_depth`` they are refused and still
+    pair), and fasthost's own functions are never targets.
+    """
+
+    def _install(self) -> None:
+        if self._legacy:
+            _core._builtins_hook_install(self._threading_hook)
+        else:
+            _core._monitor_install(False)
+
+    def _remove(self) -> None:
+        if self._legacy:
+            _core._builtins_hook_remove()
+        else:
+            _core._monitor_remove()
 
 
 def _threading_profile_hook() -> Any:

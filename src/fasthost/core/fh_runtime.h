@@ -132,7 +132,9 @@ typedef struct fh_target {
 
 typedef struct fh_frame {
     uint64_t start;       /* clock ticks */
-    uint64_t child_ticks; /* frames of either kind opened directly inside */
+    uint64_t child_ns; /* recorded durations of the frames of either kind
+                        * opened directly inside: in ns as recorded, so that
+                        * self times partition the recorded time exactly */
     fh_target *target;    /* U frames only */
     /* The kind in the low byte; above it, the number of unrecorded opens
      * (refused at max_depth, or made while stopped) nested directly on top
@@ -953,7 +955,7 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
     uint32_t depth = ts->depth;
     fh_frame *frame = &ts->stack[depth];
     frame->tag = kind;
-    frame->child_ticks = 0;
+    frame->child_ns = 0;
     fh_store(&ts->depth, depth + 1u);
     if (FH_UNLIKELY(depth + 1u > ts->max_depth_seen))
         fh_store(&ts->max_depth_seen, depth + 1u);
@@ -1016,15 +1018,20 @@ FH_INLINE int fh_enter_account(fh_thread *ts, fh_target *t, uint64_t inclusive, 
     return result;
 }
 
-/* Pops `frame` (the top of the array) and returns its duration in ticks,
- * credited to the frame below it (or the sentinel): exclusive time is self
- * time, whatever the kind of the frames nested inside. */
-FH_INLINE uint64_t fh_pop(fh_thread *ts, fh_frame *frame, uint32_t depth, uint64_t now)
+/* The duration of `frame` (the top of the array) in ns at `now`. */
+FH_INLINE uint64_t fh_frame_ns(const fh_thread *ts, const fh_frame *frame, uint64_t now)
 {
-    uint64_t ticks = now > frame->start ? now - frame->start : 0;
+    return fh_clock_to_ns(&ts->clock, now > frame->start ? now - frame->start : 0);
+}
+
+/* Pops `frame` (the top of the array), crediting its duration `ns` to the
+ * frame below it (or the sentinel): exclusive time is self time, whatever
+ * the kind of the frames nested inside. Returns its self time. */
+FH_INLINE uint64_t fh_pop(fh_thread *ts, fh_frame *frame, uint32_t depth, uint64_t ns)
+{
     fh_store(&ts->depth, depth - 1u);
-    frame[-1].child_ticks += ticks;
-    return ticks;
+    frame[-1].child_ns += ns;
+    return frame->child_ns < ns ? ns - frame->child_ns : 0;
 }
 
 /* The full close; `now` is the fast path's timestamp, or 0 when it took
@@ -1038,16 +1045,12 @@ static FH_NOINLINE int fh_enter_runtime_full(uint64_t now)
     if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_UNMANAGED))
         return fh_close_other(ts, FH_CALL_ENTER);
     fh_frame *frame = &ts->stack[depth - 1u];
-    uint64_t ticks = fh_pop(ts, frame, depth, now);
-    uint64_t inclusive = fh_clock_to_ns(&ts->clock, ticks);
-    uint64_t exclusive = inclusive;
+    uint64_t inclusive = fh_frame_ns(ts, frame, now);
+    uint64_t exclusive = fh_pop(ts, frame, depth, inclusive);
     fh_target *t = frame->target;
     fh_paged_record(ts, t->rows, inclusive);
-    if (frame->child_ticks != 0) {
-        uint64_t child = frame->child_ticks < ticks ? frame->child_ticks : ticks;
-        exclusive = fh_clock_to_ns(&ts->clock, ticks - child);
+    if (frame->child_ns != 0)
         fh_record_nested(ts, t, inclusive, exclusive);
-    }
     return fh_enter_account(ts, t, inclusive, exclusive);
 }
 
@@ -1064,16 +1067,15 @@ FH_INLINE int fh_enter_runtime(void)
         return fh_enter_runtime_full(now);
     fh_frame *frame = &ts->stack[depth - 1u];
     /* One comparison of the tag: a U frame with no unrecorded open on it. */
-    if (FH_UNLIKELY(frame->tag != FH_FRAME_UNMANAGED || frame->child_ticks != 0))
+    if (FH_UNLIKELY(frame->tag != FH_FRAME_UNMANAGED || frame->child_ns != 0))
         return fh_enter_runtime_full(now);
-    uint64_t ticks = now > frame->start ? now - frame->start : 0;
-    uint64_t inclusive = fh_clock_to_ns(&ts->clock, ticks);
+    uint64_t inclusive = fh_frame_ns(ts, frame, now);
     fh_target *t = frame->target;
     uint32_t index = fh_bucket_index(inclusive, ts->precision);
     uint64_t *row = t->rows[index >> ts->precision];
     if (FH_UNLIKELY(row == NULL))
         return fh_enter_runtime_full(now);
-    fh_pop(ts, frame, depth, now);
+    fh_pop(ts, frame, depth, inclusive);
     fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
     return fh_enter_account(ts, t, inclusive, inclusive);
 }
@@ -1100,12 +1102,11 @@ FH_INLINE int fh_reverse_leave_runtime(void)
     if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_MANAGED))
         return fh_close_other(ts, FH_CALL_REVERSE_LEAVE);
     fh_frame *frame = &ts->stack[depth - 1u];
-    uint64_t ticks = fh_pop(ts, frame, depth, now);
-    uint64_t ns = fh_clock_to_ns(&ts->clock, ticks);
-    uint64_t child = frame->child_ticks < ticks ? frame->child_ticks : ticks;
+    uint64_t ns = fh_frame_ns(ts, frame, now);
+    uint64_t exclusive = fh_pop(ts, frame, depth, ns);
     fh_bump(&ts->callback_calls, 1);
     fh_bump(&ts->callback_total_ns, ns);
-    fh_bump(&ts->callback_exclusive_ns, child != 0 ? fh_clock_to_ns(&ts->clock, ticks - child) : ns);
+    fh_bump(&ts->callback_exclusive_ns, exclusive);
     fh_minmax(&ts->callback_min_ns, &ts->callback_max_ns, ns);
     fh_bump(&ts->callback_counts[fh_bucket_index(ns, ts->precision)], 1);
 
