@@ -75,6 +75,11 @@ cdef class ManagedCall:
         self.function = function
 
     def __call__(self, *args, **kwargs):
+        if fh_hook_active and not fh_hook_installed(PyThreadState_Get()):
+            # A thread Python did not create, calling back into Python (a
+            # ctypes callback from a native pthread gets a fresh thread
+            # state each time): the builtins it calls are captured too.
+            fh_set_own_profile(FH_PROFILE_HOOK, NULL)
         fh_reverse_enter_runtime()
         try:
             return self.function(*args, **kwargs)

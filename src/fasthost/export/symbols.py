@@ -116,14 +116,15 @@ def _find_python_names() -> dict[int, str]:
     (the type itself, its methods and what calling an instance runs) and
     numpy ufunc reachable from a loaded module. Of several names for one
     address the plainest wins (``os.stat`` over ``posix.stat``)."""
-    candidates: dict[int, list[tuple[bool, bool, int, str]]] = {}
+    candidates: dict[int, list[tuple[bool, bool, bool, int, str]]] = {}
 
-    def add(address: int, name: str, own_name: str) -> None:
+    def add(address: int, name: str, own_name: str, abroad: bool = False) -> None:
         # An alias (zipfile's _dedupe = dict.fromkeys) loses to the name
-        # the object gives itself, a private module to a public one.
+        # the object gives itself, a class seen in another module (pickle's
+        # partial) to its own module's, a private module to a public one.
         if address:
             alias = name.rpartition(".")[2] != own_name
-            candidates.setdefault(address, []).append((alias, name.startswith("_"), len(name), name))
+            candidates.setdefault(address, []).append((alias, abroad, name.startswith("_"), len(name), name))
 
     for module_name, module in list(sys.modules.items()):
         try:
@@ -137,12 +138,13 @@ def _find_python_names() -> dict[int, str]:
                 add(_core._callable_target(value), prefix + attribute, value.__name__)
             elif isinstance(value, type) and _core._callable_target(value):
                 type_name = prefix + attribute
-                add(_core._callable_target(value), type_name, value.__name__)
-                add(_core._type_call_target(value), type_name + ".__call__", "__call__")
+                abroad = getattr(value, "__module__", module_name) != module_name
+                add(_core._callable_target(value), type_name, value.__name__, abroad)
+                add(_core._type_call_target(value), type_name + ".__call__", "__call__", abroad)
                 for method_name, method in list(vars(value).items()):
                     if type(method) in _METHOD_TYPES:
-                        add(_core._callable_target(method), f"{type_name}.{method_name}", method_name)
-    return {address: min(names)[3] for address, names in candidates.items()}
+                        add(_core._callable_target(method), f"{type_name}.{method_name}", method_name, abroad)
+    return {address: min(names)[-1] for address, names in candidates.items()}
 
 
 _METHOD_TYPES = (types.MethodDescriptorType, types.BuiltinMethodType, types.ClassMethodDescriptorType)

@@ -1,0 +1,205 @@
+"""capture_native: every call from Python to something that is not a Python
+function is a U frame (3.12+: sys.monitoring; 3.9-3.11: the builtins hook
+with the ctypes and cffi adapters), on real libraries and real threads."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import operator
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fasthost
+from fasthost import _core
+
+MONITORING = sys.version_info >= (3, 12)
+needs_monitoring = pytest.mark.skipif(not MONITORING, reason="3.9-3.11 report only builtin calls to a profiler")
+
+
+@pytest.fixture
+def session():
+    fasthost.start(clock="monotonic")
+    yield
+    fasthost.stop()
+
+
+def calls_of(snap, name: str) -> int:
+    return int(sum(int(r["calls"]) for r in snap.targets if str(r["symbol"]) == name))
+
+
+def test_builtins_and_methods_are_seen_on_every_python(session):
+    values = []
+    with fasthost.capture_native():
+        for i in range(30):
+            values.append(len(str(i)))
+    snap = fasthost.snapshot()
+    assert calls_of(snap, "list.append") == 30
+    assert calls_of(snap, "len") == 30
+    assert fasthost.depth() == 0
+
+
+@needs_monitoring
+def test_numpy_ufuncs_are_targets_named_after_the_ufunc(session):
+    a = np.arange(10.0)
+    with fasthost.capture_native():
+        for _ in range(25):
+            np.add(a, a)
+        for _ in range(7):
+            np.sqrt(a)
+    snap = fasthost.snapshot()
+    assert calls_of(snap, "numpy.add") == 25
+    assert calls_of(snap, "numpy.sqrt") == 7
+
+
+@needs_monitoring
+def test_c_types_and_their_instances_are_targets(session):
+    second = operator.itemgetter(1)
+    cos = functools.partial(np.cos)
+    with fasthost.capture_native():
+        for _ in range(9):
+            second((1, 2))
+        for _ in range(4):
+            int("3")
+        cos(0.0)
+    snap = fasthost.snapshot()
+    assert calls_of(snap, "operator.itemgetter.__call__") == 9
+    assert calls_of(snap, "int") == 4
+    assert calls_of(snap, "functools.partial.__call__") == 1
+    # partial calls numpy.cos from C: only calls made by Python code are seen.
+    assert calls_of(snap, "numpy.cos") == 0
+
+
+def test_python_classes_and_functions_are_not_targets(session):
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+        def __call__(self):
+            return self.x
+
+    def plain(p):
+        return p()
+
+    numbers = [0, 1, 2, 3, 4]  # range() is a C type: a target
+    with fasthost.capture_native():
+        for i in numbers:
+            plain(Point(i))
+    snap = fasthost.snapshot()
+    assert len(snap.targets) == 0
+    assert int(snap.threads["callback_calls"].sum()) == 0
+
+
+@needs_monitoring
+def test_an_unpatched_ctypes_qsort_with_a_python_comparator(session):
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))  # loaded before, never instrumented
+    compare_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+    compared = []
+
+    def compare(a, b):
+        compared.append(1)
+        return a[0] - b[0]
+
+    comparator = compare_type(compare)
+    data = (ctypes.c_int * 50)(*range(50, 0, -1))
+    with fasthost.capture_native():
+        libc.qsort(data, len(data), ctypes.sizeof(ctypes.c_int), comparator)
+    assert list(data) == list(range(1, 51))
+    snap = fasthost.snapshot()
+    assert calls_of(snap, "libc.so.6!qsort") == 1
+    assert int(snap.threads["callback_calls"].sum()) == len(compared) > 0
+    assert fasthost.depth() == 0
+
+
+@pytest.fixture(scope="module")
+def callers(tmp_path_factory):
+    """tests/native/callers.c built into a real shared library."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler (cc) to build the native test library")
+    out = tmp_path_factory.mktemp("native") / "libcallers.so"
+    source = os.path.join(os.path.dirname(__file__), "native", "callers.c")
+    subprocess.run([compiler, "-shared", "-fPIC", "-pthread", "-O1", source, "-o", str(out)], check=True)
+    lib = ctypes.CDLL(str(out))
+    lib.call_from_threads.restype = ctypes.c_int
+    return lib
+
+
+def test_builtins_called_back_from_native_pthreads_are_captured(session, callers):
+    with fasthost.capture_native():
+        # Made inside the capture: on 3.9-3.11 the ctypes adapter runs it in
+        # an M frame and gives that fresh thread state the hook.
+        callback = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda i: abs(i))
+        assert callers.call_from_threads(callback, 4, 500) == 0
+    snap = fasthost.snapshot()
+    assert calls_of(snap, "abs") == 4 * 500
+    assert int(snap.threads["depth"].sum()) == 0
+
+
+@needs_monitoring
+def test_the_tool_id_is_never_a_taken_one_and_a_clear_error_when_none_is_free():
+    taken = [t for t in (3, 4) if sys.monitoring.get_tool(t) is None]
+    for t in taken:
+        sys.monitoring.use_tool_id(t, f"squatter{t}")
+    try:
+        with pytest.raises(RuntimeError, match="no sys.monitoring tool id is free"):
+            fasthost.capture_native().start()
+        assert not fasthost.running()  # nothing left half started
+        assert _core._monitor_tool_id() is None
+    finally:
+        for t in taken:
+            sys.monitoring.free_tool_id(t)
+
+
+@needs_monitoring
+def test_the_tool_id_is_held_until_a_worker_inside_a_call_returns():
+    fasthost.start(clock="monotonic")
+    try:
+        inbox: queue.Queue[int] = queue.Queue()
+        entered = threading.Event()
+
+        def worker():
+            entered.set()
+            inbox.get()  # a native call (the lock's acquire) open across the stop
+
+        capture = fasthost.capture_native().start()
+        t = threading.Thread(target=worker)
+        t.start()
+        entered.wait()
+        _wait_until_blocked(t)
+        capture.stop()
+        held = _core._monitor_tool_id()
+        inbox.put(1)
+        t.join()
+        after = _core._monitor_tool_id()
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert held is not None  # draining: its frame is still open
+    assert after is None  # closed, so the id went back
+    assert sys.monitoring.get_tool(held) is None
+    assert int(snap.threads["depth"].sum()) == 0
+
+
+def _wait_until_blocked(thread):
+    frame = sys._current_frames().get(thread.ident)
+    for _ in range(2000):
+        frame = sys._current_frames().get(thread.ident)
+        if frame is not None and frame.f_code.co_name in ("get", "wait", "acquire"):
+            return
+        threading.Event().wait(0.001)
+
+
+def test_only_one_capture_of_either_kind_at_a_time(session):
+    with fasthost.capture_native(), pytest.raises(RuntimeError, match="already capturing"):
+        fasthost.capture_builtins().start()
+    with fasthost.capture_builtins(), pytest.raises(RuntimeError, match="already capturing"):
+        fasthost.capture_native().start()
