@@ -205,3 +205,18 @@ def test_run_gives_the_program_main_argv_and_its_folder_on_the_path(tmp_path):
     proc = fasthost_cli("run", "-o", tmp_path / "o.npz", program, "x", cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert "seen 42 __main__ ['x'] True" in proc.stdout
+
+
+def test_run_capture_native_sees_c_types_and_ufuncs(tmp_path):
+    program = tmp_path / "numeric.py"
+    program.write_text("import numpy as np, operator\na = np.arange(4.0)\nfor _ in range(6):\n    np.add(a, a)\n"
+                       "second = operator.itemgetter(1)\nfor _ in range(3):\n    second((1, 2))\n")  # fmt: skip
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "--capture", "native", "-o", out, program, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {str(r["symbol"]): int(r["calls"]) for r in fasthost.load(out).targets}
+    if sys.version_info >= (3, 12):
+        assert (rows["numpy.add"], rows["operator.itemgetter.__call__"]) == (6, 3)
+    else:  # the profile hook reports builtin functions only
+        assert "numpy.add" not in rows
+        assert "operator.itemgetter.__call__" not in rows

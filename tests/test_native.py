@@ -150,7 +150,7 @@ def test_the_tool_id_is_never_a_taken_one_and_a_clear_error_when_none_is_free():
     for t in taken:
         sys.monitoring.use_tool_id(t, f"squatter{t}")
     try:
-        with pytest.raises(RuntimeError, match="no sys.monitoring tool id is free"):
+        with pytest.raises(RuntimeError, match=r"no sys\.monitoring tool id is free"):
             fasthost.capture_native().start()
         assert not fasthost.running()  # nothing left half started
         assert _core._monitor_tool_id() is None

@@ -8,7 +8,8 @@ from typing import Callable
 
 __all__ = ["CAPTURES", "Captures", "parse_captures"]
 
-CAPTURES = ("ctypes", "cffi", "builtins")
+CAPTURES = ("ctypes", "cffi", "builtins", "native")
+_INTERPRETER = ("builtins", "native")  # the captures that hook the interpreter: one at a time
 
 
 def parse_captures(spec: str | None) -> list[str]:
@@ -20,6 +21,8 @@ def parse_captures(spec: str | None) -> list[str]:
     unknown = [c for c in chosen if c not in CAPTURES]
     if unknown:
         raise ValueError(f"takes {', '.join(CAPTURES)} or none, not {', '.join(unknown)}")
+    if "native" in chosen:  # it sees every builtin call too
+        chosen = [c for c in chosen if c != "builtins"]
     return chosen
 
 
@@ -33,15 +36,15 @@ class Captures:
 
     def start(self) -> Captures:
         """Raises ``ImportError`` (cffi missing) after undoing what it did.
-        The builtins capture starts last and stops first, so that nothing
-        of fasthost's own runs under it."""
+        The builtins or native capture starts last and stops first, so that
+        nothing of fasthost's own runs under it."""
         if not self.captures:
             return self  # nothing to import either
         import fasthost
         from fasthost import cffi, ctypes
 
         try:
-            for name in sorted(self.captures, key=lambda c: c == "builtins"):
+            for name in sorted(self.captures, key=lambda c: c in _INTERPRETER):
                 if name == "ctypes":
                     self._stops.append(ctypes.disable)
                     ctypes.enable()
@@ -49,9 +52,9 @@ class Captures:
                     self._stops.append(cffi.disable)
                     cffi.enable()
                 else:
-                    builtins = fasthost.capture_builtins()
-                    self._stops.append(builtins.stop)
-                    builtins.start()  # last: no builtin call of ours after it
+                    capture = fasthost.capture_native() if name == "native" else fasthost.capture_builtins()
+                    self._stops.append(capture.stop)
+                    capture.start()  # last: no builtin call of ours after it
         except BaseException:
             self.stop()
             raise

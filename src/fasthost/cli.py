@@ -1,6 +1,6 @@
 """The command line: ``python -m fasthost`` (or ``fasthost``).
 
-    fasthost run [--capture ctypes,cffi,builtins|none] [-o OUT.npz] script.py [args ...]
+    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] script.py [args ...]
     fasthost run [...] -m module [args ...]
     fasthost report OUT.npz [--top N] [--json]
     fasthost plot OUT.npz -o hist.png [--top N]
@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         "--capture",
         default="ctypes",
         help="what to record, comma-separated: ctypes (libraries and callbacks loaded by the script), "
-        "cffi (ffi.dlopen libraries), builtins (every builtin C function call); 'none' for only "
+        "cffi (ffi.dlopen libraries), builtins (every builtin C function call and the Python "
+        "callbacks it makes), native (every call to anything that is not a Python function: "
+        "builtins, ufuncs, C types, ctypes and cffi functions; Python 3.12+); 'none' for only "
         "the script's own fasthost calls (default: ctypes)",
     )
     run.add_argument(

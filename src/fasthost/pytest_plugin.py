@@ -76,7 +76,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--fasthost-capture",
         metavar="LIST",
-        help="turn capture adapters on for the session: ctypes, cffi, builtins (comma-separated)",
+        help="turn capture adapters on for the session: ctypes, cffi, builtins, native (comma-separated)",
     )
     group.addoption("--fasthost-json", metavar="PATH", help="write every recorded test's figures to PATH")
     group.addoption(
