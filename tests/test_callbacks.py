@@ -58,17 +58,22 @@ def test_sorted_key_calls_are_callbacks_and_sorted_keeps_only_its_own_time(sessi
     assert row["exclusive_ns"] < row["total_ns"]
 
 
-def test_unmanaged_and_callback_self_times_add_up_to_the_outermost_frame(session):
-    with fasthost.capture_builtins():
-        sorted(range(30), key=lambda v: min([v, 1, 2], key=_busy))
-    snap = fasthost.snapshot()
+@pytest.mark.parametrize("clock", ["tsc", "monotonic"])
+def test_unmanaged_and_callback_self_times_add_up_to_the_outermost_frame_exactly(clock):
+    if clock == "tsc" and not _core.tsc_available():
+        pytest.skip("no invariant TSC on this machine")
+    fasthost.start(clock=clock)
+    try:
+        with fasthost.capture_builtins():
+            sorted(range(300), key=lambda v: min([v, 1, 2], key=_busy))
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
     totals = snap.totals
     outer = int(_row(snap, "sorted")["total_ns"])
-    self_sum = totals["exclusive_ns"] + totals["callback_exclusive_ns"]
-    frames = totals["transitions"]
-    # Each frame's ticks are converted to ns once: at most 1 ns apart each.
-    assert abs(self_sum - outer) <= frames
-    assert _callbacks(snap) == 30 + 30 * 3
+    # Each nanosecond once: a frame credits its recorded ns to its parent.
+    assert totals["exclusive_ns"] + totals["callback_exclusive_ns"] == outer
+    assert _callbacks(snap) == 300 + 300 * 3
 
 
 @pytest.mark.parametrize(
@@ -269,3 +274,44 @@ def test_the_hook_taken_under_an_adapter_frame_abandons_only_its_own_frames():
     # The adapter's callback frame closed as itself (recorded), inside the
     # hook's callback frame for key (abandoned with sorted's on 3.9-3.11).
     assert _callbacks(snap) == (1 if HOOK_TAKEN_ABANDONS else 2)
+
+
+# ---- threads that come and go (Python 3.9-3.11: the profile hook) -----------
+
+
+def test_a_thread_started_during_a_capture_gets_threadings_hook_back():
+    seen = {}
+
+    def threading_hook(frame, event, arg):
+        pass
+
+    go = threading.Event()
+
+    def worker():
+        go.wait()
+        seen[threading.current_thread().name] = sys.getprofile()
+
+    threading.setprofile(threading_hook)
+    try:
+        before = threading.Thread(target=worker, name="before")
+        before.start()
+        with fasthost.capture_builtins():
+            during = threading.Thread(target=worker, name="during")
+            during.start()
+            sorted([2, 1])  # the capture sees events meanwhile
+        go.set()
+        before.join()
+        during.join()
+    finally:
+        threading.setprofile(None)
+    assert seen == {"before": threading_hook, "during": threading_hook}
+
+
+def test_threads_that_come_and_go_during_one_capture_leave_no_hook_state():
+    with fasthost.capture_builtins():
+        for _ in range(200):
+            t = threading.Thread(target=abs, args=(1,))
+            t.start()
+            t.join()
+        kept = _core._builtins_hook_saved_count()
+    assert kept <= threading.active_count()

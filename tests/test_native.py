@@ -203,3 +203,36 @@ def test_only_one_capture_of_either_kind_at_a_time(session):
         fasthost.capture_builtins().start()
     with fasthost.capture_builtins(), pytest.raises(RuntimeError, match="already capturing"):
         fasthost.capture_native().start()
+
+
+@pytest.fixture(scope="module")
+def stripped_module(tmp_path_factory):
+    """tests/native/stripped.c built as a stripped extension module."""
+    import importlib.util
+    import sysconfig
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler (cc) to build the stripped extension")
+    folder = tmp_path_factory.mktemp("stripped")
+    out = folder / ("fh_stripped" + sysconfig.get_config_var("EXT_SUFFIX"))
+    source = os.path.join(os.path.dirname(__file__), "native", "stripped.c")
+    include = sysconfig.get_paths()["include"]
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-s", f"-I{include}", source, "-o", str(out)], check=True)
+    if shutil.which("nm"):
+        symbols = subprocess.run(["nm", str(out)], capture_output=True, text=True)
+        assert "twice" not in symbols.stdout + symbols.stderr  # really stripped
+    spec = importlib.util.spec_from_file_location("fh_stripped", out)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["fh_stripped"] = module
+    yield module
+    del sys.modules["fh_stripped"]
+
+
+def test_a_builtin_in_a_stripped_binary_is_named_after_its_python_function(session, stripped_module):
+    with fasthost.capture_builtins():
+        for i in range(6):
+            stripped_module.twice(i)
+    snap = fasthost.snapshot()
+    assert calls_of(snap, "fh_stripped.twice") == 6

@@ -248,6 +248,11 @@ def _builtins_hook_installed():
     return bool(fh_hook_installed(PyThreadState_Get()))
 
 
+def _builtins_hook_saved_count():
+    """How many threads' previous hooks the profile hook keeps (tests)."""
+    return len(_saved_profile_hooks)
+
+
 def _builtins_hook_lost():
     """Opens the hook skipped for lack of memory to remember them."""
     return fh_hook_lost
