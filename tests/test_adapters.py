@@ -389,3 +389,34 @@ def test_cprofile_keeps_running_alongside_a_capture_on_312_and_later(recording):
     assert tool not in (0, 1, 2, 5, None)  # not the debugger's, coverage's, profiler's or optimizer's
     assert _core._monitor_tool_id() is None  # given back
     assert sys.monitoring.get_tool(tool) is None
+
+
+def test_instrument_takes_llvmlites_ffi_lib_and_records_its_calls(recording):
+    llvm = pytest.importorskip("llvmlite.binding")
+    from llvmlite.binding import ffi
+
+    llvm.get_default_triple()  # a function handed out before instrumenting
+    fasthost.ctypes.instrument(ffi.lib)
+    try:
+        for _ in range(3):
+            llvm.get_default_triple()
+        rows = {str(r["symbol"]): int(r["calls"]) for r in fasthost.snapshot().targets}
+    finally:
+        fasthost.ctypes.uninstrument(ffi.lib)
+    assert rows["libllvmlite.so!LLVMPY_GetDefaultTargetTriple"] == 3
+
+
+@pytest.mark.parametrize("wrong", [42, "libm.so.6", object()])
+def test_instrument_says_what_to_pass_for_anything_else(wrong):
+    with pytest.raises(TypeError, match=r"a ctypes library .* or an object that wraps one in \._lib"):
+        fasthost.ctypes.instrument(wrong)
+
+
+def test_enable_warns_about_libraries_loaded_before_it():
+    plain = ctypes.CDLL(LIBM_PATH)  # loaded before, not instrumented
+    try:
+        with pytest.warns(fasthost.ctypes.NotInstrumentedWarning, match=r"loaded before \(.*libm"):
+            fasthost.ctypes.enable()
+    finally:
+        fasthost.ctypes.disable()
+    assert not fasthost.ctypes.is_instrumented(plain)

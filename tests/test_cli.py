@@ -220,3 +220,24 @@ def test_run_capture_native_sees_c_types_and_ufuncs(tmp_path):
     else:  # the profile hook reports builtin functions only
         assert "numpy.add" not in rows
         assert "operator.itemgetter.__call__" not in rows
+
+
+@pytest.mark.parametrize(
+    ("capture", "why"),
+    [("cffi", "compiled cffi modules (API mode) use builtins or native"), ("ctypes", "for other native code")],
+)
+def test_run_says_in_one_line_why_a_capture_recorded_nothing(tmp_path, capture, why):
+    program = tmp_path / "pure.py"
+    program.write_text("total = 0\nfor i in [1, 2, 3]:\n    total += i\n")
+    proc = fasthost_cli("run", "--capture", capture, "-o", tmp_path / "o.npz", program, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "recorded nothing" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"fasthost: --capture {capture} recorded nothing: ")
+    assert why in lines[0]
+
+
+def test_run_says_nothing_more_when_the_capture_recorded_something(tmp_path):
+    proc = fasthost_cli("run", "-o", tmp_path / "o.npz", script(tmp_path, calls=3))
+    assert proc.returncode == 0, proc.stderr
+    assert "recorded nothing" not in proc.stderr

@@ -153,9 +153,29 @@ def _run(args: argparse.Namespace) -> int:
             status = status or 2
         else:
             print(f"fasthost: wrote {args.output}", file=sys.stderr)
+        if captures.captures and snap.totals["transitions"] == 0:
+            print(_nothing_seen(captures.captures), file=sys.stderr)
         sys.stdout.write("\n" + snap.report(top=args.top))
         sys.stdout.flush()
     return status
+
+
+# Why a capture can record nothing, and what to use instead.
+_WHY_NOTHING = {
+    "ctypes": "it sees ctypes libraries loaded while it runs (CDLL, cdll.<name>); for other native code "
+    "use builtins, or native on Python 3.12+",
+    "cffi": "it sees libraries opened with ffi.dlopen() (ABI mode); for compiled cffi modules (API mode) "
+    "use builtins or native",
+    "builtins": "the program called no builtin function from Python code",
+    "native": "the program made no call from Python code to native code",
+}
+
+
+def _nothing_seen(captures: list[str]) -> str:
+    """One line saying why ``captures`` recorded nothing."""
+    return f"fasthost: --capture {','.join(captures)} recorded nothing: " + "; ".join(
+        f"{name}: {_WHY_NOTHING[name]}" for name in captures
+    )
 
 
 def _run_captured(main: Main, captures: Captures) -> int:

@@ -14,12 +14,17 @@ from __future__ import annotations
 import ctypes as _ctypes
 import functools
 import gc
+import os
 import threading
+import warnings
 from typing import Any, TypeVar
 
 from fasthost import _core
 
-__all__ = ["address_of", "callback", "disable", "enable", "enabled", "instrument", "is_instrumented", "uninstrument"]
+__all__ = [
+    "NotInstrumentedWarning", "address_of", "callback", "disable", "enable", "enabled", "instrument", "is_instrumented",
+    "uninstrument",
+]  # fmt: skip
 
 _CFuncPtr: type = getattr(_ctypes, "_CFuncPtr")  # noqa: B009 -- private, not in the stubs
 _lock = threading.RLock()
@@ -58,9 +63,32 @@ def _callback_new(cls: type, *args: Any) -> Any:
 
 
 def _check_library(lib: Any) -> _ctypes.CDLL:
-    if not isinstance(lib, _ctypes.CDLL):
-        raise TypeError(f"expected a ctypes library (CDLL, PyDLL, cdll.LoadLibrary(...)), not {type(lib).__name__}")
-    return lib
+    """The ctypes library ``lib`` is, or wraps in ``._lib`` (llvmlite's
+    ``ffi.lib`` does: its functions call the CDLL's under a lock)."""
+    if isinstance(lib, _ctypes.CDLL):
+        return lib
+    inner = getattr(lib, "_lib", None) if not isinstance(lib, (str, bytes, int)) else None
+    if isinstance(inner, _ctypes.CDLL):
+        return inner
+    raise TypeError(
+        "expected a ctypes library (CDLL, PyDLL, cdll.LoadLibrary(...)) or an object that wraps one "
+        f"in ._lib (as llvmlite's ffi.lib), not {type(lib).__name__}"
+    )
+
+
+class NotInstrumentedWarning(UserWarning):
+    """ctypes libraries were loaded before :func:`enable`: their calls are
+    not recorded unless they are passed to :func:`instrument`."""
+
+
+def _loaded_before() -> list[_ctypes.CDLL]:
+    """The ctypes libraries alive now that are not instrumented (ctypes'
+    own ``pythonapi`` aside)."""
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, _ctypes.CDLL) and obj is not _ctypes.pythonapi and not is_instrumented(obj)
+    ]
 
 
 def instrument(lib: T) -> T:
@@ -72,8 +100,11 @@ def instrument(lib: T) -> T:
     latter takes two passes over the objects the garbage collector tracks
     (some 20 ms per million objects in all).
 
+    ``lib`` may also be an object that wraps its library in ``._lib``
+    (llvmlite's ``ffi.lib``); its library is instrumented.
+
     Returns ``lib``. Instrumenting twice does nothing. Raises ``TypeError``
-    for anything but a ctypes library."""
+    for anything else, naming what to pass."""
     library = _check_library(lib)
     base = library._FuncPtr
     if getattr(base, _ORIGINAL, None) is not None:
@@ -183,10 +214,25 @@ def enable() -> None:
     ``ctypes.CFUNCTYPE`` return callback types (see :func:`callback`).
 
     Code that bound ``CFUNCTYPE`` by name before (``from ctypes import
-    CFUNCTYPE``) keeps the original. Calling it twice does nothing."""
+    CFUNCTYPE``) keeps the original. Calling it twice does nothing.
+
+    Warns (:class:`NotInstrumentedWarning`) when libraries loaded before
+    are alive: they are not instrumented by this."""
     with _lock:
+        if enabled():
+            return
         _ctypes.CDLL.__init__ = _instrumenting_init  # type: ignore[method-assign]
         _ctypes.CFUNCTYPE = _instrumenting_cfunctype
+    before = _loaded_before()
+    if before:
+        names = ", ".join(sorted({os.path.basename(str(lib._name)) for lib in before}))
+        warnings.warn(
+            f"fasthost.ctypes.enable(): {len(before)} ctypes librar{'y' if len(before) == 1 else 'ies'} "
+            f"loaded before ({names}) will not be recorded; pass them to fasthost.ctypes.instrument(), "
+            "or use fasthost.capture_native() (Python 3.12+), which needs no patching",
+            NotInstrumentedWarning,
+            stacklevel=2,
+        )
 
 
 def disable() -> None:
