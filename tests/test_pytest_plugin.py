@@ -250,4 +250,4 @@ def test_unknown_capture_is_a_usage_error(pytester):
     pytester.makepyfile(test_x="def test_x(): pass")
     result = pytester.runpytest_subprocess("--fasthost-capture=dtrace")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--fasthost-capture takes ctypes, cffi, builtins or none, not dtrace*"])
+    result.stderr.fnmatch_lines(["*--fasthost-capture takes ctypes, cffi, builtins, native or none, not dtrace*"])

@@ -4,6 +4,7 @@
 # fasthost.cffi and fasthost.builtins.
 
 import sys
+import types
 
 from cpython.object cimport PyObject, PyTypeObject
 
@@ -33,6 +34,11 @@ cdef extern from "fh_capture.h":
     uint32_t fh_hook_open_count() noexcept
     uint64_t fh_hook_abandon_all() noexcept
     int fh_hook_audit_once() except -1
+
+    int fh_sites_on
+    PyObject *fh_site_codes
+    uint64_t fh_site_codes_age
+    int PyCode_Addr2Line(PyObject *code, int offset)
 
     int fh_ctypes_instrument_type(PyTypeObject *type, PyTypeObject *cfuncptr) except -1
     size_t fh_ctypes_address(object funcptr)
@@ -256,3 +262,37 @@ def _builtins_hook_saved_count():
 def _builtins_hook_lost():
     """Opens the hook skipped for lack of memory to remember them."""
     return fh_hook_lost
+
+
+# ---- call sites -------------------------------------------------------------------
+
+# The code objects call sites were recorded in, alive as long as the
+# session's data (emptied by start() and reset()): an address in the core's
+# site records always names the same code.
+_site_codes = set()
+fh_site_codes = <PyObject *>_site_codes
+
+
+def _sites_enable(on):
+    """Whether the captures record the call site of each U frame."""
+    global fh_sites_on
+    fh_sites_on = 1 if on else 0
+
+
+def _site_codes_clear():
+    """Forgets the code objects (a new session: no record refers to them)."""
+    global fh_site_codes_age
+    _site_codes.clear()
+    fh_site_codes_age += 1
+
+
+def _site_code_objects():
+    """Address -> code object, for every code a call site was recorded in."""
+    return {id(code): code for code in _site_codes}
+
+
+def _code_line(code, int offset):
+    """The source line of the instruction at byte ``offset`` in ``code``."""
+    if not isinstance(code, types.CodeType):
+        raise TypeError(f"_code_line needs a code object, not {type(code).__name__}")
+    return PyCode_Addr2Line(<PyObject *>code, offset)

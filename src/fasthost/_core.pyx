@@ -232,6 +232,7 @@ def start(*, clock="auto", max_depth=256, precision=5, timeout_ns=0, max_targets
     clk.ns_per_tick = _tsc_ns_per_tick if clock_id == FH_CLOCK_TSC else (<uint64_t>1 << 32)
     _config = wanted
     _session_start_ns = fh_monotonic_ns()
+    _site_codes_clear()  # before: a site of the new session must find its code kept
     fh_start(&config, &clk)
 
 
@@ -264,6 +265,7 @@ def reset():
     was, and a poisoned session recovers."""
     global _session_start_ns
     _session_start_ns = fh_monotonic_ns()
+    _site_codes_clear()
     fh_reset()
 
 
@@ -302,7 +304,8 @@ cdef Py_ssize_t _count_rows(fh_thread *ts, Py_ssize_t *ntargets) noexcept nogil:
     return rows + fh_bucket_rows(ts.precision)  # callback rows, at most
 
 
-cdef void _count_session(Py_ssize_t *nthreads, Py_ssize_t *ntargets, Py_ssize_t *nrows) noexcept nogil:
+cdef void _count_session(Py_ssize_t *nthreads, Py_ssize_t *ntargets, Py_ssize_t *nrows,
+                         Py_ssize_t *nsites) noexcept nogil:
     cdef fh_thread *ts
     fh_registry_lock()
     ts = fh_rt.threads
@@ -310,8 +313,14 @@ cdef void _count_session(Py_ssize_t *nthreads, Py_ssize_t *ntargets, Py_ssize_t 
         if fh_thread_in_session(ts):
             nthreads[0] += 1
             nrows[0] += _count_rows(ts, ntargets)
+            nsites[0] += fh_thread_nsites(ts)
         ts = ts.next
     fh_registry_unlock()
+
+
+SITE_FIELDS = ("thread", "code", "where", "target", "calls", "total_ns", "exclusive_ns")
+SITE_BUCKETS = FH_SITE_BUCKETS
+SITE_PRECISION = FH_SITE_PRECISION
 
 
 def _collect():
@@ -324,11 +333,12 @@ def _collect():
     thread's callback histogram) and ``counts`` (uint64, rows x
     2**precision), plus ``precision`` and session facts.
     """
-    cdef Py_ssize_t nthreads, ntargets, nrows, filled_targets = 0, filled_rows = 0
+    cdef Py_ssize_t nthreads, ntargets, nrows, nsites, filled_targets = 0, filled_rows = 0, filled_sites = 0
+    cdef uint64_t sites_dropped = 0
     cdef uint32_t precision = _config[2] if _config is not None else 5
     while True:
-        nthreads = ntargets = nrows = 0
-        _count_session(&nthreads, &ntargets, &nrows)
+        nthreads = ntargets = nrows = nsites = 0
+        _count_session(&nthreads, &ntargets, &nrows, &nsites)
         # Live threads may add threads, targets and rows between counting and
         # copying: leave room, and count again in the rare case it was not
         # enough. The registry lock is never held while Python code can run
@@ -336,14 +346,19 @@ def _collect():
         nthreads += 4
         ntargets += 16
         nrows += 64
+        nsites += 16
+        sites = np.zeros((nsites, len(SITE_FIELDS)), dtype=np.uint64)
+        site_counts = np.zeros((nsites, FH_SITE_BUCKETS), dtype=np.uint32)
         threads = np.zeros((nthreads, len(THREAD_FIELDS)), dtype=np.uint64)
         names = np.zeros(nthreads, dtype="S16")
         results = np.zeros((nthreads, FH_CALLS, FH_RESULTS), dtype=np.uint64)
         targets = np.zeros((ntargets, len(TARGET_FIELDS)), dtype=np.uint64)
         rows = np.zeros((nrows, len(ROW_FIELDS)), dtype=np.int64)
         counts = np.zeros((nrows, 1 << precision), dtype=np.uint64)
+        sites_dropped = 0
         filled_threads = _fill(precision, threads, names.view(np.uint8).reshape(nthreads, 16), results,
-                               targets, rows, counts, &filled_targets, &filled_rows)
+                               targets, rows, counts, &filled_targets, &filled_rows,
+                               sites, site_counts, &filled_sites, &sites_dropped)
         if filled_threads >= 0:
             break
     return {
@@ -354,6 +369,9 @@ def _collect():
         "targets": targets[:filled_targets],
         "rows": rows[:filled_rows],
         "counts": counts[:filled_rows],
+        "sites": sites[:filled_sites],
+        "site_counts": site_counts[:filled_sites],
+        "sites_dropped": sites_dropped,
         "unregistered_out_of_memory": fh_read_u64(&fh_rt.unregistered_out_of_memory),
         "config": config(),
         "running": bool(fh_running()),
@@ -367,12 +385,17 @@ def _collect():
 @cython.wraparound(False)
 cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned char[:, ::1] names,
                       uint64_t[:, :, ::1] results, uint64_t[:, ::1] targets, long long[:, ::1] rows,
-                      uint64_t[:, ::1] counts, Py_ssize_t *filled_targets, Py_ssize_t *filled_rows) noexcept nogil:
+                      uint64_t[:, ::1] counts, Py_ssize_t *filled_targets, Py_ssize_t *filled_rows,
+                      uint64_t[:, ::1] sites, uint32_t[:, ::1] site_counts, Py_ssize_t *filled_sites,
+                      uint64_t *sites_dropped) noexcept nogil:
     """Copies every in-session thread into the (zeroed) arrays. Returns the
     number of threads copied, or -1 when an array was too small."""
     cdef fh_thread *ts
     cdef fh_target *t
-    cdef Py_ssize_t ti = 0, gi = 0, ri = 0
+    cdef Py_ssize_t ti = 0, gi = 0, ri = 0, si = 0
+    cdef fh_site **thread_sites
+    cdef fh_site *site
+    cdef uint32_t b
     cdef uint32_t i, r, c, k, n, nrow = fh_bucket_rows(precision), width = 1u << precision
     cdef uint64_t *row
     cdef uint64_t **nested
@@ -456,11 +479,30 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
                     rows[ri, 3] = r
                     ri += 1
             gi += 1
+        n = fh_thread_nsites(ts)
+        thread_sites = fh_thread_sites(ts)
+        for i in range(n):
+            if si >= sites.shape[0]:
+                fh_registry_unlock()
+                return -1
+            site = thread_sites[i]
+            sites[si, 0] = ti
+            sites[si, 1] = site.code
+            sites[si, 2] = site.where
+            sites[si, 3] = site.target
+            sites[si, 4] = fh_read_u64(&site.calls)
+            sites[si, 5] = fh_read_u64(&site.total_ns)
+            sites[si, 6] = fh_read_u64(&site.exclusive_ns)
+            for b in range(FH_SITE_BUCKETS):
+                site_counts[si, b] = fh_read_u32(&site.counts[b])
+            si += 1
+        sites_dropped[0] += fh_read_u64(&ts.sites_dropped)
         ti += 1
         ts = ts.next
     fh_registry_unlock()
     filled_targets[0] = gi
     filled_rows[0] = ri
+    filled_sites[0] = si
     return ti
 
 

@@ -58,6 +58,18 @@ cdef extern from "fh_runtime.h" nogil:
         uint64_t **nested
         uint64_t **rows
 
+    enum:
+        FH_SITE_BUCKETS
+        FH_SITE_PRECISION
+    ctypedef struct fh_site:
+        uint64_t code
+        uint64_t target
+        uint32_t where
+        uint64_t calls
+        uint64_t total_ns
+        uint64_t exclusive_ns
+        uint32_t counts[1]
+
     ctypedef struct fh_thread:
         uint32_t depth
         uint32_t capacity
@@ -79,6 +91,7 @@ cdef extern from "fh_runtime.h" nogil:
         uint64_t tid
         char name[16]
         uint64_t folded
+        uint64_t sites_dropped
         fh_thread *next
 
     ctypedef struct fh_runtime:
@@ -113,6 +126,8 @@ cdef extern from "fh_runtime.h" nogil:
 
     int fh_thread_in_session(const fh_thread *ts) noexcept
     uint32_t fh_thread_ntargets(const fh_thread *ts) noexcept
+    uint32_t fh_thread_nsites(const fh_thread *ts) noexcept
+    fh_site **fh_thread_sites(fh_thread *ts) noexcept
     uint64_t *fh_read_row(uint64_t **slot) noexcept
     uint64_t **fh_read_nested(fh_target *t) noexcept
     void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n) noexcept

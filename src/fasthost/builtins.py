@@ -33,7 +33,10 @@ class _Capture:
     #: The legacy profile hook (Python < 3.12) rather than sys.monitoring.
     _legacy = not _core.MONITORING
 
-    def __init__(self) -> None:
+    def __init__(self, *, callsites: bool = True) -> None:
+        if not isinstance(callsites, bool):
+            raise TypeError(f"callsites must be True or False, not {type(callsites).__name__}")
+        self.callsites = callsites
         self._owns_session = False
         self._threading_hook: Any = None
         self._started = False
@@ -59,6 +62,7 @@ class _Capture:
                 self._threading_hook = _threading_profile_hook()
                 threading.setprofile(_core._builtins_hook_thread_start)
         self._started = True
+        _core._sites_enable(self.callsites)
         # Last, outside the lock: fasthost's own calls (the lock's release)
         # are never under the capture, so they are never targets.
         try:
@@ -78,6 +82,7 @@ class _Capture:
         if not self._started:
             return
         self._remove()  # first, for the same reason
+        _core._sites_enable(False)
         with _lock:
             if not self._started:
                 return
@@ -118,7 +123,9 @@ class capture_builtins(_Capture):  # lower case: used like a function, with fast
     starting a second raises ``RuntimeError``.
 
     Calls nest to any depth (past ``max_depth`` they are refused and still
-    pair), and fasthost's own functions are never targets.
+    pair), and fasthost's own functions are never targets. With
+    ``callsites`` (the default) each call's Python code location is kept
+    too: :attr:`fasthost.Snapshot.callsites`.
     """
 
     def _install(self) -> None:

@@ -25,10 +25,12 @@ class capture_native(_Capture):  # lower case: used like a function
     thread: a context manager, or ``start()``/``stop()``. Starts and stops a
     session like :class:`fasthost.capture_builtins`; one capture at a time
     (``RuntimeError`` otherwise). On 3.12+ ``start()`` raises
-    ``RuntimeError`` when no sys.monitoring tool id is free."""
+    ``RuntimeError`` when no sys.monitoring tool id is free. With
+    ``callsites`` (the default) each call's Python code location is kept
+    too: :attr:`fasthost.Snapshot.callsites`."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, callsites: bool = True) -> None:
+        super().__init__(callsites=callsites)
         self._enabled_adapters: list[str] = []
 
     def _install(self) -> None:

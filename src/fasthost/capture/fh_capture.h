@@ -99,6 +99,7 @@ typedef struct fh_hook_entry {
     uint64_t position; /* open entries beneath it in the core's stack */
     int32_t depth;     /* with sys.monitoring: the Python stack depth */
     uint32_t unused;
+    uintptr_t site;    /* a U frame's caller's code object, or 0 (no call site) */
 } fh_hook_entry;
 
 #define FH_HOOK_BUILTIN 0u  /* a U frame */
@@ -186,20 +187,70 @@ static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kin
 {
     if (FH_UNLIKELY(hs->count == hs->capacity) && !fh_hook_grow(hs))
         return 0;
-    hs->entries[hs->count] = (fh_hook_entry){.closer = closer, .kind = kind, .position = fh_current_depth()};
+    hs->entries[hs->count] = (fh_hook_entry){.closer = closer, .kind = kind, .position = fh_current_depth(), .site = 0};
     __atomic_store_n(&hs->count, hs->count + 1u, __ATOMIC_RELAXED);
     return 1;
 }
 
+/* ---- call sites -------------------------------------------------------- */
+
+/* Call sites are recorded by code object address; the code objects are
+ * kept alive in fh_site_codes (a set) so that an address always means the
+ * same code when the snapshot names it. A thread remembers the last code
+ * it added, so a loop calling builtins adds its code once. */
+static int fh_sites_on;
+static PyObject *fh_site_codes;    /* set of code objects; owned by _core */
+static uint64_t fh_site_codes_age; /* bumped when the set is emptied */
+static FH_TLS PyObject *fh_site_last_code;
+static FH_TLS uint64_t fh_site_last_age;
+
+static inline void fh_site_keep(PyObject *code)
+{
+    if (code == fh_site_last_code && fh_site_last_age == fh_site_codes_age)
+        return;
+    if (fh_site_codes == NULL || PySet_Add(fh_site_codes, code) < 0) {
+        PyErr_Clear();
+        return;
+    }
+    fh_site_last_code = code;
+    fh_site_last_age = fh_site_codes_age;
+}
+
+/* The caller's code object and the call's offset in bytes, for a legacy
+ * hook event in `frame`. Borrowed: the frame holds the code. */
+static inline PyObject *fh_frame_site(PyFrameObject *frame, uint32_t *where)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    Py_DECREF(code); /* the frame keeps its code alive */
+    *where = (uint32_t)PyFrame_GetLasti(frame);
+    return (PyObject *)code;
+#elif PY_VERSION_HEX >= 0x030A0000
+    *where = (uint32_t)frame->f_lasti * 2u; /* 3.10 counts instructions */
+    return (PyObject *)frame->f_code;
+#else
+    *where = (uint32_t)frame->f_lasti;
+    return (PyObject *)frame->f_code;
+#endif
+}
+
 /* The two halves of the hook are separate functions so that each saves
  * only the registers it needs; the hook itself only dispatches. */
-static FH_NOINLINE int fh_hook_call(PyObject *callable)
+static FH_NOINLINE int fh_hook_call(PyFrameObject *frame, PyObject *callable)
 {
     if (!fh_hook_wants(callable))
         return 0;
     uintptr_t target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
-    if (fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN))
-        fh_leave_runtime(target);
+    if (!fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN))
+        return 0;
+    if (fh_sites_on && frame != NULL) {
+        uint32_t where;
+        PyObject *code = fh_frame_site(frame, &where);
+        fh_site_keep(code);
+        fh_hook_own.entries[fh_hook_own.count - 1u].where = where;
+        fh_hook_own.entries[fh_hook_own.count - 1u].site = (uintptr_t)code;
+    }
+    fh_leave_runtime(target);
     return 0;
 }
 
@@ -223,6 +274,8 @@ static inline void fh_hook_close(uintptr_t closer, int callback)
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
     if (top->kind == FH_HOOK_CALLBACK)
         fh_reverse_leave_runtime();
+    else if (top->kind == FH_HOOK_BUILTIN && top->site != 0)
+        fh_enter_runtime_at(top->site, top->where);
     else if (top->kind == FH_HOOK_BUILTIN)
         fh_enter_runtime();
 }
@@ -252,7 +305,7 @@ static int fh_hook_dispatch(int what, PyFrameObject *frame, PyObject *arg)
 {
     switch (what) {
     case PyTrace_C_CALL:
-        return fh_hook_call(arg);
+        return fh_hook_call(frame, arg);
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
         fh_hook_close(fh_hook_closer(arg), 0);

@@ -86,13 +86,15 @@ static inline int fh_mon_python_depth(void)
     return PyThreadState_Get()->py_recursion_remaining;
 }
 
-static inline void fh_mon_push(uintptr_t closer, uint32_t kind, uint32_t where, int depth)
+/* Remembers an open; 0 (and nothing may be opened) without memory. */
+static inline fh_hook_entry *fh_mon_push(uintptr_t closer, uint32_t kind, uint32_t where, int depth)
 {
-    if (fh_hook_push(&fh_hook_own, closer, kind)) {
-        fh_hook_entry *entry = &fh_hook_own.entries[fh_hook_own.count - 1u];
-        entry->where = where;
-        entry->depth = depth;
-    }
+    if (!fh_hook_push(&fh_hook_own, closer, kind))
+        return NULL;
+    fh_hook_entry *entry = &fh_hook_own.entries[fh_hook_own.count - 1u];
+    entry->where = where;
+    entry->depth = depth;
+    return entry;
 }
 
 /* Closes the entry on top of the thread's stack if it is the one opened at
@@ -105,9 +107,12 @@ static inline int fh_mon_close(uintptr_t closer, uint32_t kind, uint32_t where)
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
     if (top->closer != closer || top->kind != kind || top->where != where || top->depth != fh_mon_python_depth())
         return 0;
+    uintptr_t site = top->site;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
     if (kind == FH_HOOK_CALLBACK)
         fh_reverse_leave_runtime();
+    else if (site != 0)
+        fh_enter_runtime_at(site, where);
     else
         fh_enter_runtime();
     if (FH_UNLIKELY(fh_mon_mode == 0) && hs->count == 0 && fh_mon_drained != NULL && fh_hook_all_closed()) {
@@ -138,7 +143,13 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_
     uintptr_t target = fh_mon_target(callable, mode);
     if (target == 0)
         Py_RETURN_NONE;
-    fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), fh_mon_python_depth());
+    fh_hook_entry *entry = fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), fh_mon_python_depth());
+    if (entry == NULL)
+        Py_RETURN_NONE;
+    if (fh_sites_on) {
+        fh_site_keep(args[0]);
+        entry->site = (uintptr_t)args[0];
+    }
     fh_leave_runtime(target);
     Py_RETURN_NONE;
 }
@@ -156,10 +167,9 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, Py_ss
 static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs >= 1 && fh_mon_mode != 0 && fh_top_is_unmanaged()) {
-        fh_mon_push((uintptr_t)args[0], FH_HOOK_CALLBACK, 0, fh_mon_python_depth());
+    if (nargs >= 1 && fh_mon_mode != 0 && fh_top_is_unmanaged() &&
+        fh_mon_push((uintptr_t)args[0], FH_HOOK_CALLBACK, 0, fh_mon_python_depth()) != NULL)
         fh_reverse_enter_runtime();
-    }
     Py_RETURN_NONE;
 }
 

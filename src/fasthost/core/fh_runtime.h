@@ -166,6 +166,28 @@ typedef struct fh_aside_run {
  * past this many the two oldest runs are merged (as abandoned frames). */
 #define FH_ASIDE_RUNS 16u
 
+/* A call site: the Python code location (code object and instruction
+ * offset, from a capture) that made calls to one target, with their
+ * counts, times and a coarse histogram. Allocated from the thread's arena
+ * the first time the thread closes a frame there. */
+#define FH_SITE_PRECISION 3u /* 8 sub-buckets: quantiles within 12.5 % */
+#define FH_SITE_BUCKETS ((65u - FH_SITE_PRECISION) << FH_SITE_PRECISION)
+
+typedef struct fh_site {
+    uint64_t code;   /* the caller's code object (an address) */
+    uint64_t target; /* the address called */
+    uint32_t where;  /* the instruction's offset in the code, in bytes */
+    uint32_t unused;
+    uint64_t calls;
+    uint64_t total_ns;
+    uint64_t exclusive_ns;
+    uint32_t counts[FH_SITE_BUCKETS]; /* inclusive durations */
+} fh_site;
+
+typedef struct fh_site_entry {
+    fh_site *site; /* NULL: empty */
+} fh_site_entry;
+
 typedef struct fh_target_entry {
     uint64_t address;
     fh_target *target; /* NULL: empty */
@@ -224,6 +246,17 @@ typedef struct fh_thread {
     fh_target_entry *table;
     uint32_t table_mask;
     uint32_t table_used;
+
+    /* Call sites, like targets: `sites[0..nsites)` is what readers see, the
+     * hash table the owner's index (both in the arena: one session). At
+     * most max_targets; past that, closes are counted in sites_dropped. */
+    fh_site **sites;
+    uint32_t nsites;
+    uint32_t sites_capacity;
+    fh_site_entry *site_table;
+    uint32_t site_mask;
+    uint32_t unused_site;
+    uint64_t sites_dropped;
 
     /* Open frames that are not in `stack`: the runs set aside below it,
      * and the unrecorded opens counted in its frames' tags. */
@@ -454,6 +487,87 @@ static FH_NOINLINE void fh_record_nested(fh_thread *ts, fh_target *t, uint64_t i
     fh_paged_record(ts, nested + t->rows_per_hist, exclusive);
 }
 
+/* ---- call sites ------------------------------------------------------------ */
+
+static inline uint32_t fh_site_hash(uint64_t code, uint32_t where, uint64_t target, uint32_t mask)
+{
+    uint64_t key = code ^ ((uint64_t)where << 40) ^ (target * 0x9E3779B97F4A7C15ull);
+    return (uint32_t)((key * 0xC2B2AE3D27D4EB4Full) >> 32) & mask;
+}
+
+/* Makes room for one more site: the published array and the hash table
+ * double together (old arrays stay in the arena until the session ends;
+ * readers see either). 0 without memory. */
+static int fh_sites_grow(fh_thread *ts)
+{
+    uint32_t capacity = ts->sites_capacity ? ts->sites_capacity * 2u : 16u;
+    fh_site **sites = (fh_site **)fh_arena_alloc(ts, capacity * sizeof(fh_site *));
+    fh_site_entry *table = (fh_site_entry *)fh_arena_alloc(ts, 2u * capacity * sizeof(fh_site_entry));
+    if (sites == NULL || table == NULL)
+        return 0;
+    uint32_t mask = 2u * capacity - 1u;
+    for (uint32_t i = 0; i < ts->nsites; i++) {
+        fh_site *site = ts->sites[i];
+        sites[i] = site;
+        uint32_t slot = fh_site_hash(site->code, site->where, site->target, mask);
+        while (table[slot].site != NULL)
+            slot = (slot + 1u) & mask;
+        table[slot].site = site;
+    }
+    fh_store_release(&ts->sites, sites);
+    ts->site_table = table;
+    ts->site_mask = mask;
+    ts->sites_capacity = capacity;
+    return 1;
+}
+
+/* The site (code, where) -> target of this thread, made on first use;
+ * NULL past max_targets sites or without memory. */
+static fh_site *fh_site_lookup(fh_thread *ts, uint64_t code, uint32_t where, uint64_t target)
+{
+    if (ts->site_table != NULL) {
+        uint32_t slot = fh_site_hash(code, where, target, ts->site_mask);
+        for (fh_site *site; (site = ts->site_table[slot].site) != NULL; slot = (slot + 1u) & ts->site_mask) {
+            if (site->code == code && site->where == where && site->target == target)
+                return site;
+        }
+    }
+    if (ts->nsites >= ts->max_targets)
+        return NULL;
+    if (ts->nsites == ts->sites_capacity && !fh_sites_grow(ts))
+        return NULL;
+    fh_site *site = (fh_site *)fh_arena_alloc(ts, sizeof(fh_site));
+    if (site == NULL)
+        return NULL;
+    site->code = code;
+    site->where = where;
+    site->target = target;
+    uint32_t slot = fh_site_hash(code, where, target, ts->site_mask);
+    while (ts->site_table[slot].site != NULL)
+        slot = (slot + 1u) & ts->site_mask;
+    ts->site_table[slot].site = site;
+    ts->sites[ts->nsites] = site;
+    fh_store_release(&ts->nsites, ts->nsites + 1u);
+    return site;
+}
+
+static FH_NOINLINE void fh_site_record(fh_thread *ts, uint64_t code, uint32_t where, uint64_t target,
+                                       uint64_t inclusive, uint64_t exclusive)
+{
+    int saved = errno;
+    fh_site *site = fh_site_lookup(ts, code, where, target);
+    errno = saved;
+    if (site == NULL) {
+        fh_bump(&ts->sites_dropped, 1);
+        return;
+    }
+    fh_bump(&site->calls, 1);
+    fh_bump(&site->total_ns, inclusive);
+    fh_bump(&site->exclusive_ns, exclusive);
+    uint32_t *bucket = &site->counts[fh_bucket_index(inclusive, FH_SITE_PRECISION)];
+    fh_store(bucket, *bucket + 1u);
+}
+
 /* Adds `n` relaxed-loaded counts from `src` into `dst`. */
 static inline void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n)
 {
@@ -668,6 +782,13 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
         memset(ts->table, 0, (ts->table_mask + 1u) * sizeof(fh_target_entry));
     ts->table_used = 0;
     ts->overflow_target = NULL;
+    /* The arena went: so did the call sites. */
+    fh_store_release(&ts->nsites, 0);
+    fh_store_release(&ts->sites, NULL);
+    ts->sites_capacity = 0;
+    ts->site_table = NULL;
+    ts->site_mask = 0;
+    ts->sites_dropped = 0;
     memset(ts->recent, 0, sizeof(ts->recent));
 
     ts->precision = cfg->precision;
@@ -758,6 +879,22 @@ static int fh_thread_fold(fh_thread *into, const fh_thread *from)
             }
         }
     }
+    /* Call sites last: one that finds no room is counted as dropped, the
+     * fold itself goes on (they are a breakdown, not the totals). */
+    for (uint32_t i = 0; i < from->nsites; i++) {
+        const fh_site *f = from->sites[i];
+        fh_site *d = fh_site_lookup(into, f->code, f->where, f->target);
+        if (d == NULL) {
+            into->sites_dropped += f->calls;
+            continue;
+        }
+        d->calls += f->calls;
+        d->total_ns += f->total_ns;
+        d->exclusive_ns += f->exclusive_ns;
+        for (uint32_t b = 0; b < FH_SITE_BUCKETS; b++)
+            d->counts[b] += f->counts[b];
+    }
+    into->sites_dropped += from->sites_dropped;
     for (int c = 0; c < FH_CALLS; c++)
         for (int r = 0; r < FH_RESULTS; r++)
             into->results[c][r] += from->results[c][r];
@@ -1035,8 +1172,9 @@ FH_INLINE uint64_t fh_pop(fh_thread *ts, fh_frame *frame, uint32_t depth, uint64
 }
 
 /* The full close; `now` is the fast path's timestamp, or 0 when it took
- * none (the state was not synced yet). */
-static FH_NOINLINE int fh_enter_runtime_full(uint64_t now)
+ * none (the state was not synced yet). A nonzero `code` also records the
+ * call site (code, where). */
+static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t where)
 {
     FH_ENTER_CALL(ts, FH_CALL_ENTER)
     if (now == 0)
@@ -1051,8 +1189,12 @@ static FH_NOINLINE int fh_enter_runtime_full(uint64_t now)
     fh_paged_record(ts, t->rows, inclusive);
     if (frame->child_ns != 0)
         fh_record_nested(ts, t, inclusive, exclusive);
+    if (code != 0)
+        fh_site_record(ts, code, where, t->address, inclusive, exclusive);
     return fh_enter_account(ts, t, inclusive, exclusive);
 }
+
+static FH_NOINLINE int fh_enter_runtime_full(uint64_t now) { return fh_enter_close(now, 0, 0); }
 
 /* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
 FH_INLINE int fh_enter_runtime(void)
@@ -1079,6 +1221,11 @@ FH_INLINE int fh_enter_runtime(void)
     fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
     return fh_enter_account(ts, t, inclusive, inclusive);
 }
+
+/* EnterRuntime for a capture that knows where the call was made: the
+ * caller's code object and the call's offset in it, recorded as a call
+ * site of the frame's target. */
+FH_INLINE int fh_enter_runtime_at(uint64_t code, uint32_t where) { return fh_enter_close(0, code, where); }
 
 /* ReverseEnterRuntime: unmanaged code calls back into managed code. */
 FH_INLINE int fh_reverse_enter_runtime(void)
@@ -1302,6 +1449,11 @@ static inline int fh_thread_in_session(const fh_thread *ts)
 }
 
 static inline uint32_t fh_thread_ntargets(const fh_thread *ts) { return fh_load_acquire(&ts->ntargets); }
+
+/* The thread's published call sites: the count first, then the array (a
+ * grown array is published before the count that needs it). */
+static inline uint32_t fh_thread_nsites(const fh_thread *ts) { return fh_load_acquire(&ts->nsites); }
+static inline fh_site **fh_thread_sites(fh_thread *ts) { return fh_load_acquire(&ts->sites); }
 
 static inline uint64_t *fh_read_row(uint64_t *const *slot) { return fh_load_acquire((uint64_t **)slot); }
 

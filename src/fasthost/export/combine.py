@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fasthost.export import callsites as _callsites
 from fasthost.export.histogram import Histogram
 from fasthost.export.snapshot import _CALLBACK, _INCLUSIVE, Snapshot
 
@@ -126,7 +127,12 @@ def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
     earlier_callbacks = {key: int(earlier.threads["callback_calls"][i]) for key, i in earlier_at.items()}
     callbacks_before = np.array([earlier_callbacks.get(k, 0) > 0 for k in later_keys], dtype=bool)[keep_threads]
 
+    callsites, callsite_counts = _callsites.combine(
+        [(later.callsites, later.callsite_counts), (earlier.callsites, earlier.callsite_counts)], sign=[1, -1]
+    )
     result = Snapshot(
+        callsites=callsites,
+        callsite_counts=callsite_counts,
         threads=threads_kept,
         results=results[keep_threads].astype(np.uint64),
         thread_targets=pairs_kept,
@@ -220,8 +226,12 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         "session_ns": max(int(s.meta.get("session_ns", 0)) for s in snapshots),
         "unregistered_out_of_memory": sum(int(s.meta.get("unregistered_out_of_memory", 0)) for s in snapshots),
         "merged": len(snapshots),
+        "callsites_dropped": sum(int(s.meta.get("callsites_dropped", 0)) for s in snapshots),
     }
+    callsites, callsite_counts = _callsites.combine([(s.callsites, s.callsite_counts) for s in snapshots])
     return Snapshot(
+        callsites=callsites,
+        callsite_counts=callsite_counts,
         threads=np.concatenate([s.threads for s in snapshots]),
         results=np.concatenate([s.results for s in snapshots]),
         thread_targets=np.concatenate(pairs),

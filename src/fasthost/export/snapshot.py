@@ -17,6 +17,7 @@ from typing import Any, Union
 import numpy as np
 
 from fasthost import _core
+from fasthost.export import callsites as _callsites
 from fasthost.export import symbols
 from fasthost.export.histogram import Histogram
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER, HResult
@@ -152,7 +153,16 @@ class Snapshot:
         hist_counts: np.ndarray,
         symbols: dict[int, str],
         meta: dict[str, Any],
+        callsites: np.ndarray | None = None,
+        callsite_counts: np.ndarray | None = None,
     ):
+        if callsites is None or callsite_counts is None:
+            callsites, callsite_counts = _callsites.empty()
+        self.callsites = callsites
+        """Who called each target: one row per (file, line, function,
+        target), ``CALLSITE_DTYPE``, longest total first (empty without a
+        capture that records call sites)."""
+        self.callsite_counts = callsite_counts
         self.threads = threads
         self.results = results
         self.thread_targets = thread_targets
@@ -162,7 +172,7 @@ class Snapshot:
         self.precision: int = int(meta["precision"])
         self.config: dict[str, Any] | None = meta.get("config")
         self._symbols = dict(symbols)
-        for array in (threads, results, thread_targets, hist_rows, hist_counts):
+        for array in (threads, results, thread_targets, hist_rows, hist_counts, callsites, callsite_counts):
             array.flags.writeable = False
         self._targets: np.ndarray | None = None
 
@@ -202,6 +212,7 @@ class Snapshot:
             hist_rows[name] = raw["rows"][:, i]
 
         addresses = np.unique(thread_targets["target"][~thread_targets["overflow"]])
+        sites, site_counts = _callsites.build(raw["sites"], raw["site_counts"])
         meta = {
             "precision": int(raw["precision"]),
             "config": raw["config"],
@@ -210,6 +221,7 @@ class Snapshot:
             "poisoned": raw["poisoned"],
             "session_ns": int(raw["session_ns"]),
             "unregistered_out_of_memory": int(raw["unregistered_out_of_memory"]),
+            "callsites_dropped": int(raw["sites_dropped"]),
         }
         return cls(
             threads=threads,
@@ -217,6 +229,8 @@ class Snapshot:
             thread_targets=thread_targets,
             hist_rows=hist_rows,
             hist_counts=np.ascontiguousarray(raw["counts"], dtype=np.uint64),
+            callsites=sites,
+            callsite_counts=site_counts,
             symbols=symbols.resolve_all(int(a) for a in addresses),
             meta=meta,
         )
@@ -468,6 +482,8 @@ class Snapshot:
                     (self.thread_targets, other.thread_targets),
                     (self.hist_rows, other.hist_rows),
                     (self.hist_counts, other.hist_counts),
+                    (self.callsites, other.callsites),
+                    (self.callsite_counts, other.callsite_counts),
                 )
             )
         )

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from fasthost.export.callsites import CALLSITE_DTYPE, SITE_BUCKETS
 from fasthost.export.snapshot import _CALLBACK, HIST_ROW_DTYPE, THREAD_DTYPE, THREAD_TARGET_DTYPE, Snapshot
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER
 
@@ -50,6 +51,8 @@ def save(snapshot: Snapshot, path: str | os.PathLike[str]) -> None:
             hist_counts=snapshot.hist_counts,
             symbol_addresses=np.array(list(symbols), dtype=np.uint64),
             symbol_names=np.array(list(symbols.values()), dtype=str),
+            callsites=snapshot.callsites,
+            callsite_counts=snapshot.callsite_counts,
         )
 
 
@@ -66,13 +69,17 @@ _MEMBERS: dict[str, tuple[np.dtype | None, int]] = {
     "hist_rows": (HIST_ROW_DTYPE, 1),
     "symbol_addresses": (np.dtype(np.uint64), 1),
     "symbol_names": (_STR, 1),
+    "callsites": (CALLSITE_DTYPE, 1),
+    "callsite_counts": (np.dtype(np.uint64), 2),
     "hist_counts": (np.dtype(np.uint64), 2),
 }
 """Member (``<key>.npy``) -> (dtype, number of dimensions), in the order
 ``load`` reads them: the histogram counts, by far the largest, come last,
 once everything they depend on has been checked."""
 
-_OPTIONAL = frozenset({"symbol_names"})  # fasthost always writes it; an absent one means no symbols
+# fasthost always writes these; an absent one means no symbols, no call sites
+# (files from before call sites were recorded)
+_OPTIONAL = frozenset({"symbol_names", "callsites", "callsite_counts"})
 
 # The .npy "descr" numpy writes for each fixed dtype, and the pattern of a
 # str dtype in this machine's byte order (the only order fasthost writes).
@@ -98,6 +105,7 @@ _META_INTS = {
     "unregistered_out_of_memory": (0, _U64_MAX),
     "interval_ns": (-_U64_MAX, _U64_MAX),  # a diff's: later session_ns - earlier session_ns
     "merged": (1, 2**63 - 1),  # a merge's: how many snapshots it holds
+    "callsites_dropped": (0, _U64_MAX),  # calls past max_targets call sites per thread
 }
 _META_BOOLS = ("running", "poisoned")
 _META_KEYS = frozenset({"config", "session", *_META_INTS, *_META_BOOLS})
@@ -176,7 +184,10 @@ def load(path: str | os.PathLike[str]) -> Snapshot:
             upgraded[field] = threads[field]
         upgraded["callback_exclusive_ns"] = threads["callback_total_ns"]
         threads = upgraded
+    sites, site_counts = arrays.get("callsites"), arrays.get("callsite_counts")
     return Snapshot(
+        callsites=sites,
+        callsite_counts=site_counts,
         threads=threads,
         results=arrays["results"],
         thread_targets=arrays["thread_targets"],
@@ -558,6 +569,10 @@ def _check_shapes(members: dict[str, _Member], precision: int, fail: _Fail) -> N
     _require(members["hist_counts"].shape == (rows, 1 << precision), fail, "histogram rows do not match the precision")
     names = members["symbol_names"].shape if "symbol_names" in members else (0,)
     _require(names == members["symbol_addresses"].shape, fail, "bad symbol table")
+    _require(("callsites" in members) == ("callsite_counts" in members), fail, "call sites without their counts")
+    if "callsites" in members:
+        sites = members["callsites"].shape[0]
+        _require(members["callsite_counts"].shape == (sites, SITE_BUCKETS), fail, "call site histograms do not match")
 
 
 def _check_contents(arrays: dict[str, np.ndarray], precision: int, fail: _Fail) -> None:
@@ -565,6 +580,9 @@ def _check_contents(arrays: dict[str, np.ndarray], precision: int, fail: _Fail) 
     the core can write: what the snapshot's views index with."""
     threads, pairs, rows = arrays["threads"], arrays["thread_targets"], arrays["hist_rows"]
     _require(_is_text(threads["name"]), fail, "a thread name is not text")
+    if "callsites" in arrays:
+        sites = arrays["callsites"]
+        _require(_is_text(sites["file"]) and _is_text(sites["function"]), fail, "a call site's name is not text")
     _require(_is_text(arrays.get("symbol_names", np.zeros(0, dtype=str))), fail, "a symbol name is not text")
     _require(_indexes_ok(pairs["thread"], len(threads)), fail, "a target row names no thread")
     _require(_indexes_ok(rows["thread"], len(threads)), fail, "a histogram row names no thread")
