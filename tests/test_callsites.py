@@ -1,0 +1,146 @@
+"""Call sites: for every native target, which Python code called it, with
+exact counts, on every Python (docs/protocol.md §4)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fasthost
+from fasthost.export.report import called_from
+
+
+@pytest.fixture
+def session():
+    fasthost.start(clock="monotonic")
+    yield
+    fasthost.stop()
+
+
+def here() -> int:
+    """The line of the caller."""
+    return sys._getframe(1).f_lineno
+
+
+def sites_of(snap, name):
+    (address,) = [int(r["target"]) for r in snap.targets if str(r["symbol"]) == name]
+    rows = snap.callsites[snap.callsites["target"] == address]
+    return {(str(r["function"]), int(r["line"])): int(r["calls"]) for r in rows}, rows
+
+
+def two_places():
+    lines = []
+    for _ in range(30):
+        math.cos(0.5); lines.append(here())  # fmt: skip  # noqa: E702
+    for _ in range(7):
+        math.cos(0.25); lines.append(here())  # fmt: skip  # noqa: E702
+    return sorted(set(lines))
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_each_call_site_of_a_target_has_its_exact_count(session, capture):
+    with fasthost.capture_native() if capture == "native" else fasthost.capture_builtins():
+        first, second = two_places()
+    counts, rows = sites_of(fasthost.snapshot(), "math.cos")
+    assert counts == {("two_places", first): 30, ("two_places", second): 7}
+    assert set(rows["file"].tolist()) == {__file__}
+    assert (rows["exclusive_ns"] <= rows["total_ns"]).all()
+
+
+def test_call_sites_add_up_over_threads(session):
+    barrier = threading.Barrier(4)
+
+    def work():
+        barrier.wait()
+        for _ in range(250):
+            math.sqrt(2.0)
+
+    line = work.__code__.co_firstlineno + 3  # the math.sqrt line
+    with fasthost.capture_builtins():
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    counts, _ = sites_of(fasthost.snapshot(), "math.sqrt")
+    function = "test_call_sites_add_up_over_threads.<locals>.work" if sys.version_info >= (3, 11) else "work"
+    assert counts == {(function, line): 1000}
+
+
+def test_call_sites_sum_to_the_targets_calls_and_times(session):
+    with fasthost.capture_builtins():
+        two_places()
+        sorted([3, 1, 2])
+    snap = fasthost.snapshot()
+    for row in snap.targets:
+        sites = snap.callsites[snap.callsites["target"] == row["target"]]
+        assert int(sites["calls"].sum()) == int(row["calls"])
+        assert int(sites["total_ns"].sum()) == int(row["total_ns"])
+        assert int(sites["exclusive_ns"].sum()) == int(row["exclusive_ns"])
+
+
+def test_callsites_off_records_the_targets_only(session):
+    with fasthost.capture_builtins(callsites=False):
+        two_places()
+    snap = fasthost.snapshot()
+    assert int(snap.targets["calls"].sum()) >= 37
+    assert len(snap.callsites) == 0
+
+
+def test_callsites_must_be_a_bool():
+    with pytest.raises(TypeError, match="callsites must be True or False"):
+        fasthost.capture_builtins(callsites="yes")
+
+
+def test_reset_forgets_the_call_sites(session):
+    with fasthost.capture_builtins():
+        two_places()
+    fasthost.reset()
+    assert len(fasthost.snapshot().callsites) == 0
+
+
+def test_call_sites_survive_save_load_merge_and_diff(session, tmp_path):
+    with fasthost.capture_builtins():
+        two_places()
+    first = fasthost.snapshot()
+    with fasthost.capture_builtins():
+        two_places()
+    second = fasthost.snapshot()
+    path = tmp_path / "run.npz"
+    second.save(path)
+    loaded = fasthost.load(path)
+    assert loaded == second
+    assert sites_of(loaded, "math.cos")[0] == sites_of(second, "math.cos")[0]
+    assert sorted(sites_of(second - first, "math.cos")[0].values()) == [7, 30]
+    assert sorted(sites_of(fasthost.merge([first, second]), "math.cos")[0].values()) == [21, 90]
+
+
+def test_report_and_json_say_where_each_top_target_was_called_from(session):
+    with fasthost.capture_builtins():
+        first, second = two_places()
+    snap = fasthost.snapshot()
+    text = snap.report()
+    assert f"from test_callsites.py:{first} two_places" in text
+    assert f"from test_callsites.py:{second} two_places" in text
+    (cos,) = [t for t in json.loads(json.dumps(snap.to_dict()))["targets"] if t["symbol"] == "math.cos"]
+    places = {(site["line"], site["calls"]) for site in cos["called_from"]}
+    assert places == {(first, 30), (second, 7)}
+    for site in cos["called_from"]:
+        assert site["p50_ns"] <= site["p99_ns"]
+    assert called_from(snap, 0x1) == []
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="ufunc calls are seen through sys.monitoring (3.12+)")
+def test_ufunc_call_sites_under_the_native_capture(session):
+    a = np.ones(3)
+    with fasthost.capture_native():
+        for _ in range(12):
+            np.multiply(a, a); line = here()  # fmt: skip  # noqa: E702
+    counts, _ = sites_of(fasthost.snapshot(), "numpy.multiply")
+    function = "test_ufunc_call_sites_under_the_native_capture"
+    assert counts == {(function, line): 12}
