@@ -323,10 +323,7 @@ def builtins_loop(sizes: Sizes) -> list[Row]:
     it = sizes.builtin_iterations
     loop = unrolled("cos(x); len(s); abs(-1)", it, cos=math.cos, len=len, abs=abs, x=0.5, s="abc")
 
-    def minimal() -> None:
-        _testing.minimal_profile_hook(True)
-        loop()
-        _testing.minimal_profile_hook(False)
+    minimal = minimal_recorder(loop)
 
     def captured() -> None:
         with fasthost.capture_builtins():
@@ -338,7 +335,7 @@ def builtins_loop(sizes: Sizes) -> list[Row]:
     slowdown = {name: [x / y for x, y in zip(values, results["none"])] for name, values in results.items()}
     m = medians(slowdown)
     ratio = median_ratio(results, "fasthost", "minimal")
-    peers = {"minimal C hook": m["minimal"], **{name: m[name] for name in profilers.last}}
+    peers = {MINIMAL_NAME: m["minimal"], **{name: m[name] for name in profilers.last}}
     rows = [
         Row(
             "capture_builtins() on a builtin-heavy loop",
@@ -346,7 +343,7 @@ def builtins_loop(sizes: Sizes) -> list[Row]:
             m["fasthost"],
             peers,
             ratio,
-            "fasthost slowdown / minimal hook's",
+            "fasthost slowdown / minimal recorder's",
             "≤ 1.1x",
             ratio <= 1.1,
         )
@@ -367,6 +364,107 @@ def builtins_loop(sizes: Sizes) -> list[Row]:
                 )
             )
     return rows
+
+
+MONITORING = sys.version_info >= (3, 12)
+MINIMAL_NAME = "minimal C monitoring recorder" if MONITORING else "minimal C profile hook"
+
+
+def minimal_recorder(run: Callable[[], object]) -> Callable[[], None]:
+    """`run` under the floor a capture is measured against: the minimal C
+    sys.monitoring recorder on 3.12+ (what capture_builtins and
+    capture_native use there), the minimal C profile hook before."""
+
+    def go() -> None:
+        if MONITORING:
+            _testing.minimal_monitor(True)
+        else:
+            _testing.minimal_profile_hook(True)
+        try:
+            run()
+        finally:
+            if MONITORING:
+                _testing.minimal_monitor(False)
+            else:
+                _testing.minimal_profile_hook(False)
+
+    return go
+
+
+def native_loop(sizes: Sizes) -> list[Row]:
+    """Native calls under capture_native() (3.12+; capture_builtins() with
+    its callbacks before, where ufuncs are not seen): the cost per call on a
+    loop of builtins and numpy ufunc calls against the minimal recorder, and
+    the slowdown of a loop that also calls a Python function against
+    cProfile's, on the same interpreter."""
+    it = sizes.builtin_iterations
+    a = np.ones(4)
+
+    def helper(v: float) -> float:
+        return v
+
+    names = {"cos": math.cos, "len": len, "add": np.add, "a": a, "x": 0.5, "s": "abc"}
+    calls_only = unrolled("cos(x); len(s); add(a, a)", it, **names)
+    mixed = unrolled("cos(x); len(s); add(a, a); helper(x)", it, helper=helper, **names)
+    native_calls = it * UNROLL * (3 if MONITORING else 2)  # cos, len (and the ufunc where it is seen)
+    capture = fasthost.capture_native if MONITORING else fasthost.capture_builtins
+    name = "capture_native()" if MONITORING else "capture_builtins()"
+    version = f"Python {sys.version_info[0]}.{sys.version_info[1]}"
+
+    def under(run: Callable[[], object], **options: Any) -> Callable[[], None]:
+        def go() -> None:
+            with capture(**options):
+                run()
+
+        return go
+
+    variants = {
+        "none": calls_only,
+        "fasthost": under(calls_only),
+        "no call sites": under(calls_only, callsites=False),
+        "minimal": minimal_recorder(calls_only),
+    }
+    results = turns({key: per_unit(run, 1) for key, run in variants.items()}, sizes.repeats)
+
+    def overhead(key: str) -> list[float]:
+        return [max(x - y, 1e-9) / native_calls for x, y in zip(results[key], results["none"])]
+
+    per_call = {key: statistics.median(overhead(key)) for key in ("fasthost", "no call sites", "minimal")}
+    vs_minimal = statistics.median(f / m for f, m in zip(overhead("fasthost"), overhead("minimal")))
+    bare = statistics.median(f / m for f, m in zip(overhead("no call sites"), overhead("minimal")))
+    sites_cost = statistics.median(f / m for f, m in zip(overhead("fasthost"), overhead("no call sites")))
+
+    profilers = Profilers()
+    mixed_variants = {"none": mixed, "fasthost": under(mixed), "cProfile": profilers.cprofile(mixed)}
+    mixed_results = turns({key: per_unit(run, 1) for key, run in mixed_variants.items()}, sizes.repeats)
+    slowdown = medians({k: [x / y for x, y in zip(v, mixed_results["none"])] for k, v in mixed_results.items()})
+    vs_cprofile = median_ratio(mixed_results, "cProfile", "fasthost")
+    cprofile_sees = "yes" if profilers.sees("cProfile", "add") else "no"
+    fasthost_sees = "yes" if "numpy.add" in fasthost.snapshot().targets["symbol"].tolist() else "no"
+    return [
+        Row(
+            f"{name} per native call ({version})",
+            "ns/call",
+            per_call["fasthost"],
+            {MINIMAL_NAME: per_call["minimal"], "without call sites": per_call["no call sites"]},
+            vs_minimal,
+            "fasthost overhead / minimal recorder's",
+            "≤ 1.2x",
+            vs_minimal <= 1.2,
+            note=f"without call sites {bare:.2f}x the minimal recorder; call sites cost {sites_cost:.2f}x",
+        ),
+        Row(
+            f"{name} vs cProfile, calls and a Python function ({version})",
+            "x slowdown",
+            slowdown["fasthost"],
+            {"cProfile": slowdown["cProfile"]},
+            vs_cprofile,
+            "cProfile / fasthost",
+            "> 1x",
+            vs_cprofile > 1,
+            note=f"ufunc calls seen: fasthost {fasthost_sees}, cProfile {cprofile_sees}",
+        ),
+    ]
 
 
 def scaling(sizes: Sizes) -> tuple[Row, dict[str, dict[int, float]]]:
@@ -597,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         step("builtins")
         rows += builtins_loop(sizes)
+        step("native")
+        rows += native_loop(sizes)
         step("threads")
         row, throughput = scaling(sizes)
         rows.append(row)

@@ -12,6 +12,11 @@ from time import monotonic_ns as _now
 
 from fasthost.hresult import HResult
 
+import sys
+
+cdef extern from "_testing_native.h":
+    object fh_minimal_monitor_callback(int i)
+
 cdef extern from "_testing_native.h" nogil:
     int fasthost_import() except -1 with gil
     enum:
@@ -216,6 +221,26 @@ def minimal_profile_hook(bint on):
     that capture_builtins is measured against."""
     if fh_minimal_profile(on) != 0:
         raise MemoryError()
+
+
+def minimal_monitor(bint on, int tool=5):
+    """Turns on (or off) a minimal C sys.monitoring recorder under tool id
+    ``tool`` (Python 3.12+): the minimal hand-written leave at every call of
+    anything but a Python function and enter at its C_RETURN/C_RAISE. The
+    floor that capture_native is measured against (bench/ only)."""
+    monitoring = sys.monitoring
+    events = monitoring.events
+    if on:
+        monitoring.use_tool_id(tool, "fasthost minimal recorder")
+        monitoring.register_callback(tool, events.CALL, fh_minimal_monitor_callback(0))
+        monitoring.register_callback(tool, events.C_RETURN, fh_minimal_monitor_callback(1))
+        monitoring.register_callback(tool, events.C_RAISE, fh_minimal_monitor_callback(1))
+        monitoring.set_events(tool, events.CALL | events.C_RETURN | events.C_RAISE)
+    else:
+        monitoring.set_events(tool, 0)
+        for event in (events.CALL, events.C_RETURN, events.C_RAISE):
+            monitoring.register_callback(tool, event, None)
+        monitoring.free_tool_id(tool)
 
 
 _PAIR_KINDS = {"fasthost": 0, "minimal": 1, "mutex": 2, "atomic": 3}

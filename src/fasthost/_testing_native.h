@@ -181,6 +181,53 @@ static int fh_minimal_profile(int on)
     return 0;
 }
 
+/* The floor of capture_native on 3.12+ (docs/protocol.md §5): two C
+ * sys.monitoring callbacks doing only the minimal leave on a call that will
+ * report C_RETURN (anything but a Python function) and the minimal enter at
+ * its C_RETURN / C_RAISE: two timestamps, a push/pop, a histogram
+ * increment. */
+#if PY_VERSION_HEX >= 0x030C0000
+static PyObject *fh_minimal_on_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    PyObject *callable = args[2];
+    if (nargs >= 3 && !PyFunction_Check(callable) &&
+        !(PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))) &&
+        fh_minimal->depth < FH_MINIMAL_DEPTH)
+        fh_minimal_leave((size_t)callable);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fh_minimal_on_c_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    (void)args;
+    (void)nargs;
+    if (fh_minimal->depth > 0)
+        fh_minimal_enter();
+    Py_RETURN_NONE;
+}
+#else
+static PyObject *fh_minimal_on_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self, (void)args, (void)nargs;
+    Py_RETURN_NONE;
+}
+#define fh_minimal_on_c_return fh_minimal_on_call
+#endif
+
+static PyMethodDef fh_minimal_monitor_callbacks[] = {
+    {"minimal_on_call", (PyCFunction)(void (*)(void))fh_minimal_on_call, METH_FASTCALL, "CALL"},
+    {"minimal_on_c_return", (PyCFunction)(void (*)(void))fh_minimal_on_c_return, METH_FASTCALL, "C_RETURN"},
+};
+
+static PyObject *fh_minimal_monitor_callback(int i)
+{
+    if (!fh_minimal_ready())
+        return PyErr_NoMemory();
+    return PyCFunction_New(&fh_minimal_monitor_callbacks[i], NULL);
+}
+
 /* ---- peers for bench/: recorders that share state between threads ------ */
 
 /* What a recorder without per-thread state does: one histogram for every

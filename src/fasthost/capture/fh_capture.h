@@ -19,6 +19,9 @@
 #define FASTHOST_CAPTURE_H
 
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h> /* PyFrameObject's fields (f_code, f_lasti) before 3.11 */
+#endif
 #include <link.h>
 #include "fh_runtime.h"
 

@@ -50,10 +50,13 @@ static uintptr_t fh_mon_target(PyObject *callable, int mode)
 {
     PyTypeObject *type = Py_TYPE(callable);
     uintptr_t target = 0;
-    if (PyCFunction_Check(callable)) {
+    /* The exact types first: PyCFunction_Check walks the MRO otherwise. */
+    if (type == &PyCFunction_Type || type == &PyCMethod_Type) {
         target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     } else if (type == &PyMethodDescr_Type || type == &PyClassMethodDescr_Type) {
         target = (uintptr_t)((PyMethodDescrObject *)callable)->d_method->ml_meth;
+    } else if (PyCFunction_Check(callable)) { /* subclasses: Cython's functions */
+        target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     } else if (mode != FH_MON_NATIVE) {
         return 0;
     } else if (fh_mon_cfuncptr != NULL && PyObject_TypeCheck(callable, fh_mon_cfuncptr)) {
@@ -83,10 +86,14 @@ static PyObject *fh_mon_drained;
 
 static inline int fh_mon_python_depth(void)
 {
-    return PyThreadState_Get()->py_recursion_remaining;
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked()->py_recursion_remaining;
+#else
+    return _PyThreadState_UncheckedGet()->py_recursion_remaining;
+#endif
 }
 
-/* Remembers an open; 0 (and nothing may be opened) without memory. */
+/* Remembers an open; NULL (and nothing may be opened) without memory. */
 static inline fh_hook_entry *fh_mon_push(uintptr_t closer, uint32_t kind, uint32_t where, int depth)
 {
     if (!fh_hook_push(&fh_hook_own, closer, kind))
@@ -97,53 +104,51 @@ static inline fh_hook_entry *fh_mon_push(uintptr_t closer, uint32_t kind, uint32
     return entry;
 }
 
-/* Closes the entry on top of the thread's stack if it is the one opened at
- * this place; 1 if it did. */
-static inline int fh_mon_close(uintptr_t closer, uint32_t kind, uint32_t where)
+/* A draining capture whose last frame just closed gives its tool id back. */
+static FH_NOINLINE void fh_mon_after_drain_close(void)
 {
-    fh_hook_stack *hs = &fh_hook_own;
-    if (hs->count == 0)
-        return 0;
-    const fh_hook_entry *top = &hs->entries[hs->count - 1u];
-    if (top->closer != closer || top->kind != kind || top->where != where || top->depth != fh_mon_python_depth())
-        return 0;
-    uintptr_t site = top->site;
-    __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-    if (kind == FH_HOOK_CALLBACK)
-        fh_reverse_leave_runtime();
-    else if (site != 0)
-        fh_enter_runtime_at(site, where);
-    else
-        fh_enter_runtime();
-    if (FH_UNLIKELY(fh_mon_mode == 0) && hs->count == 0 && fh_mon_drained != NULL && fh_hook_all_closed()) {
-        PyObject *drained = fh_mon_drained;
-        fh_mon_drained = NULL;
-        PyObject *result = PyObject_CallNoArgs(drained);
-        if (result == NULL)
-            PyErr_WriteUnraisable(drained);
-        Py_XDECREF(result);
-        Py_DECREF(drained);
-    }
-    return 1;
+    if (fh_hook_own.count != 0 || fh_mon_drained == NULL || !fh_hook_all_closed())
+        return;
+    PyObject *drained = fh_mon_drained;
+    fh_mon_drained = NULL;
+    PyObject *result = PyObject_CallNoArgs(drained);
+    if (result == NULL)
+        PyErr_WriteUnraisable(drained);
+    Py_XDECREF(result);
+    Py_DECREF(drained);
 }
 
-static uint32_t fh_mon_offset(PyObject *offset) { return (uint32_t)PyLong_AsUnsignedLong(offset); }
+/* The offset argument of an event: a small int, read without a call. */
+static inline uint32_t fh_mon_offset(PyObject *offset)
+{
+    if (FH_LIKELY(PyUnstable_Long_IsCompact((PyLongObject *)offset)))
+        return (uint32_t)PyUnstable_Long_CompactValue((PyLongObject *)offset);
+    return (uint32_t)PyLong_AsUnsignedLong(offset);
+}
 
-/* CALL(code, offset, callable, arg0) */
+/* CALL(code, offset, callable, arg0). A call's frame is closed by the
+ * C_RETURN / C_RAISE at the same code and offset: calls at one place nest
+ * (recursion through a callback), so the newest entry is always the one
+ * that returns first. For that, a call that opens nothing while others are
+ * open (a Python class, or any call while draining) leaves a placeholder. */
 static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    int mode = fh_mon_mode;
-    if (nargs < 3 || mode == 0)
+    if (FH_UNLIKELY(nargs < 3))
         Py_RETURN_NONE;
     PyObject *callable = args[2];
-    /* A Python function: PY_START tells whether it is a callback. */
-    if (PyFunction_Check(callable) || (PyMethod_Check(callable) && PyFunction_Check(PyMethod_GET_FUNCTION(callable))))
+    /* A Python function: no C_RETURN; PY_START tells whether it is a callback. */
+    if (Py_IS_TYPE(callable, &PyFunction_Type) ||
+        (Py_IS_TYPE(callable, &PyMethod_Type) && Py_IS_TYPE(PyMethod_GET_FUNCTION(callable), &PyFunction_Type)))
         Py_RETURN_NONE;
-    uintptr_t target = fh_mon_target(callable, mode);
-    if (target == 0)
+    int mode = fh_mon_mode;
+    uintptr_t target = mode != 0 ? fh_mon_target(callable, mode) : 0;
+    if (target == 0) {
+        if (fh_hook_own.count != 0)
+            fh_mon_push((uintptr_t)args[0], FH_HOOK_UNOPENED, fh_mon_offset(args[1]), 0);
         Py_RETURN_NONE;
-    fh_hook_entry *entry = fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), fh_mon_python_depth());
+    }
+    fh_hook_entry *entry = fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), 0);
     if (entry == NULL)
         Py_RETURN_NONE;
     if (fh_sites_on) {
@@ -158,8 +163,23 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_
 static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs >= 2)
-        fh_mon_close((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]));
+    fh_hook_stack *hs = &fh_hook_own;
+    if (nargs < 2 || hs->count == 0)
+        Py_RETURN_NONE;
+    const fh_hook_entry *top = &hs->entries[hs->count - 1u];
+    if (top->closer != (uintptr_t)args[0] || top->kind == FH_HOOK_CALLBACK || top->where != fh_mon_offset(args[1]))
+        Py_RETURN_NONE;
+    uint32_t kind = top->kind, where = top->where;
+    uintptr_t site = top->site;
+    __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
+    if (kind == FH_HOOK_BUILTIN) {
+        if (site != 0)
+            fh_enter_runtime_at(site, where);
+        else
+            fh_enter_runtime();
+    }
+    if (FH_UNLIKELY(fh_mon_mode == 0))
+        fh_mon_after_drain_close();
     Py_RETURN_NONE;
 }
 
@@ -173,12 +193,22 @@ static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
-/* PY_RETURN / PY_YIELD / PY_UNWIND (code, offset, value) */
+/* PY_RETURN / PY_YIELD / PY_UNWIND (code, offset, value). A callback is
+ * closed by its own frame's exit: the same code at the same Python stack
+ * depth (a function calling itself from Python is no callback). */
 static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs >= 1)
-        fh_mon_close((uintptr_t)args[0], FH_HOOK_CALLBACK, 0);
+    fh_hook_stack *hs = &fh_hook_own;
+    if (nargs < 1 || hs->count == 0)
+        Py_RETURN_NONE;
+    const fh_hook_entry *top = &hs->entries[hs->count - 1u];
+    if (top->closer != (uintptr_t)args[0] || top->kind != FH_HOOK_CALLBACK || top->depth != fh_mon_python_depth())
+        Py_RETURN_NONE;
+    __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
+    fh_reverse_leave_runtime();
+    if (FH_UNLIKELY(fh_mon_mode == 0))
+        fh_mon_after_drain_close();
     Py_RETURN_NONE;
 }
 

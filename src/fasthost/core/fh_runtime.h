@@ -257,6 +257,7 @@ typedef struct fh_thread {
     uint32_t site_mask;
     uint32_t unused_site;
     uint64_t sites_dropped;
+    struct fh_site *recent_sites[16]; /* FH_RECENT_SITES */
 
     /* Open frames that are not in `stack`: the runs set aside below it,
      * and the unrecorded opens counted in its frames' tags. */
@@ -489,6 +490,15 @@ static FH_NOINLINE void fh_record_nested(fh_thread *ts, fh_target *t, uint64_t i
 
 /* ---- call sites ------------------------------------------------------------ */
 
+#define FH_RECENT_SITES 16u
+
+/* The slot of a call site in fh_thread.recent_sites: a loop calling a few
+ * builtins from a few places finds them there, on the fast close. */
+static inline uint32_t fh_site_slot(uint64_t code, uint32_t where)
+{
+    return (uint32_t)((code >> 4) ^ where ^ (where >> 4)) & (FH_RECENT_SITES - 1u);
+}
+
 static inline uint32_t fh_site_hash(uint64_t code, uint32_t where, uint64_t target, uint32_t mask)
 {
     uint64_t key = code ^ ((uint64_t)where << 40) ^ (target * 0x9E3779B97F4A7C15ull);
@@ -551,6 +561,15 @@ static fh_site *fh_site_lookup(fh_thread *ts, uint64_t code, uint32_t where, uin
     return site;
 }
 
+FH_INLINE void fh_site_add(fh_site *site, uint64_t inclusive, uint64_t exclusive)
+{
+    fh_bump(&site->calls, 1);
+    fh_bump(&site->total_ns, inclusive);
+    fh_bump(&site->exclusive_ns, exclusive);
+    uint32_t *bucket = &site->counts[fh_bucket_index(inclusive, FH_SITE_PRECISION)];
+    fh_store(bucket, *bucket + 1u);
+}
+
 static FH_NOINLINE void fh_site_record(fh_thread *ts, uint64_t code, uint32_t where, uint64_t target,
                                        uint64_t inclusive, uint64_t exclusive)
 {
@@ -561,11 +580,8 @@ static FH_NOINLINE void fh_site_record(fh_thread *ts, uint64_t code, uint32_t wh
         fh_bump(&ts->sites_dropped, 1);
         return;
     }
-    fh_bump(&site->calls, 1);
-    fh_bump(&site->total_ns, inclusive);
-    fh_bump(&site->exclusive_ns, exclusive);
-    uint32_t *bucket = &site->counts[fh_bucket_index(inclusive, FH_SITE_PRECISION)];
-    fh_store(bucket, *bucket + 1u);
+    ts->recent_sites[fh_site_slot(code, where)] = site; /* for the fast close */
+    fh_site_add(site, inclusive, exclusive);
 }
 
 /* Adds `n` relaxed-loaded counts from `src` into `dst`. */
@@ -789,6 +805,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     ts->site_table = NULL;
     ts->site_mask = 0;
     ts->sites_dropped = 0;
+    memset(ts->recent_sites, 0, sizeof(ts->recent_sites));
     memset(ts->recent, 0, sizeof(ts->recent));
 
     ts->precision = cfg->precision;
@@ -1194,38 +1211,48 @@ static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t wher
     return fh_enter_account(ts, t, inclusive, exclusive);
 }
 
-static FH_NOINLINE int fh_enter_runtime_full(uint64_t now) { return fh_enter_close(now, 0, 0); }
-
-/* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
-FH_INLINE int fh_enter_runtime(void)
+/* The fast close, with the call site (code, where) when code is not 0:
+ * for the plain EnterRuntime the compiler drops every site line. */
+FH_INLINE int fh_enter_fast(uint64_t code, uint32_t where)
 {
     fh_thread *ts = fh_current;
     if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate)))
-        return fh_enter_runtime_full(0);
+        return fh_enter_close(0, code, where);
     /* Timestamp first (after the gate check), for the same reason. */
     uint64_t now = fh_clock_ticks(&ts->clock);
     uint32_t depth = ts->depth;
     if (FH_UNLIKELY(depth - 1u >= ts->capacity))
-        return fh_enter_runtime_full(now);
+        return fh_enter_close(now, code, where);
     fh_frame *frame = &ts->stack[depth - 1u];
     /* One comparison of the tag: a U frame with no unrecorded open on it. */
     if (FH_UNLIKELY(frame->tag != FH_FRAME_UNMANAGED || frame->child_ns != 0))
-        return fh_enter_runtime_full(now);
-    uint64_t inclusive = fh_frame_ns(ts, frame, now);
+        return fh_enter_close(now, code, where);
     fh_target *t = frame->target;
+    fh_site *site = NULL;
+    if (code != 0) {
+        site = ts->recent_sites[fh_site_slot(code, where)];
+        if (FH_UNLIKELY(site == NULL || site->code != code || site->where != where || site->target != t->address))
+            return fh_enter_close(now, code, where);
+    }
+    uint64_t inclusive = fh_frame_ns(ts, frame, now);
     uint32_t index = fh_bucket_index(inclusive, ts->precision);
     uint64_t *row = t->rows[index >> ts->precision];
     if (FH_UNLIKELY(row == NULL))
-        return fh_enter_runtime_full(now);
+        return fh_enter_close(now, code, where);
     fh_pop(ts, frame, depth, inclusive);
     fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
+    if (code != 0)
+        fh_site_add(site, inclusive, inclusive);
     return fh_enter_account(ts, t, inclusive, inclusive);
 }
+
+/* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
+FH_INLINE int fh_enter_runtime(void) { return fh_enter_fast(0, 0); }
 
 /* EnterRuntime for a capture that knows where the call was made: the
  * caller's code object and the call's offset in it, recorded as a call
  * site of the frame's target. */
-FH_INLINE int fh_enter_runtime_at(uint64_t code, uint32_t where) { return fh_enter_close(0, code, where); }
+FH_INLINE int fh_enter_runtime_at(uint64_t code, uint32_t where) { return fh_enter_fast(code, where); }
 
 /* ReverseEnterRuntime: unmanaged code calls back into managed code. */
 FH_INLINE int fh_reverse_enter_runtime(void)
