@@ -236,3 +236,180 @@ def test_a_builtin_in_a_stripped_binary_is_named_after_its_python_function(sessi
             stripped_module.twice(i)
     snap = fasthost.snapshot()
     assert calls_of(snap, "fh_stripped.twice") == 6
+
+
+# ---- what a skeptical user broke once (kept as regression guards) -----------
+
+
+def test_setrecursionlimit_inside_a_capture_leaves_nothing_open():
+    limit = sys.getrecursionlimit()
+    fasthost.start(clock="monotonic")
+    try:
+        with fasthost.capture_native():
+            sorted([2, 1], key=lambda v: sys.setrecursionlimit(limit + 1000) or v)
+            math_calls = [abs(-1) for _ in range(3)]
+        depth = fasthost.depth()
+        snap = fasthost.snapshot()
+    finally:
+        sys.setrecursionlimit(limit)
+        fasthost.stop()
+    assert (depth, math_calls) == (0, [1, 1, 1])
+    assert calls_of(snap, "sys.setrecursionlimit") == 2
+    assert int(snap.threads["callback_calls"].sum()) == 2
+    assert snap.totals["results"]["HOST_E_ABANDONED"] == 0
+    if MONITORING:
+        assert _core._monitor_tool_id() is None
+
+
+def test_a_bound_builtin_called_with_star_args_leaves_nothing_open(session):
+    import types
+
+    bound = types.MethodType(len, [1, 2, 3])
+    with fasthost.capture_native():
+        for _ in range(3):
+            bound(*())
+    assert fasthost.depth() == 0
+    assert fasthost.snapshot().totals["results"]["HOST_E_ABANDONED"] == 0
+
+
+@needs_monitoring
+def test_a_call_whose_return_never_comes_is_abandoned_when_its_caller_returns(session):
+    monitoring = sys.monitoring
+    other = next(t for t in (1, 0) if monitoring.get_tool(t) is None)
+
+    class Interrupt(Exception):
+        pass
+
+    armed = [False]
+
+    def on_call(code, offset, callable_, arg0):
+        if armed[0] and callable_ is abs:
+            armed[0] = False
+            raise Interrupt  # after fasthost's callback opened the frame
+
+    def caller():
+        armed[0] = True
+        try:
+            abs(-1)
+        except Interrupt:
+            pass
+        return fasthost.depth()
+
+    monitoring.use_tool_id(other, "raiser")
+    monitoring.register_callback(other, monitoring.events.CALL, on_call)
+    monitoring.set_events(other, monitoring.events.CALL)
+    try:
+        with fasthost.capture_native():
+            inside = caller()
+            after = fasthost.depth()
+    finally:
+        monitoring.set_events(other, 0)
+        monitoring.free_tool_id(other)
+    assert (inside, after) == (1, 0)
+    assert fasthost.snapshot().totals["results"]["HOST_E_ABANDONED"] == 1
+    assert _core._monitor_tool_id() is None
+
+
+@needs_monitoring
+def test_a_tool_id_freed_by_someone_else_is_left_to_its_new_owner(session):
+    monitoring = sys.monitoring
+    capture = fasthost.capture_native().start()
+    tool = _core._monitor_tool_id()
+    monitoring.free_tool_id(tool)
+    monitoring.use_tool_id(tool, "victim")
+    monitoring.set_events(tool, monitoring.events.PY_START)
+    try:
+        capture.stop()
+        with fasthost.capture_native():
+            pass
+        assert monitoring.get_tool(tool) == "victim"
+        assert monitoring.get_events(tool) == monitoring.events.PY_START
+    finally:
+        monitoring.set_events(tool, 0)
+        monitoring.free_tool_id(tool)
+
+
+@needs_monitoring
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_another_thread_is_inside_a_call_gives_the_tool_id_back():
+    fasthost.start(clock="monotonic")
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)
+    capture = fasthost.capture_native().start()
+    worker.start()
+    _wait_until_blocked(worker)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only this thread lives on
+        try:
+            capture.stop()
+            with fasthost.capture_native():
+                abs(-1)
+            os.write(write, repr(sys.monitoring.get_tool(3) or sys.monitoring.get_tool(4)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child_says = os.read(read, 100).decode()
+    os.close(read)
+    capture.stop()
+    release.set()
+    worker.join()
+    fasthost.stop()
+    assert child_says == "None"
+
+
+def test_equal_code_objects_from_two_files_are_two_call_sites(session):
+    source = "abs(-1)\nabs(-2)\n"
+    with fasthost.capture_native():
+        exec(compile(source, "<first>", "exec"), {})
+        exec(compile(source, "<second>", "exec"), {})
+    snap = fasthost.snapshot()
+    rows = snap.callsites[snap.callsites["target"] == _core._callable_target(abs)]
+    assert sorted((str(r["file"]), int(r["line"]), int(r["calls"])) for r in rows) == [
+        ("<first>", 1, 1), ("<first>", 2, 1), ("<second>", 1, 1), ("<second>", 2, 1)
+    ]  # fmt: skip
+
+
+@needs_monitoring
+def test_numpy_array_functions_are_each_their_own_target(session):
+    a = np.arange(3.0)
+    with fasthost.capture_native():
+        for _ in range(10):
+            np.dot(a, a)
+        for _ in range(7):
+            np.concatenate([a, a])
+    snap = fasthost.snapshot()
+    assert (calls_of(snap, "numpy.dot"), calls_of(snap, "numpy.concatenate")) == (10, 7)
+
+
+@needs_monitoring
+def test_cffi_functions_are_named_after_the_c_function(session):
+    cffi = pytest.importorskip("cffi")
+    ffi = cffi.FFI()
+    ffi.cdef("double cos(double); double sin(double);")
+    libm = ffi.dlopen(ctypes.util.find_library("m"))
+    with fasthost.capture_native():
+        for _ in range(10):
+            libm.cos(0.5)
+        for _ in range(5):
+            libm.sin(0.5)
+    snap = fasthost.snapshot()
+    assert (calls_of(snap, "libm.so.6!cos"), calls_of(snap, "libm.so.6!sin")) == (10, 5)
+
+
+def test_native_with_ctypes_counts_each_ctypes_call_once(tmp_path):
+    from fasthost.captures import parse_captures
+
+    assert parse_captures("ctypes,native,cffi,builtins") == ["native"]
+
+
+def test_a_snapshot_taken_under_a_capture_records_none_of_its_own_work(session):
+    with fasthost.capture_native():
+        abs(-1)
+        first = fasthost.snapshot()
+        second = fasthost.snapshot()
+        second.report()
+        third = fasthost.snapshot()
+    calls = [int(s.targets["calls"].sum()) for s in (first, second, third)]
+    assert calls[0] == calls[1] == calls[2]

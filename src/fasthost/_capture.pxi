@@ -36,9 +36,12 @@ cdef extern from "fh_capture.h":
     int fh_hook_audit_once() except -1
 
     int fh_sites_on
+    int fh_hook_paused
     PyObject *fh_site_codes
     uint64_t fh_site_codes_age
-    int PyCode_Addr2Line(PyObject *code, int offset)
+    ctypedef struct PyCodeObject:
+        pass
+    int PyCode_Addr2Line(PyCodeObject *code, int offset)
 
     int fh_ctypes_instrument_type(PyTypeObject *type, PyTypeObject *cfuncptr) except -1
     size_t fh_ctypes_address(object funcptr)
@@ -266,10 +269,10 @@ def _builtins_hook_lost():
 
 # ---- call sites -------------------------------------------------------------------
 
-# The code objects call sites were recorded in, alive as long as the
-# session's data (emptied by start() and reset()): an address in the core's
-# site records always names the same code.
-_site_codes = set()
+# The code objects call sites were recorded in, by address, alive as long
+# as the session's data (emptied by start() and reset()): an address in the
+# core's site records always names the same code.
+_site_codes = {}
 fh_site_codes = <PyObject *>_site_codes
 
 
@@ -288,11 +291,26 @@ def _site_codes_clear():
 
 def _site_code_objects():
     """Address -> code object, for every code a call site was recorded in."""
-    return {id(code): code for code in _site_codes}
+    return dict(_site_codes)
+
+
+def _pause():
+    """Stops the captures recording this thread's calls (fasthost's own
+    work: a snapshot, a report) until ``_resume``; returns what to pass it."""
+    global fh_hook_paused
+    outer = fh_hook_paused
+    fh_hook_paused = 1
+    return outer
+
+
+def _resume(int outer):
+    """Undoes ``_pause`` (given what it returned)."""
+    global fh_hook_paused
+    fh_hook_paused = outer
 
 
 def _code_line(code, int offset):
     """The source line of the instruction at byte ``offset`` in ``code``."""
     if not isinstance(code, types.CodeType):
         raise TypeError(f"_code_line needs a code object, not {type(code).__name__}")
-    return PyCode_Addr2Line(<PyObject *>code, offset)
+    return PyCode_Addr2Line(<PyCodeObject *><PyObject *>code, offset)

@@ -11,6 +11,8 @@ cdef extern from "fh_monitor.h":
     PyObject *fh_mon_drained
     PyTypeObject *fh_mon_cfuncptr
     PyTypeObject *fh_mon_ufunc
+    PyTypeObject *fh_mon_cffi_cdata
+    int fh_mon_call_function_ex
     ctypedef void (*destructor)(PyObject *)
     ctypedef struct PyTypeObjectDealloc "PyTypeObject":
         destructor tp_dealloc
@@ -29,6 +31,7 @@ MONITORING = bool(FH_HAVE_MONITORING)
 # 2 to profilers (cProfile) and 5 to optimizers; 3 and 4 are nobody's.
 _TOOL_IDS = (3, 4)
 _tool_id = None  # held from install until the last frame closes after remove
+_TOOL_NAME = "fasthost"
 
 
 class _PythonClass:
@@ -40,6 +43,12 @@ fh_mon_ufunc = <PyTypeObject *>np.ufunc
 import _ctypes
 
 fh_mon_cfuncptr = <PyTypeObject *>_ctypes.CFuncPtr
+try:
+    import _cffi_backend
+except ImportError:  # cffi is optional
+    _cffi_backend = None
+else:
+    fh_mon_cffi_cdata = <PyTypeObject *>_cffi_backend._CDataBase
 
 
 def _type_call_target(cls):
@@ -78,11 +87,17 @@ def _monitor_install(native):
         raise RuntimeError("sys.monitoring needs Python 3.12 or later")
     if fh_mon_mode:
         raise RuntimeError("the monitoring capture is already on")
+    global fh_mon_call_function_ex
+    import dis
+
+    fh_mon_call_function_ex = dis.opmap.get("CALL_FUNCTION_EX", -1)
     monitoring = sys.monitoring
+    if _tool_id is not None and monitoring.get_tool(_tool_id) != _TOOL_NAME:
+        _tool_id = None  # freed by someone else while draining: not ours any more
     if _tool_id is None:  # else: still draining the last capture, same id
         for tool in _TOOL_IDS:
             if monitoring.get_tool(tool) is None:
-                monitoring.use_tool_id(tool, "fasthost")
+                monitoring.use_tool_id(tool, _TOOL_NAME)
                 _tool_id = tool
                 break
         else:
@@ -103,10 +118,17 @@ def _monitor_remove():
     """Ends the capture: nothing more is opened; the closing events stay on
     until every thread's open frames are closed, then the tool id is given
     back (at once if none is open)."""
-    global fh_mon_mode, fh_mon_drained
+    global fh_mon_mode, fh_mon_drained, _tool_id
     if not fh_mon_mode:
         return
     fh_mon_mode = 0
+    if sys.monitoring.get_tool(_tool_id) != _TOOL_NAME:
+        # Freed by someone else mid-capture: no event reaches fasthost any
+        # more, so this thread's open frames are given up (another thread's
+        # stay open until it ends), and the id is left to its new owner.
+        fh_hook_abandon_all()
+        _tool_id = None
+        return
     events = sys.monitoring.events
     # C_RETURN and C_RAISE only come with CALL (which now opens nothing).
     closing = events.CALL | events.C_RETURN | events.C_RAISE | events.PY_RETURN | events.PY_YIELD | events.PY_UNWIND
@@ -133,6 +155,9 @@ def _monitor_release():
     if _tool_id is None or fh_mon_mode:
         return
     monitoring = sys.monitoring
+    if monitoring.get_tool(_tool_id) != _TOOL_NAME:
+        _tool_id = None  # not ours any more: leave it alone
+        return
     monitoring.set_events(_tool_id, 0)
     for event, _ in _monitor_events():
         monitoring.register_callback(_tool_id, event, None)

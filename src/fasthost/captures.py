@@ -21,8 +21,8 @@ def parse_captures(spec: str | None) -> list[str]:
     unknown = [c for c in chosen if c not in CAPTURES]
     if unknown:
         raise ValueError(f"takes {', '.join(CAPTURES)} or none, not {', '.join(unknown)}")
-    if "native" in chosen:  # it sees every builtin call too
-        chosen = [c for c in chosen if c != "builtins"]
+    if "native" in chosen:  # it sees these calls itself: each would count twice
+        chosen = [c for c in chosen if c not in ("builtins", "ctypes", "cffi")]
     return chosen
 
 

@@ -121,6 +121,9 @@ static int fh_hook_active;
 static int fh_hook_setting; /* fasthost itself is setting a profile hook */
 static FH_TLS uint64_t fh_hook_thread_generation;
 static FH_TLS fh_hook_stack fh_hook_own;
+/* Set while fasthost itself works on this thread (a snapshot, a report):
+ * the captures open nothing for its calls. */
+static FH_TLS int fh_hook_paused;
 static pthread_key_t fh_hook_stack_key; /* frees a thread's hook stack */
 /* Every thread's hook stack that has had entries: a capture that ended
  * knows from them when all its frames are closed. */
@@ -202,7 +205,7 @@ static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kin
  * same code when the snapshot names it. A thread remembers the last code
  * it added, so a loop calling builtins adds its code once. */
 static int fh_sites_on;
-static PyObject *fh_site_codes;    /* set of code objects; owned by _core */
+static PyObject *fh_site_codes;    /* {id(code): code}; owned by _core */
 static uint64_t fh_site_codes_age; /* bumped when the set is emptied */
 static FH_TLS PyObject *fh_site_last_code;
 static FH_TLS uint64_t fh_site_last_age;
@@ -211,7 +214,12 @@ static inline void fh_site_keep(PyObject *code)
 {
     if (code == fh_site_last_code && fh_site_last_age == fh_site_codes_age)
         return;
-    if (fh_site_codes == NULL || PySet_Add(fh_site_codes, code) < 0) {
+    /* By identity: equal code objects (the same source compiled twice,
+     * under two file names) are different places. */
+    PyObject *key = fh_site_codes != NULL ? PyLong_FromVoidPtr(code) : NULL;
+    int failed = key == NULL || PyDict_SetDefault(fh_site_codes, key, code) == NULL;
+    Py_XDECREF(key);
+    if (failed) {
         PyErr_Clear();
         return;
     }
@@ -241,7 +249,7 @@ static inline PyObject *fh_frame_site(PyFrameObject *frame, uint32_t *where)
  * only the registers it needs; the hook itself only dispatches. */
 static FH_NOINLINE int fh_hook_call(PyFrameObject *frame, PyObject *callable)
 {
-    if (!fh_hook_wants(callable))
+    if (!fh_hook_wants(callable) || fh_hook_paused)
         return 0;
     uintptr_t target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     if (!fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN))
@@ -388,6 +396,18 @@ static void fh_hook_thread_end(void *entries)
     free(entries);
 }
 
+/* In a forked child only the forking thread lives on: the others' hook
+ * stacks (whose frames will never close) leave the registry. */
+static void fh_hook_atfork_child(void)
+{
+    pthread_mutex_init(&fh_hook_stacks_lock, NULL);
+    fh_hook_stacks = NULL;
+    if (fh_hook_own.entries != NULL) {
+        fh_hook_own.next = NULL;
+        fh_hook_stacks = &fh_hook_own;
+    }
+}
+
 /* 1 when no thread has a frame of fasthost's hooks open. */
 static int fh_hook_all_closed(void)
 {
@@ -404,6 +424,8 @@ static int fh_hook_init(void)
 {
     dl_iterate_phdr(fh_find_own_code, (void *)(uintptr_t)&fh_profile_hook);
     if (pthread_key_create(&fh_hook_stack_key, fh_hook_thread_end) != 0)
+        return -1;
+    if (pthread_atfork(NULL, NULL, fh_hook_atfork_child) != 0)
         return -1;
     return fh_own_code_end != 0 ? 0 : -1;
 }

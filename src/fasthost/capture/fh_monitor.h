@@ -35,6 +35,15 @@
 
 static PyTypeObject *fh_mon_cfuncptr; /* _ctypes.CFuncPtr, or NULL */
 static PyTypeObject *fh_mon_ufunc;    /* numpy.ufunc, or NULL */
+static PyTypeObject *fh_mon_cffi_cdata; /* _cffi_backend._CDataBase, or NULL */
+
+/* The head of cffi's CDataObject (c/_cffi_backend.c): for a function
+ * pointer, c_data is the C function's address. */
+typedef struct {
+    PyObject_HEAD
+    void *c_type;
+    char *c_data;
+} fh_cffi_cdata_head;
 static destructor fh_mon_subtype_dealloc; /* the dealloc of classes defined in Python */
 
 /* Objects of classes written in Python: calling one runs Python code (its
@@ -46,6 +55,24 @@ static inline int fh_mon_own_code(uintptr_t code) { return code >= fh_own_code_s
 /* The target of a call to `callable`: 0 when the call is not a U frame
  * (fasthost's own functions, Python classes and their instances, or not a
  * builtin under FH_MON_BUILTINS). */
+/* Cython's function type (cython_function_or_method), found by name the
+ * first time one is called; its objects start as a PyCFunctionObject. */
+static PyTypeObject *fh_mon_cyfunction;
+
+static int fh_mon_is_cyfunction(PyTypeObject *type)
+{
+    if (type == fh_mon_cyfunction)
+        return 1;
+    if (fh_mon_cyfunction != NULL || type->tp_call != PyVectorcall_Call)
+        return 0;
+    const char *name = strrchr(type->tp_name, '.');
+    if (strcmp(name != NULL ? name + 1 : type->tp_name, "cython_function_or_method") != 0)
+        return 0;
+    fh_mon_cyfunction = type;
+    return 1;
+}
+
+static uintptr_t fh_mon_target(PyObject *callable, int mode);
 static uintptr_t fh_mon_target(PyObject *callable, int mode)
 {
     PyTypeObject *type = Py_TYPE(callable);
@@ -55,19 +82,31 @@ static uintptr_t fh_mon_target(PyObject *callable, int mode)
         target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     } else if (type == &PyMethodDescr_Type || type == &PyClassMethodDescr_Type) {
         target = (uintptr_t)((PyMethodDescrObject *)callable)->d_method->ml_meth;
-    } else if (PyCFunction_Check(callable)) { /* subclasses: Cython's functions */
+    } else if (PyCFunction_Check(callable) || fh_mon_is_cyfunction(type)) {
+        /* Subclasses, and Cython's functions, which begin the same way. */
         target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     } else if (mode != FH_MON_NATIVE) {
         return 0;
-    } else if (fh_mon_cfuncptr != NULL && PyObject_TypeCheck(callable, fh_mon_cfuncptr)) {
-        return fh_ctypes_address(callable); /* the foreign function itself */
-    } else if (type == fh_mon_ufunc) {
-        return (uintptr_t)callable; /* each ufunc is its own target */
+    } else if (type == &PyMethod_Type) {
+        /* A bound method of something native: what it wraps. */
+        PyObject *function = PyMethod_GET_FUNCTION(callable);
+        return Py_IS_TYPE(function, &PyMethod_Type) ? 0 : fh_mon_target(function, mode);
     } else if (PyType_Check(callable)) {
         /* A C type: the type object, named after the type. */
         return fh_mon_python_class((PyTypeObject *)callable) ? 0 : (uintptr_t)callable;
+    } else if (fh_mon_own_code((uintptr_t)type->tp_call)) {
+        return 0; /* fasthost's own adapters: they record the call themselves */
+    } else if (fh_mon_cfuncptr != NULL && PyObject_TypeCheck(callable, fh_mon_cfuncptr)) {
+        return fh_ctypes_address(callable); /* the foreign function itself */
+    } else if (fh_mon_cffi_cdata != NULL && PyObject_TypeCheck(callable, fh_mon_cffi_cdata)) {
+        return (uintptr_t)((fh_cffi_cdata_head *)callable)->c_data; /* the C function */
     } else if (fh_mon_python_class(type)) {
-        return 0;
+        return 0; /* an instance of a class written in Python: Python code */
+    } else if (type->tp_call == PyVectorcall_Call || type == fh_mon_ufunc) {
+        /* Called through its own vectorcall slot (ufuncs, numpy's array
+         * functions, Cython and pybind11 functions): the type's call is
+         * generic, the object is the function. */
+        return (uintptr_t)callable;
     } else {
         /* An instance of a C type (itemgetter(1), partial(f)): the C
          * function that implements calling it. */
@@ -84,13 +123,17 @@ static int fh_mon_mode; /* 0: off or draining */
 /* Called (with the GIL) when a draining capture's last frame closes. */
 static PyObject *fh_mon_drained;
 
+/* The Python stack depth of the running frame: the limit minus what
+ * remains of it, so that sys.setrecursionlimit (which moves both) does not
+ * change it. */
 static inline int fh_mon_python_depth(void)
 {
 #if PY_VERSION_HEX >= 0x030D0000
-    return PyThreadState_GetUnchecked()->py_recursion_remaining;
+    PyThreadState *tstate = PyThreadState_GetUnchecked();
 #else
-    return _PyThreadState_UncheckedGet()->py_recursion_remaining;
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
 #endif
+    return tstate->py_recursion_limit - tstate->py_recursion_remaining;
 }
 
 /* Remembers an open; NULL (and nothing may be opened) without memory. */
@@ -118,6 +161,23 @@ static FH_NOINLINE void fh_mon_after_drain_close(void)
     Py_DECREF(drained);
 }
 
+/* CALL_FUNCTION_EX (f(*args)) reports CALL for a bound method and then no
+ * C_RETURN (3.13): such a call must open nothing. Its opcode is set by
+ * _core from dis.opmap; the original bytes come from co_code. */
+static int fh_mon_call_function_ex = -1;
+
+static FH_NOINLINE int fh_mon_is_call_function_ex(PyObject *code, uint32_t offset)
+{
+    PyObject *bytes = PyCode_GetCode((PyCodeObject *)code);
+    if (bytes == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int opcode = offset < (uint32_t)PyBytes_GET_SIZE(bytes) ? (unsigned char)PyBytes_AS_STRING(bytes)[offset] : -1;
+    Py_DECREF(bytes);
+    return opcode == fh_mon_call_function_ex;
+}
+
 /* The offset argument of an event: a small int, read without a call. */
 static inline uint32_t fh_mon_offset(PyObject *offset)
 {
@@ -141,14 +201,17 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_
     if (Py_IS_TYPE(callable, &PyFunction_Type) ||
         (Py_IS_TYPE(callable, &PyMethod_Type) && Py_IS_TYPE(PyMethod_GET_FUNCTION(callable), &PyFunction_Type)))
         Py_RETURN_NONE;
+    if (FH_UNLIKELY(Py_IS_TYPE(callable, &PyMethod_Type)) && fh_mon_is_call_function_ex(args[0], fh_mon_offset(args[1])))
+        Py_RETURN_NONE;
     int mode = fh_mon_mode;
-    uintptr_t target = mode != 0 ? fh_mon_target(callable, mode) : 0;
+    uintptr_t target = mode != 0 && !fh_hook_paused ? fh_mon_target(callable, mode) : 0;
     if (target == 0) {
         if (fh_hook_own.count != 0)
-            fh_mon_push((uintptr_t)args[0], FH_HOOK_UNOPENED, fh_mon_offset(args[1]), 0);
+            fh_mon_push((uintptr_t)args[0], FH_HOOK_UNOPENED, fh_mon_offset(args[1]), fh_mon_python_depth());
         Py_RETURN_NONE;
     }
-    fh_hook_entry *entry = fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), 0);
+    fh_hook_entry *entry =
+        fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), fh_mon_python_depth());
     if (entry == NULL)
         Py_RETURN_NONE;
     if (fh_sites_on) {
@@ -200,11 +263,26 @@ static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, Py_ssiz
 {
     (void)self;
     fh_hook_stack *hs = &fh_hook_own;
-    if (nargs < 1 || hs->count == 0)
+    if (nargs < 1 || hs->count == 0 || hs->entries[hs->count - 1u].closer != (uintptr_t)args[0])
         Py_RETURN_NONE;
+    int depth = fh_mon_python_depth();
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
-    if (top->closer != (uintptr_t)args[0] || top->kind != FH_HOOK_CALLBACK || top->depth != fh_mon_python_depth())
+    /* A call this very frame made that never reported its return (another
+     * tool's CALL callback raised, or CPython reports no C_RETURN for it):
+     * its frame is abandoned now that the caller is leaving. */
+    while (top->kind != FH_HOOK_CALLBACK && top->closer == (uintptr_t)args[0] && top->depth == depth) {
+        if (top->kind == FH_HOOK_BUILTIN)
+            fh_abandon_entry(top->position);
+        __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
+        if (hs->count == 0)
+            break;
+        top = &hs->entries[hs->count - 1u];
+    }
+    if (hs->count == 0 || top->closer != (uintptr_t)args[0] || top->kind != FH_HOOK_CALLBACK || top->depth != depth) {
+        if (FH_UNLIKELY(fh_mon_mode == 0))
+            fh_mon_after_drain_close();
         Py_RETURN_NONE;
+    }
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
     fh_reverse_leave_runtime();
     if (FH_UNLIKELY(fh_mon_mode == 0))
@@ -225,6 +303,7 @@ static PyObject *fh_mon_callback(int i) { return PyCFunction_New(&fh_mon_callbac
 #else
 #define FH_HAVE_MONITORING 0
 static int fh_mon_mode;
+static int fh_mon_call_function_ex;
 static PyObject *fh_mon_drained;
 static PyObject *fh_mon_callback(int i) { (void)i; Py_RETURN_NONE; }
 #endif

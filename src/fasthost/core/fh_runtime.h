@@ -257,7 +257,7 @@ typedef struct fh_thread {
     uint32_t site_mask;
     uint32_t unused_site;
     uint64_t sites_dropped;
-    struct fh_site *recent_sites[16]; /* FH_RECENT_SITES */
+    struct fh_site *recent_sites[64]; /* FH_RECENT_SITES */
 
     /* Open frames that are not in `stack`: the runs set aside below it,
      * and the unrecorded opens counted in its frames' tags. */
@@ -490,13 +490,15 @@ static FH_NOINLINE void fh_record_nested(fh_thread *ts, fh_target *t, uint64_t i
 
 /* ---- call sites ------------------------------------------------------------ */
 
-#define FH_RECENT_SITES 16u
+#define FH_RECENT_SITES 64u
 
-/* The slot of a call site in fh_thread.recent_sites: a loop calling a few
- * builtins from a few places finds them there, on the fast close. */
+/* The slot of a call site in fh_thread.recent_sites: a loop calling
+ * builtins from a few dozen places finds them there, on the fast close.
+ * Offsets of neighbouring calls differ by a few bytes: a multiply spreads
+ * them over the slots. */
 static inline uint32_t fh_site_slot(uint64_t code, uint32_t where)
 {
-    return (uint32_t)((code >> 4) ^ where ^ (where >> 4)) & (FH_RECENT_SITES - 1u);
+    return (uint32_t)(((code >> 4) ^ ((uint64_t)where << 20) ^ where) * 0x9E3779B97F4A7C15ull >> 58);
 }
 
 static inline uint32_t fh_site_hash(uint64_t code, uint32_t where, uint64_t target, uint32_t mask)
@@ -531,17 +533,29 @@ static int fh_sites_grow(fh_thread *ts)
     return 1;
 }
 
+/* The site (code, where) -> target of this thread if it has one, also
+ * put in the recent cache; NULL otherwise. */
+static FH_NOINLINE fh_site *fh_site_find(fh_thread *ts, uint64_t code, uint32_t where, uint64_t target)
+{
+    if (ts->site_table == NULL)
+        return NULL;
+    uint32_t slot = fh_site_hash(code, where, target, ts->site_mask);
+    for (fh_site *site; (site = ts->site_table[slot].site) != NULL; slot = (slot + 1u) & ts->site_mask) {
+        if (site->code == code && site->where == where && site->target == target) {
+            ts->recent_sites[fh_site_slot(code, where)] = site;
+            return site;
+        }
+    }
+    return NULL;
+}
+
 /* The site (code, where) -> target of this thread, made on first use;
  * NULL past max_targets sites or without memory. */
 static fh_site *fh_site_lookup(fh_thread *ts, uint64_t code, uint32_t where, uint64_t target)
 {
-    if (ts->site_table != NULL) {
-        uint32_t slot = fh_site_hash(code, where, target, ts->site_mask);
-        for (fh_site *site; (site = ts->site_table[slot].site) != NULL; slot = (slot + 1u) & ts->site_mask) {
-            if (site->code == code && site->where == where && site->target == target)
-                return site;
-        }
-    }
+    fh_site *found = fh_site_find(ts, code, where, target);
+    if (found != NULL)
+        return found;
     if (ts->nsites >= ts->max_targets)
         return NULL;
     if (ts->nsites == ts->sites_capacity && !fh_sites_grow(ts))
@@ -1231,7 +1245,8 @@ FH_INLINE int fh_enter_fast(uint64_t code, uint32_t where)
     fh_site *site = NULL;
     if (code != 0) {
         site = ts->recent_sites[fh_site_slot(code, where)];
-        if (FH_UNLIKELY(site == NULL || site->code != code || site->where != where || site->target != t->address))
+        if (FH_UNLIKELY(site == NULL || site->code != code || site->where != where || site->target != t->address) &&
+            (site = fh_site_find(ts, code, where, t->address)) == NULL)
             return fh_enter_close(now, code, where);
     }
     uint64_t inclusive = fh_frame_ns(ts, frame, now);

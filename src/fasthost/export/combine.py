@@ -142,6 +142,9 @@ def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
         meta={
             **later.meta,
             "interval_ns": int(later.meta.get("session_ns", 0)) - int(earlier.meta.get("session_ns", 0)),
+            "callsites_dropped": max(
+                int(later.meta.get("callsites_dropped", 0)) - int(earlier.meta.get("callsites_dropped", 0)), 0
+            ),
         },
     )
     _bound_extremes(result, had_calls[keep_pairs], callbacks_before)

@@ -139,6 +139,9 @@ def report(snapshot: Snapshot, top: int = 20) -> str:
     )
     if totals["dropped_samples"]:
         lines.append(f"        {totals['dropped_samples']:,} samples not binned (out of memory)")
+    dropped_sites = int(snapshot.meta.get("callsites_dropped", 0))
+    if dropped_sites:
+        lines.append(f"        {dropped_sites:,} calls without a call site (past max_targets call sites per thread)")
     lines.append("")
     lines += _target_table(snapshot, top)
     for kind in ("inclusive", "callback"):

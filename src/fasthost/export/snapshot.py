@@ -9,10 +9,11 @@ rows the core keeps (``hist_rows`` says which histogram each row of
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Iterable
-from typing import Any, Union
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, Union, cast
 
 import numpy as np
 
@@ -38,6 +39,24 @@ _RESULT = {hr: i for i, hr in enumerate(RESULT_ORDER)}
 # Result columns of THREAD_DTYPE, in RESULT_ORDER.
 RESULT_FIELDS = ("ok", "clr_not_available", "timeout", "not_owner", "abandoned", "failed", "out_of_memory")
 _UINT64_MAX = 2**64 - 1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _unrecorded(function: F) -> F:
+    """fasthost's own work in ``function`` (a snapshot, a report) is not
+    recorded as the program's by a capture that is on."""
+
+    @functools.wraps(function)
+    def unrecorded(*args: Any, **kwargs: Any) -> Any:
+        outer = _core._pause()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _core._resume(outer)
+
+    return cast(F, unrecorded)
+
 
 THREAD_DTYPE = np.dtype(
     [
@@ -410,10 +429,12 @@ class Snapshot:
             "callback_ns": int(self.threads["callback_total_ns"].sum(dtype=np.uint64)),
             "callback_exclusive_ns": int(self.threads["callback_exclusive_ns"].sum(dtype=np.uint64)),
             "dropped_samples": int(self.threads["dropped_samples"].sum()),
+            "callsites_dropped": int(self.meta.get("callsites_dropped", 0)),
             "poisoned": bool(self.meta.get("poisoned", False)),
         }
 
     # ---- combining ------------------------------------------------------
+    @_unrecorded
     def diff(self, earlier: Snapshot) -> Snapshot:
         """What happened between ``earlier`` and this snapshot (the later
         one) of the same session: counters and histograms subtracted; gauges
@@ -432,6 +453,7 @@ class Snapshot:
         return self.diff(earlier)
 
     # ---- output ---------------------------------------------------------
+    @_unrecorded
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the snapshot to ``path`` as ``.npz`` (read it back with
         ``fasthost.load``). Raises ``OSError`` when the file cannot be
@@ -440,6 +462,7 @@ class Snapshot:
 
         save(self, path)
 
+    @_unrecorded
     def to_dict(self, top: int = 20) -> dict[str, Any]:
         """A JSON-serialisable summary: totals, errors by HRESULT name,
         p50/p90/p99/p99.9/max (ns) per kind, and the ``top`` targets with
@@ -448,6 +471,7 @@ class Snapshot:
 
         return to_dict(self, top)
 
+    @_unrecorded
     def report(self, top: int = 20) -> str:
         """A readable text report: totals, errors, the ``top`` targets
         (calls, total, mean, p50, p99, max, exclusive share) and a text
@@ -456,6 +480,7 @@ class Snapshot:
 
         return report(self, top)
 
+    @_unrecorded
     def plot(self, path_or_ax: Any, top: int = 10) -> Any:
         """Draws the inclusive latency histogram (log x, p50/p99 marked) and,
         when given a path, a per-target panel of the ``top`` targets.
@@ -506,6 +531,7 @@ def _extremes(minima: np.ndarray, maxima: np.ndarray, totals: np.ndarray) -> tup
     return int(minima.min()), int(maxima.max()), total
 
 
+@_unrecorded
 def snapshot() -> Snapshot:
     """Takes a :class:`Snapshot` of the current (or last) session: every
     thread that made a call while recording since the last ``start()`` /
@@ -513,6 +539,7 @@ def snapshot() -> Snapshot:
     return Snapshot._from_core(_core._collect())
 
 
+@_unrecorded
 def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
     """One snapshot holding every thread of ``snapshots`` (e.g. from several
     processes or pytest-xdist workers): counts and histograms are exact sums.

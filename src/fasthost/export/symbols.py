@@ -136,6 +136,14 @@ def _find_python_names() -> dict[int, str]:
             kind = type(value)
             if kind is types.BuiltinFunctionType or kind is np.ufunc:
                 add(_core._callable_target(value), prefix + attribute, value.__name__)
+            elif callable(value) and not isinstance(value, type) and kind not in _PYTHON_CALLABLES:
+                # Functions that are objects of a generic type: Cython's (by
+                # their C function), numpy's array functions, pybind11's (by
+                # the object). Not instances that share their type's call
+                # (a partial is no name for every partial).
+                target = _core._callable_target(value)
+                if target == id(value) or kind.__name__ == "cython_function_or_method":
+                    add(target, prefix + attribute, getattr(value, "__name__", attribute))
             elif isinstance(value, type) and _core._callable_target(value):
                 type_name = prefix + attribute
                 abroad = getattr(value, "__module__", module_name) != module_name
@@ -147,6 +155,7 @@ def _find_python_names() -> dict[int, str]:
     return {address: min(names)[-1] for address, names in candidates.items()}
 
 
+_PYTHON_CALLABLES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, np.ufunc)
 _METHOD_TYPES = (types.MethodDescriptorType, types.BuiltinMethodType, types.ClassMethodDescriptorType)
 
 
