@@ -24,6 +24,7 @@ cdef extern from "fh_monitor.h":
     size_t fh_mon_target(object callable, int mode)
 
 from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.type cimport PyType_Check
 
 MONITORING = bool(FH_HAVE_MONITORING)
 
@@ -54,7 +55,7 @@ else:
 def _type_call_target(cls):
     """The C function that calling an instance of the class ``cls`` runs,
     or 0. Raises TypeError for anything but a class."""
-    if not isinstance(cls, type):
+    if not PyType_Check(cls):
         raise TypeError(f"_type_call_target needs a class, not {type(cls).__name__}")
     return <size_t>(<PyTypeObjectCall *><PyObject *>cls).tp_call
 

@@ -144,7 +144,7 @@ def _find_python_names() -> dict[int, str]:
                 target = _core._callable_target(value)
                 if target == id(value) or kind.__name__ == "cython_function_or_method":
                     add(target, prefix + attribute, getattr(value, "__name__", attribute))
-            elif isinstance(value, type) and _core._callable_target(value):
+            elif issubclass(kind, type) and _core._callable_target(value):
                 type_name = prefix + attribute
                 abroad = getattr(value, "__module__", module_name) != module_name
                 add(_core._callable_target(value), type_name, value.__name__, abroad)
