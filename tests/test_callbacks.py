@@ -315,3 +315,28 @@ def test_threads_that_come_and_go_during_one_capture_leave_no_hook_state():
             t.join()
         kept = _core._builtins_hook_saved_count()
     assert kept <= threading.active_count()
+
+
+def test_another_threads_own_profile_hook_survives_a_capture():
+    def own_hook(frame, event, arg):
+        pass
+
+    hook_set, capture_done = threading.Event(), threading.Event()
+    seen = []
+
+    def worker():
+        sys.setprofile(own_hook)
+        hook_set.set()
+        capture_done.wait()
+        sorted([2, 1])  # an event after the capture: the hook is back by now
+        seen.append(sys.getprofile())
+        sys.setprofile(None)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    hook_set.wait()
+    with fasthost.capture_builtins():
+        sorted([3, 1, 2])
+    capture_done.set()
+    t.join()
+    assert seen == [own_hook]
