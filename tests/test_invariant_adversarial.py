@@ -15,6 +15,7 @@ import time
 
 import fasthost
 from fasthost import HResult, _testing
+from fasthost.builtins import _threading_profile_hook
 
 from .conftest import drain_stack
 
@@ -154,7 +155,7 @@ def test_threading_setprofile_made_inside_a_capture_survives_its_end():
     try:
         with fasthost.capture_builtins():
             threading.setprofile(user_hook)
-        after = threading.getprofile()
+        after = _threading_profile_hook()
     finally:
         threading.setprofile(None)
     assert after is user_hook

@@ -112,6 +112,7 @@ _META_KEYS = frozenset({"config", "session", *_META_INTS, *_META_BOOLS})
 
 # ---- limits: far above what fasthost writes, checked before anything is read ----------
 
+_MAX_STR_WIDTH = 1 << 20  # characters per name (file paths, symbols, the JSON header)
 _MAX_SNAPSHOT_BYTES = 1 << 30
 """The arrays of one snapshot, uncompressed (1 GiB). A recording holds
 roughly the core's own memory for it (docs/protocol.md §5: 4 KiB per active target), so
@@ -397,6 +398,10 @@ class _Member:
         if expected is _STR:
             if not (isinstance(descr, str) and _STR_DESCR.fullmatch(descr)):
                 raise self.fail(f"has dtype {_short(descr)}, expected a str array")
+            # Older numpy takes widths up to 2**31; fasthost never writes a
+            # name of more than a few thousand characters.
+            if int(descr[2:]) > _MAX_STR_WIDTH:
+                raise self.fail(f"has dtype {_short(descr)}, wider than fasthost writes")
             try:
                 dtype = np.dtype(descr)
             except TypeError:  # wider than numpy allows (2**29 - 1 characters)
