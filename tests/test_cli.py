@@ -241,3 +241,28 @@ def test_run_says_nothing_more_when_the_capture_recorded_something(tmp_path):
     proc = fasthost_cli("run", "-o", tmp_path / "o.npz", script(tmp_path, calls=3))
     assert proc.returncode == 0, proc.stderr
     assert "recorded nothing" not in proc.stderr
+
+
+def test_run_m_passes_every_argument_after_the_module_to_it(tmp_path):
+    (tmp_path / "echoargs.py").write_text("import sys\nprint('args', sys.argv[1:])\n")
+    proc = fasthost_cli("run", "-o", tmp_path / "o.npz", "-m", "echoargs", "--sort-keys", "-o", "x", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "args ['--sort-keys', '-o', 'x']" in proc.stdout
+    assert (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.parametrize("capture", ["native", "builtins"])
+def test_run_of_an_empty_script_records_nothing_and_says_so(tmp_path, capture):
+    program = tmp_path / "empty.py"
+    program.write_text("pass\n")
+    proc = fasthost_cli("run", "--capture", capture, "-o", tmp_path / "o.npz", program, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(fasthost.load(tmp_path / "o.npz").targets) == 0
+    assert f"--capture {capture} recorded nothing" in proc.stderr
+
+
+@pytest.mark.parametrize("spec", ["", ","])
+def test_an_empty_capture_list_is_a_usage_error(tmp_path, spec):
+    proc = fasthost_cli("run", "--capture", spec, "-o", tmp_path / "o.npz", script(tmp_path))
+    assert proc.returncode == 2
+    assert "--capture takes" in one_error_line(proc)

@@ -2,7 +2,7 @@
 real ctypes calls, forks and concurrent control calls.
 
 Each was written to break the invariant; the ones kept here are regression
-guards (two open bugs are in the closing notes, not in the suite)."""
+guards."""
 
 import ctypes
 import ctypes.util

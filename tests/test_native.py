@@ -412,3 +412,45 @@ def test_a_snapshot_taken_under_a_capture_records_none_of_its_own_work(session):
         third = fasthost.snapshot()
     calls = [int(s.targets["calls"].sum()) for s in (first, second, third)]
     assert calls[0] == calls[1] == calls[2]
+
+
+def test_the_first_lookup_of_fasthosts_api_under_a_capture_is_not_recorded():
+    code = (
+        "import fasthost, math\n"
+        "with fasthost.capture_native():\n"
+        "    math.cos(1)\n"
+        "    s = fasthost.snapshot()\n"
+        "print(sorted(set(s.targets['symbol'].tolist())))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['math.cos']"
+
+
+@needs_monitoring
+def test_anonymous_callable_objects_share_their_types_target(session):
+    import weakref
+
+    class Thing:
+        pass
+
+    things = [Thing() for _ in range(300)]
+    refs = [weakref.ref(t) for t in things]
+    with fasthost.capture_native():
+        for r in refs:
+            r()
+    snap = fasthost.snapshot()
+    (row,) = snap.targets  # one target, not one per object
+    assert int(row["calls"]) == 300
+    assert str(row["symbol"]) in ("weakref.ref.__call__", "weakref.ReferenceType.__call__")
+
+
+def test_long_file_and_function_names_keep_their_end(session):
+    folder = "d" * 300
+    source = "abs(-1)\n"
+    with fasthost.capture_native():
+        exec(compile(source, f"/{folder}/the_end.py", "exec"), {})
+    snap = fasthost.snapshot()
+    (row,) = snap.callsites[snap.callsites["target"] == _core._callable_target(abs)]
+    assert str(row["file"]).startswith("\u2026")
+    assert str(row["file"]).endswith("/the_end.py")

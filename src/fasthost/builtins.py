@@ -62,9 +62,12 @@ class _Capture:
                 self._threading_hook = _threading_profile_hook()
                 threading.setprofile(_core._builtins_hook_thread_start)
         self._started = True
-        # What a snapshot taken under the capture needs, imported now: its
-        # first import would otherwise be recorded as the program's calls.
+        # fasthost's lazily loaded names, loaded now: their first lookup
+        # under the capture would be recorded as the program's calls.
         from fasthost.export import report  # noqa: F401
+
+        for name in fasthost.__all__:
+            getattr(fasthost, name)
 
         _core._sites_enable(self.callsites)
         # Last, outside the lock: fasthost's own calls (the lock's release)

@@ -15,9 +15,13 @@ _INTERPRETER = ("builtins", "native")  # the captures that hook the interpreter:
 def parse_captures(spec: str | None) -> list[str]:
     """The adapters a comma-separated ``spec`` names ("none" or empty: no
     adapter). Raises ``ValueError`` naming the valid choices."""
-    chosen = [c.strip() for c in (spec or "").split(",") if c.strip()]
-    if chosen in ([], ["none"]):
+    if spec is None:
         return []
+    chosen = [c.strip() for c in spec.split(",")]
+    if chosen == ["none"]:
+        return []
+    if "" in chosen:
+        raise ValueError(f"takes {', '.join(CAPTURES)} or none, not {spec!r}")
     unknown = [c for c in chosen if c not in CAPTURES]
     if unknown:
         raise ValueError(f"takes {', '.join(CAPTURES)} or none, not {', '.join(unknown)}")

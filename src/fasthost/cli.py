@@ -100,8 +100,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        module_args = _split_module_args(argv)
         args = _parser().parse_args(argv)
+        if module_args is not None:
+            args.args = module_args
         if getattr(args, "top", 0) < 0:
             raise UsageError("--top must be >= 0")
         command = {"run": _run, "report": _report, "plot": _plot, "diff": _diff}[args.command]
@@ -112,6 +116,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---- run ----------------------------------------------------------------------
+
+
+_RUN_OPTIONS_WITH_VALUES = frozenset({"-o", "--output", "--capture", "--clock", "--top"})
+
+
+def _split_module_args(argv: list[str]) -> list[str] | None:
+    """For ``run ... -m module args``: everything after the module name is
+    the module's (as with ``python -m``), options included, and is cut
+    from ``argv``; None when there is no ``-m``."""
+    if not argv or argv[0] != "run":
+        return None
+    i = 1
+    while i < len(argv):
+        word = argv[i]
+        if word == "-m" and i + 1 < len(argv):
+            rest = argv[i + 2 :]
+            del argv[i + 2 :]
+            return rest
+        if word == "--" or not word.startswith("-"):
+            return None  # a script: argparse's REMAINDER keeps its options
+        i += 2 if word in _RUN_OPTIONS_WITH_VALUES else 1
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -128,10 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     # Before the script runs: finding out afterwards would lose its run.
     _check_output(args.output)
     try:
-        if args.module:
-            main = prepare_module(args.module, ([args.script] if args.script else []) + args.args)
-        else:
-            main = prepare_script(args.script, args.args)
+        main = prepare_module(args.module, args.args) if args.module else prepare_script(args.script, args.args)
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:

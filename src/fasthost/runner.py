@@ -34,6 +34,7 @@ class Main:
     argv: list[str]
     path0: str | None  # what sys.path[0] becomes (the script's folder), or None
     _module: types.ModuleType | None = None
+    _function: Any = None
     _saved: tuple[Any, ...] = ()
 
     def run(self) -> None:
@@ -55,13 +56,15 @@ class Main:
         if self.path0 is not None and sys.path:
             sys.path[0] = self.path0
         sys.modules["__main__"] = module
+        # A module's code object called as a function runs with its
+        # globals as locals, exactly as exec(code, globals) would. Made
+        # here: calling a type under a native capture would be recorded.
+        self._function = types.FunctionType(self.code, module.__dict__)
 
     def call(self) -> None:
         """Runs the program's code (after ``enter()``) and nothing else: no
-        builtin is called here. Exceptions (SystemExit too) propagate."""
-        # A module's code object called as a function runs with its
-        # globals as locals, exactly as exec(code, globals) would.
-        types.FunctionType(self.code, self._module.__dict__)()
+        native call is made here. Exceptions (SystemExit too) propagate."""
+        self._function()
 
     def exit(self) -> None:
         """Puts back what ``enter()`` changed."""

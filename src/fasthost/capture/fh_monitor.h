@@ -72,6 +72,29 @@ static int fh_mon_is_cyfunction(PyTypeObject *type)
     return 1;
 }
 
+/* Whether the objects of `type` (called through a generic vectorcall) are
+ * named functions (numpy's array functions) rather than anonymous objects
+ * (weakrefs): decided on the first instance seen, remembered per type. */
+#define FH_MON_TYPE_MEMO 8u
+static struct {
+    PyTypeObject *type;
+    int named;
+} fh_mon_type_memo[FH_MON_TYPE_MEMO];
+
+static FH_NOINLINE int fh_mon_named_instances(PyTypeObject *type, PyObject *instance)
+{
+    uint32_t slot = (uint32_t)((uintptr_t)type >> 4) & (FH_MON_TYPE_MEMO - 1u);
+    if (fh_mon_type_memo[slot].type == type)
+        return fh_mon_type_memo[slot].named;
+    PyObject *name = PyObject_GetAttrString(instance, "__name__");
+    int named = name != NULL && PyUnicode_Check(name);
+    Py_XDECREF(name);
+    PyErr_Clear();
+    fh_mon_type_memo[slot].type = type;
+    fh_mon_type_memo[slot].named = named;
+    return named;
+}
+
 static uintptr_t fh_mon_target(PyObject *callable, int mode);
 static uintptr_t fh_mon_target(PyObject *callable, int mode)
 {
@@ -102,11 +125,14 @@ static uintptr_t fh_mon_target(PyObject *callable, int mode)
         return (uintptr_t)((fh_cffi_cdata_head *)callable)->c_data; /* the C function */
     } else if (fh_mon_python_class(type)) {
         return 0; /* an instance of a class written in Python: Python code */
-    } else if (type->tp_call == PyVectorcall_Call || type == fh_mon_ufunc) {
-        /* Called through its own vectorcall slot (ufuncs, numpy's array
-         * functions, Cython and pybind11 functions): the type's call is
-         * generic, the object is the function. */
+    } else if (type == fh_mon_ufunc || (type->tp_call == PyVectorcall_Call && fh_mon_named_instances(type, callable))) {
+        /* Called through its own vectorcall slot, and named: each object
+         * is a function of its own (ufuncs, numpy's array functions). */
         return (uintptr_t)callable;
+    } else if (type->tp_call == PyVectorcall_Call) {
+        /* Generic call, anonymous objects (weakref.ref): one target for the
+         * type, which symbols names "<type>.__call__". */
+        return (uintptr_t)type + 1u;
     } else {
         /* An instance of a C type (itemgetter(1), partial(f)): the C
          * function that implements calling it. */

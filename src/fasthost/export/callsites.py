@@ -22,11 +22,13 @@ __all__ = ["CALLSITE_DTYPE", "SITE_BUCKETS", "SITE_PRECISION", "build", "combine
 SITE_PRECISION: int = _core.SITE_PRECISION
 SITE_BUCKETS: int = _core.SITE_BUCKETS
 
+_FILE_WIDTH, _FUNCTION_WIDTH = 256, 128
+
 CALLSITE_DTYPE = np.dtype(
     [
-        ("file", "U256"),
+        ("file", f"U{_FILE_WIDTH}"),
         ("line", np.int64),
-        ("function", "U128"),
+        ("function", f"U{_FUNCTION_WIDTH}"),
         ("target", np.uint64),
         ("calls", np.uint64),
         ("total_ns", np.uint64),
@@ -34,7 +36,8 @@ CALLSITE_DTYPE = np.dtype(
     ]
 )
 """One row per (file, line, function, target), by total time, longest
-first. ``line`` is -1 where the code object had no line for the call (or
+first. A longer file or function name keeps its end after a leading "…".
+``line`` is -1 where the code object had no line for the call (or
 was not kept); the symbol of ``target`` is :meth:`Snapshot.symbol`."""
 
 _UNKNOWN = ("<unknown>", -1, "<unknown>")
@@ -45,12 +48,22 @@ def empty() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(0, dtype=CALLSITE_DTYPE), np.zeros((0, SITE_BUCKETS), dtype=np.uint64)
 
 
+def _fit(text: str, width: int) -> str:
+    """``text``, or its end after an ellipsis when it is wider than the
+    column (a path's file name and a qualname's innermost part matter most)."""
+    return text if len(text) <= width else "\u2026" + text[len(text) - width + 1 :]
+
+
 def _where(code: Any, offset: int) -> tuple[str, int, str]:
     if code is None:
         return _UNKNOWN
     line = _core._code_line(code, offset)
     function = getattr(code, "co_qualname", code.co_name)  # co_qualname: 3.11+
-    return code.co_filename, line if line is not None else -1, function
+    return (
+        _fit(code.co_filename, _FILE_WIDTH),
+        line if line is not None else -1,
+        _fit(function, _FUNCTION_WIDTH),
+    )
 
 
 def build(sites: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +115,11 @@ def combine(parts: list[tuple[np.ndarray, np.ndarray]], sign: list[int] | None =
     return rows, counts
 
 
-def quantiles(counts: np.ndarray, total_ns: int, qs: tuple[float, ...] = (0.5, 0.99)) -> list[float]:
-    """The quantiles (ns) of one call site's histogram row."""
-    hist = Histogram._from_counts(SITE_PRECISION, counts, None, None, int(total_ns))
+def quantiles(
+    counts: np.ndarray, total_ns: int, qs: tuple[float, ...] = (0.5, 0.99), bounds: tuple[int, int] | None = None
+) -> list[float]:
+    """The quantiles (ns) of one call site's histogram row, within
+    ``bounds`` (its target's exact min and max) when given."""
+    low, high = bounds if bounds is not None else (None, None)
+    hist = Histogram._from_counts(SITE_PRECISION, counts, low, high, int(total_ns))
     return [float(v) for v in np.atleast_1d(hist.quantile(np.asarray(qs)))]

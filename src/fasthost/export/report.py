@@ -50,10 +50,13 @@ def called_from(snapshot: Snapshot, target: int, top: int = CALLED_FROM_IN_DICT)
     12.5 %). Empty when no capture recorded call sites."""
     sites = snapshot.callsites
     picked = np.flatnonzero(sites["target"] == target)[:top]
+    rows = snapshot.targets[snapshot.targets["target"] == target] if len(picked) else snapshot.targets[:0]
+    # A site's quantiles stay within its target's exact extremes.
+    bounds = (int(rows["min_ns"].min()), int(rows["max_ns"].max())) if len(rows) else None
     found = []
     for i in picked.tolist():
         site = sites[i]
-        p50, p99 = _callsites.quantiles(snapshot.callsite_counts[i], int(site["total_ns"]))
+        p50, p99 = _callsites.quantiles(snapshot.callsite_counts[i], int(site["total_ns"]), bounds=bounds)
         found.append(
             {
                 "file": str(site["file"]),

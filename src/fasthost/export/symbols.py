@@ -149,6 +149,7 @@ def _find_python_names() -> dict[int, str]:
                 abroad = getattr(value, "__module__", module_name) != module_name
                 add(_core._callable_target(value), type_name, value.__name__, abroad)
                 add(_core._type_call_target(value), type_name + ".__call__", "__call__", abroad)
+                add(id(value) + 1, type_name + ".__call__", "__call__", abroad)  # generic call, anonymous objects
                 for method_name, method in list(vars(value).items()):
                     if type(method) in _METHOD_TYPES:
                         add(_core._callable_target(method), f"{type_name}.{method_name}", method_name, abroad)
