@@ -108,6 +108,9 @@ typedef struct fh_hook_entry {
 #define FH_HOOK_BUILTIN 0u  /* a U frame */
 #define FH_HOOK_CALLBACK 1u /* an M frame */
 #define FH_HOOK_UNOPENED 2u /* a placeholder: nothing was opened */
+#define FH_HOOK_CALLBACK_UNOPENED 3u /* a Python function run under a placeholder: nothing opened */
+#define FH_HOOK_OPENED(kind) ((kind) <= FH_HOOK_CALLBACK)
+#define FH_HOOK_IS_CALLBACK(kind) ((kind) == FH_HOOK_CALLBACK || (kind) == FH_HOOK_CALLBACK_UNOPENED)
 
 typedef struct fh_hook_stack {
     fh_hook_entry *entries;
@@ -348,7 +351,7 @@ static uint64_t fh_hook_abandon_all(void)
     while (hs->count > 0) {
         fh_hook_entry entry = hs->entries[hs->count - 1u];
         __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-        if (entry.kind != FH_HOOK_UNOPENED && fh_abandon_entry(entry.position) == 0)
+        if (FH_HOOK_OPENED(entry.kind) && fh_abandon_entry(entry.position) == 0)
             abandoned++;
     }
     return abandoned;

@@ -233,11 +233,11 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_
     uintptr_t target = mode != 0 && !fh_hook_paused ? fh_mon_target(callable, mode) : 0;
     if (target == 0) {
         if (fh_hook_own.count != 0)
-            fh_mon_push((uintptr_t)args[0], FH_HOOK_UNOPENED, fh_mon_offset(args[1]), fh_mon_python_depth());
+            fh_mon_push((uintptr_t)args[0], FH_HOOK_UNOPENED, fh_mon_offset(args[1]), 0);
         Py_RETURN_NONE;
     }
     fh_hook_entry *entry =
-        fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), fh_mon_python_depth());
+        fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), 0);
     if (entry == NULL)
         Py_RETURN_NONE;
     if (fh_sites_on) {
@@ -256,7 +256,8 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, Py_ss
     if (nargs < 2 || hs->count == 0)
         Py_RETURN_NONE;
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
-    if (top->closer != (uintptr_t)args[0] || top->kind == FH_HOOK_CALLBACK || top->where != fh_mon_offset(args[1]))
+    if (top->closer != (uintptr_t)args[0] || (top->kind != FH_HOOK_BUILTIN && top->kind != FH_HOOK_UNOPENED) ||
+        top->where != fh_mon_offset(args[1]))
         Py_RETURN_NONE;
     uint32_t kind = top->kind, where = top->where;
     uintptr_t site = top->site;
@@ -276,8 +277,21 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, Py_ss
 static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs >= 1 && fh_mon_mode != 0 && fh_top_is_unmanaged() &&
-        fh_mon_push((uintptr_t)args[0], FH_HOOK_CALLBACK, 0, fh_mon_python_depth()) != NULL)
+    if (nargs < 1 || fh_mon_mode == 0)
+        Py_RETURN_NONE;
+    /* A callback of a recorded U frame on top; or a Python function run by a
+     * call of ours that opened nothing (a Python class's __init__): it gets
+     * a placeholder, so that every frame started inside one of our calls
+     * has an entry above it, and a return whose code made the call on top
+     * can only be that caller's (see on_return). */
+    uint32_t kind;
+    if (fh_top_is_unmanaged())
+        kind = FH_HOOK_CALLBACK;
+    else if (fh_hook_own.count != 0 && !FH_HOOK_IS_CALLBACK(fh_hook_own.entries[fh_hook_own.count - 1u].kind))
+        kind = FH_HOOK_CALLBACK_UNOPENED;
+    else
+        Py_RETURN_NONE;
+    if (fh_mon_push((uintptr_t)args[0], kind, 0, fh_mon_python_depth()) != NULL && kind == FH_HOOK_CALLBACK)
         fh_reverse_enter_runtime();
     Py_RETURN_NONE;
 }
@@ -291,26 +305,27 @@ static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, Py_ssiz
     fh_hook_stack *hs = &fh_hook_own;
     if (nargs < 1 || hs->count == 0 || hs->entries[hs->count - 1u].closer != (uintptr_t)args[0])
         Py_RETURN_NONE;
-    int depth = fh_mon_python_depth();
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
     /* A call this very frame made that never reported its return (another
      * tool's CALL callback raised, or CPython reports no C_RETURN for it):
-     * its frame is abandoned now that the caller is leaving. */
-    while (top->kind != FH_HOOK_CALLBACK && top->closer == (uintptr_t)args[0] && top->depth == depth) {
+     * every frame started inside one of our calls has an entry above it, so
+     * a call entry of this code on top is this frame's. Its frame is
+     * abandoned now that the caller is leaving. (Not while draining: no
+     * entries are made for frames started then.) */
+    while (!FH_HOOK_IS_CALLBACK(top->kind) && top->closer == (uintptr_t)args[0] && fh_mon_mode != 0) {
         if (top->kind == FH_HOOK_BUILTIN)
             fh_abandon_entry(top->position);
         __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
         if (hs->count == 0)
-            break;
+            Py_RETURN_NONE;
         top = &hs->entries[hs->count - 1u];
     }
-    if (hs->count == 0 || top->closer != (uintptr_t)args[0] || top->kind != FH_HOOK_CALLBACK || top->depth != depth) {
-        if (FH_UNLIKELY(fh_mon_mode == 0))
-            fh_mon_after_drain_close();
+    if (!FH_HOOK_IS_CALLBACK(top->kind) || top->closer != (uintptr_t)args[0] || top->depth != fh_mon_python_depth())
         Py_RETURN_NONE;
-    }
+    uint32_t kind = top->kind;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-    fh_reverse_leave_runtime();
+    if (kind == FH_HOOK_CALLBACK)
+        fh_reverse_leave_runtime();
     if (FH_UNLIKELY(fh_mon_mode == 0))
         fh_mon_after_drain_close();
     Py_RETURN_NONE;
