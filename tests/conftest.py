@@ -1,4 +1,5 @@
 import sys
+import threading
 
 import pytest
 
@@ -84,3 +85,12 @@ def manual_clock():
     fasthost.start(**MANUAL)
     yield _testing
     fasthost.stop()
+
+
+def run_threads(target, count):
+    """Starts `count` threads running `target`, then joins them all."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -16,6 +16,8 @@ import pytest
 import fasthost
 from fasthost import _core
 
+from .conftest import run_threads
+
 
 @pytest.fixture
 def session():
@@ -183,11 +185,7 @@ def test_callbacks_on_many_threads_each_pair_on_their_own_thread(session):
             errors.append(exc)
 
     with fasthost.capture_builtins():
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(work, 4)
     assert errors == []
     snap = fasthost.snapshot()
     assert _callbacks(snap) == 4 * 20 * 10

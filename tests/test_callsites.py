@@ -14,6 +14,8 @@ import pytest
 import fasthost
 from fasthost.export.report import called_from
 
+from .conftest import run_threads
+
 
 @pytest.fixture
 def session():
@@ -62,11 +64,7 @@ def test_call_sites_add_up_over_threads(session):
 
     line = work.__code__.co_firstlineno + 3  # the math.sqrt line
     with fasthost.capture_builtins():
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(work, 4)
     counts, _ = sites_of(fasthost.snapshot(), "math.sqrt")
     function = "test_call_sites_add_up_over_threads.<locals>.work" if sys.version_info >= (3, 11) else "work"
     assert counts == {(function, line): 1000}

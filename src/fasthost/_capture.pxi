@@ -27,7 +27,6 @@ cdef extern from "fh_capture.h":
     int fh_hook_active
     int fh_hook_setting
     uint64_t fh_hook_thread_generation
-    uint64_t fh_hook_lost
     int (*fh_hook_slow)(int what, PyFrameObject *frame, PyObject *arg) noexcept
     int fh_hook_dispatch(int what, PyFrameObject *frame, PyObject *arg) noexcept
     int fh_hook_drain(int what, PyFrameObject *frame, PyObject *arg) noexcept
@@ -261,10 +260,6 @@ def _builtins_hook_saved_count():
     """How many threads' previous hooks the profile hook keeps (tests)."""
     return len(_saved_profile_hooks)
 
-
-def _builtins_hook_lost():
-    """Opens the hook skipped for lack of memory to remember them."""
-    return fh_hook_lost
 
 
 # ---- call sites -------------------------------------------------------------------

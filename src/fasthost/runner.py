@@ -6,7 +6,7 @@ runpy ends in ``exec(code, globals)``: under a builtins capture that
 ``exec`` would be one unmanaged frame around the whole program, topping
 every report at 100 %. Here everything that calls builtins (finding,
 reading and compiling the code) happens in ``prepare``, before any capture
-starts, and ``Main.run`` calls the module's code as a plain Python
+starts, and ``Main.call`` calls the module's code as a plain Python
 function, which no capture records.
 """
 
@@ -36,14 +36,6 @@ class Main:
     _module: types.ModuleType | None = None
     _function: Any = None
     _saved: tuple[Any, ...] = ()
-
-    def run(self) -> None:
-        """Runs the program: ``enter()``, ``call()``, ``exit()``."""
-        self.enter()
-        try:
-            self.call()
-        finally:
-            self.exit()
 
     def enter(self) -> None:
         """Sets ``sys.argv``, ``sys.path[0]`` and ``sys.modules["__main__"]``

@@ -133,8 +133,6 @@ static pthread_key_t fh_hook_stack_key; /* frees a thread's hook stack */
 static fh_hook_stack *fh_hook_stacks;
 static pthread_mutex_t fh_hook_stacks_lock = PTHREAD_MUTEX_INITIALIZER;
 static int (*fh_hook_slow)(int what, PyFrameObject *frame, PyObject *arg);
-/* Opens the hook could not remember (no memory for its stack): skipped. */
-static uint64_t fh_hook_lost;
 
 /* fasthost's own builtins are not targets: recording leave_runtime as a U
  * frame around the U frame it opens would break the caller's nesting. They
@@ -175,10 +173,8 @@ static FH_NOINLINE int fh_hook_grow(fh_hook_stack *hs)
 {
     uint32_t capacity = hs->capacity ? hs->capacity * 2u : 64u;
     fh_hook_entry *entries = (fh_hook_entry *)realloc(hs->entries, capacity * sizeof(fh_hook_entry));
-    if (entries == NULL) {
-        __atomic_fetch_add(&fh_hook_lost, 1, __ATOMIC_RELAXED);
-        return 0;
-    }
+    if (entries == NULL)
+        return 0; /* the open is skipped: one not remembered could not be closed */
     if (hs->entries == NULL) {
         pthread_mutex_lock(&fh_hook_stacks_lock);
         hs->next = fh_hook_stacks;

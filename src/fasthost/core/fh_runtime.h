@@ -572,6 +572,7 @@ static fh_site *fh_site_lookup(fh_thread *ts, uint64_t code, uint32_t where, uin
     ts->site_table[slot].site = site;
     ts->sites[ts->nsites] = site;
     fh_store_release(&ts->nsites, ts->nsites + 1u);
+    ts->recent_sites[fh_site_slot(code, where)] = site; /* for the fast close */
     return site;
 }
 
@@ -594,7 +595,6 @@ static FH_NOINLINE void fh_site_record(fh_thread *ts, uint64_t code, uint32_t wh
         fh_bump(&ts->sites_dropped, 1);
         return;
     }
-    ts->recent_sites[fh_site_slot(code, where)] = site; /* for the fast close */
     fh_site_add(site, inclusive, exclusive);
 }
 
