@@ -454,3 +454,22 @@ def test_long_file_and_function_names_keep_their_end(session):
     (row,) = snap.callsites[snap.callsites["target"] == _core._callable_target(abs)]
     assert str(row["file"]).startswith("\u2026")
     assert str(row["file"]).endswith("/the_end.py")
+
+
+def _prototype_fields(prototype):
+    return {name: getattr(prototype, name) for name in ("_flags_", "_restype_", "_argtypes_")}
+
+
+def test_a_type_patched_in_place_is_classified_anew():
+    # Targets are classified once per type and remembered by the type's
+    # version tag (3.12+): instrumenting a ctypes class in place changes what
+    # a call of its instances is, and must not be answered from memory.
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    prototype = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double)
+    cls = type("Patched", (prototype,), _prototype_fields(prototype))
+    cos = cls(ctypes.cast(libm.cos, ctypes.c_void_p).value)
+    address = ctypes.cast(libm.cos, ctypes.c_void_p).value
+    assert _core._callable_target(cos) == address
+    _core._ctypes_instrument_type(cls, ctypes._CFuncPtr)
+    assert _core._callable_target(cos) == 0  # fasthost's adapter records it
+    assert cos(0.0) == 1.0

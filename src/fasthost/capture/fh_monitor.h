@@ -52,9 +52,6 @@ static inline int fh_mon_python_class(PyTypeObject *type) { return type->tp_deal
 
 static inline int fh_mon_own_code(uintptr_t code) { return code >= fh_own_code_start && code < fh_own_code_end; }
 
-/* The target of a call to `callable`: 0 when the call is not a U frame
- * (fasthost's own functions, Python classes and their instances, or not a
- * builtin under FH_MON_BUILTINS). */
 /* Cython's function type (cython_function_or_method), found by name the
  * first time one is called; its objects start as a PyCFunctionObject. */
 static PyTypeObject *fh_mon_cyfunction;
@@ -72,71 +69,134 @@ static int fh_mon_is_cyfunction(PyTypeObject *type)
     return 1;
 }
 
+/* How the target of a call is found from the type of the callable, for
+ * every type but the exact ones fh_mon_target tests first. */
+enum {
+    FH_HOW_CFUNCTION, /* a PyCFunction subclass or a Cython function: its C function */
+    FH_HOW_CLASS,     /* a type object: the type, unless it is a Python class */
+    FH_HOW_CFUNCPTR,  /* a ctypes function pointer: the foreign function */
+    FH_HOW_CFFI,      /* a cffi function pointer: the C function */
+    FH_HOW_SELF,      /* a named object called through its own vectorcall (ufuncs) */
+    FH_HOW_TYPE_CALL, /* anonymous objects called through a generic vectorcall */
+    FH_HOW_TP_CALL,   /* an instance of a C type: its tp_call */
+    FH_HOW_SKIP,      /* fasthost's own adapters, instances of Python classes */
+};
+
 /* Whether the objects of `type` (called through a generic vectorcall) are
  * named functions (numpy's array functions) rather than anonymous objects
- * (weakrefs): decided on the first instance seen, remembered per type. */
-#define FH_MON_TYPE_MEMO 8u
-static struct {
-    PyTypeObject *type;
-    int named;
-} fh_mon_type_memo[FH_MON_TYPE_MEMO];
-
-static FH_NOINLINE int fh_mon_named_instances(PyTypeObject *type, PyObject *instance)
+ * (weakrefs): decided on the first instance seen. */
+static int fh_mon_named_instance(PyObject *instance)
 {
-    uint32_t slot = (uint32_t)((uintptr_t)type >> 4) & (FH_MON_TYPE_MEMO - 1u);
-    if (fh_mon_type_memo[slot].type == type)
-        return fh_mon_type_memo[slot].named;
     PyObject *name = PyObject_GetAttrString(instance, "__name__");
     int named = name != NULL && PyUnicode_Check(name);
     Py_XDECREF(name);
     PyErr_Clear();
-    fh_mon_type_memo[slot].type = type;
-    fh_mon_type_memo[slot].named = named;
     return named;
 }
 
-static uintptr_t fh_mon_target(PyObject *callable, int mode);
-static uintptr_t fh_mon_target(PyObject *callable, int mode)
+static int fh_mon_classify(PyTypeObject *type, PyObject *callable)
+{
+    if (PyType_IsSubtype(type, &PyCFunction_Type) || fh_mon_is_cyfunction(type))
+        return FH_HOW_CFUNCTION; /* they begin the same way */
+    if (PyType_IsSubtype(type, &PyType_Type))
+        return FH_HOW_CLASS;
+    if (fh_mon_own_code((uintptr_t)type->tp_call))
+        return FH_HOW_SKIP; /* fasthost's own adapters record the call themselves */
+    if (fh_mon_cfuncptr != NULL && PyType_IsSubtype(type, fh_mon_cfuncptr))
+        return FH_HOW_CFUNCPTR;
+    if (fh_mon_cffi_cdata != NULL && PyType_IsSubtype(type, fh_mon_cffi_cdata))
+        return FH_HOW_CFFI;
+    if (fh_mon_python_class(type))
+        return FH_HOW_SKIP; /* an instance of a class written in Python: Python code */
+    if (type == fh_mon_ufunc || (type->tp_call == PyVectorcall_Call && fh_mon_named_instance(callable)))
+        return FH_HOW_SELF; /* each object is a function of its own */
+    if (type->tp_call == PyVectorcall_Call)
+        return FH_HOW_TYPE_CALL; /* weakref.ref: one target, "<type>.__call__" */
+    return FH_HOW_TP_CALL;
+}
+
+/* The classification of the types seen last, by address and version tag:
+ * a type that changes (a __call__ assigned, ctypes instrumented) gets a
+ * new tag, and so does a new type at a freed one's address. Python 3.12+
+ * only (PyUnstable_Type_AssignVersionTag); before, every call classifies. */
+#define FH_MON_TYPE_MEMO 64u
+static struct {
+    PyTypeObject *type;
+    unsigned int version;
+    int how;
+} fh_mon_type_memo[FH_MON_TYPE_MEMO];
+
+static FH_NOINLINE int fh_mon_how(PyTypeObject *type, PyObject *callable)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    uint32_t slot = (uint32_t)((uintptr_t)type >> 4) & (FH_MON_TYPE_MEMO - 1u);
+    if (fh_mon_type_memo[slot].type == type && fh_mon_type_memo[slot].version == type->tp_version_tag &&
+        type->tp_version_tag != 0)
+        return fh_mon_type_memo[slot].how;
+    int how = fh_mon_classify(type, callable);
+    if (PyUnstable_Type_AssignVersionTag(type)) {
+        fh_mon_type_memo[slot].type = type;
+        fh_mon_type_memo[slot].version = type->tp_version_tag;
+        fh_mon_type_memo[slot].how = how;
+    }
+    return how;
+#else
+    return fh_mon_classify(type, callable);
+#endif
+}
+
+/* The target of a call to `callable`: 0 when the call is not a U frame
+ * (fasthost's own functions, Python classes and their instances, or not a
+ * builtin under FH_MON_BUILTINS). */
+static uintptr_t fh_mon_target_of_type(PyObject *callable, int mode);
+
+static inline uintptr_t fh_mon_target(PyObject *callable, int mode)
 {
     PyTypeObject *type = Py_TYPE(callable);
-    uintptr_t target = 0;
-    /* The exact types first: PyCFunction_Check walks the MRO otherwise. */
-    if (type == &PyCFunction_Type || type == &PyCMethod_Type) {
+    uintptr_t target;
+    /* The exact types of most calls first, then a memo by type. */
+    if (type == &PyCFunction_Type || type == &PyCMethod_Type)
         target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
-    } else if (type == &PyMethodDescr_Type || type == &PyClassMethodDescr_Type) {
+    else if (type == &PyMethodDescr_Type || type == &PyClassMethodDescr_Type)
         target = (uintptr_t)((PyMethodDescrObject *)callable)->d_method->ml_meth;
-    } else if (PyCFunction_Check(callable) || fh_mon_is_cyfunction(type)) {
-        /* Subclasses, and Cython's functions, which begin the same way. */
-        target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
-    } else if (mode != FH_MON_NATIVE) {
-        return 0;
-    } else if (type == &PyMethod_Type) {
+    else if (type == fh_mon_ufunc && mode == FH_MON_NATIVE)
+        return (uintptr_t)callable;
+    else
+        return fh_mon_target_of_type(callable, mode);
+    return fh_mon_own_code(target) ? 0 : target;
+}
+
+static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)
+{
+    PyTypeObject *type = Py_TYPE(callable);
+    if (type == &PyMethod_Type) {
         /* A bound method of something native: what it wraps. */
         PyObject *function = PyMethod_GET_FUNCTION(callable);
-        return Py_IS_TYPE(function, &PyMethod_Type) ? 0 : fh_mon_target(function, mode);
-    } else if (PyType_Check(callable)) {
-        /* A C type: the type object, named after the type. */
+        return mode != FH_MON_NATIVE || Py_IS_TYPE(function, &PyMethod_Type) ? 0 : fh_mon_target(function, mode);
+    }
+    int how = fh_mon_how(type, callable);
+    if (how != FH_HOW_CFUNCTION && mode != FH_MON_NATIVE)
+        return 0;
+    uintptr_t target;
+    switch (how) {
+    case FH_HOW_CFUNCTION:
+        target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
+        break;
+    case FH_HOW_CLASS:
         return fh_mon_python_class((PyTypeObject *)callable) ? 0 : (uintptr_t)callable;
-    } else if (fh_mon_own_code((uintptr_t)type->tp_call)) {
-        return 0; /* fasthost's own adapters: they record the call themselves */
-    } else if (fh_mon_cfuncptr != NULL && PyObject_TypeCheck(callable, fh_mon_cfuncptr)) {
-        return fh_ctypes_address(callable); /* the foreign function itself */
-    } else if (fh_mon_cffi_cdata != NULL && PyObject_TypeCheck(callable, fh_mon_cffi_cdata)) {
-        return (uintptr_t)((fh_cffi_cdata_head *)callable)->c_data; /* the C function */
-    } else if (fh_mon_python_class(type)) {
-        return 0; /* an instance of a class written in Python: Python code */
-    } else if (type == fh_mon_ufunc || (type->tp_call == PyVectorcall_Call && fh_mon_named_instances(type, callable))) {
-        /* Called through its own vectorcall slot, and named: each object
-         * is a function of its own (ufuncs, numpy's array functions). */
+    case FH_HOW_CFUNCPTR:
+        return fh_ctypes_address(callable);
+    case FH_HOW_CFFI:
+        return (uintptr_t)((fh_cffi_cdata_head *)callable)->c_data;
+    case FH_HOW_SELF:
         return (uintptr_t)callable;
-    } else if (type->tp_call == PyVectorcall_Call) {
-        /* Generic call, anonymous objects (weakref.ref): one target for the
-         * type, which symbols names "<type>.__call__". */
+    case FH_HOW_TYPE_CALL:
         return (uintptr_t)type + 1u;
-    } else {
-        /* An instance of a C type (itemgetter(1), partial(f)): the C
-         * function that implements calling it. */
+    case FH_HOW_TP_CALL:
         target = (uintptr_t)(type->tp_call != NULL ? (void *)type->tp_call : (void *)type);
+        break;
+    default:
+        return 0;
     }
     return fh_mon_own_code(target) ? 0 : target;
 }

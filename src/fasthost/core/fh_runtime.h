@@ -194,6 +194,7 @@ typedef struct fh_target_entry {
 } fh_target_entry;
 
 #define FH_RECENT_TARGETS 16u
+#define FH_RECENT_SITES 256u
 
 /* The slot of `address` in fh_thread.recent. Functions start on 16-byte
  * boundaries, so bits 4 and up tell neighbours apart; folding in bits 12
@@ -257,7 +258,7 @@ typedef struct fh_thread {
     uint32_t site_mask;
     uint32_t unused_site;
     uint64_t sites_dropped;
-    struct fh_site *recent_sites[64]; /* FH_RECENT_SITES */
+    struct fh_site *recent_sites[FH_RECENT_SITES];
 
     /* Open frames that are not in `stack`: the runs set aside below it,
      * and the unrecorded opens counted in its frames' tags. */
@@ -490,15 +491,15 @@ static FH_NOINLINE void fh_record_nested(fh_thread *ts, fh_target *t, uint64_t i
 
 /* ---- call sites ------------------------------------------------------------ */
 
-#define FH_RECENT_SITES 64u
-
 /* The slot of a call site in fh_thread.recent_sites: a loop calling
  * builtins from a few dozen places finds them there, on the fast close.
- * Offsets of neighbouring calls differ by a few bytes: a multiply spreads
- * them over the slots. */
+ * The code object picks a base slot and the offset counts on from it, so
+ * the calls of one function (at least 4 bytes apart) never evict each
+ * other within 1 KiB of its bytecode; a hash of the offset would. */
 static inline uint32_t fh_site_slot(uint64_t code, uint32_t where)
 {
-    return (uint32_t)(((code >> 4) ^ ((uint64_t)where << 20) ^ where) * 0x9E3779B97F4A7C15ull >> 58);
+    uint32_t base = (uint32_t)((code >> 4) * 0x9E3779B97F4A7C15ull >> 56);
+    return (base + (where >> 2)) & (FH_RECENT_SITES - 1u);
 }
 
 static inline uint32_t fh_site_hash(uint64_t code, uint32_t where, uint64_t target, uint32_t mask)
