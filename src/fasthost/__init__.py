@@ -37,8 +37,7 @@ if TYPE_CHECKING:
     from fasthost.builtins import capture_builtins
     from fasthost.export.histogram import Histogram
     from fasthost.export.memory import memory_usage
-    from fasthost.export.snapshot import Snapshot, merge, snapshot
-    from fasthost.export.storage import load
+    from fasthost.export.snapshot import Snapshot, load, merge, snapshot
     from fasthost.export.symbols import register_target, unregister_target
     from fasthost.hresult import HResult
     from fasthost.native import capture_native

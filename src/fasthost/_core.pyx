@@ -41,12 +41,31 @@ cdef extern from *:
 cdef tuple _RESULTS = tuple(RESULT_ORDER)
 # The same members as borrowed pointers (the tuple keeps them alive): the
 # transitions return one without touching the tuple's reference count.
-cdef PyObject *_RESULT_OBJECTS[7]
+cdef PyObject *_RESULT_OBJECTS[FH_RESULTS]
 for _i, _member in enumerate(_RESULTS):
     _RESULT_OBJECTS[_i] = <PyObject *>_member
 del _i, _member
 
 CLOCKS = ("auto", "tsc", "monotonic", "manual")
+CONFIG_FIELDS = ("clock", "max_depth", "precision", "timeout_ns", "max_targets")
+CONFIG_LIMITS = {
+    "max_depth": (1, FH_MAX_DEPTH_LIMIT),
+    "precision": (FH_PRECISION_MIN, FH_PRECISION_MAX),
+    "timeout_ns": (0, 2**64 - 1),
+    "max_targets": (1, FH_MAX_TARGETS_LIMIT),
+}
+"""The integer settings of start(): name -> (lowest, highest) allowed."""
+CALLS = FH_CALLS  # the four transitions
+RESULTS = FH_RESULTS  # the results a transition can have
+HIST_KINDS = {
+    "inclusive": FH_HIST_INCLUSIVE,
+    "nested_inclusive": FH_HIST_NESTED_INCLUSIVE,
+    "nested_exclusive": FH_HIST_NESTED_EXCLUSIVE,
+    "callback": FH_HIST_CALLBACK,
+}
+"""The kinds of histogram rows: a target's inclusive durations, the part of
+them of frames with frames inside (inclusive and exclusive), a thread's
+callbacks."""
 cdef dict _CLOCK_IDS = {"tsc": FH_CLOCK_TSC, "monotonic": FH_CLOCK_MONOTONIC, "manual": FH_CLOCK_MANUAL}
 cdef dict _CLOCK_NAMES = {v: k for k, v in _CLOCK_IDS.items()}
 
@@ -218,11 +237,10 @@ def start(*, clock="auto", max_depth=256, precision=5, timeout_ns=0, max_targets
     cdef fh_config config
     cdef fh_clock clk
     clock_id = _resolve_clock(clock)
-    config.max_depth = _checked_int(max_depth, "max_depth", 1, FH_MAX_DEPTH_LIMIT)
-    config.precision = _checked_int(precision, "precision", FH_PRECISION_MIN, FH_PRECISION_MAX)
-    config.timeout_ns = _checked_int(timeout_ns, "timeout_ns", 0, 2**64 - 1)
-    config.max_targets = _checked_int(max_targets, "max_targets", 1, FH_MAX_TARGETS_LIMIT)
-    config.clock_kind = clock_id
+    config.max_depth = _setting(max_depth, "max_depth")
+    config.precision = _setting(precision, "precision")
+    config.timeout_ns = _setting(timeout_ns, "timeout_ns")
+    config.max_targets = _setting(max_targets, "max_targets")
     wanted = (_CLOCK_NAMES[clock_id], config.max_depth, config.precision, config.timeout_ns, config.max_targets)
     if fh_running():
         if wanted == _config:
@@ -236,8 +254,14 @@ def start(*, clock="auto", max_depth=256, precision=5, timeout_ns=0, max_targets
     fh_start(&config, &clk)
 
 
+cdef _setting(value, str name):
+    """`value` checked as start()'s integer setting `name`."""
+    low, high = CONFIG_LIMITS[name]
+    return _checked_int(value, name, low, high)
+
+
 cdef str _describe(tuple config):
-    names = ("clock", "max_depth", "precision", "timeout_ns", "max_targets")
+    names = CONFIG_FIELDS
     return ", ".join(f"{n}={v!r}" for n, v in zip(names, config))
 
 
@@ -274,18 +298,37 @@ def config():
     before the first ``start()``."""
     if _config is None:
         return None
-    return dict(zip(("clock", "max_depth", "precision", "timeout_ns", "max_targets"), _config))
+    return dict(zip(CONFIG_FIELDS, _config))
 
 
 # ---- reading -------------------------------------------------------------------
 
-THREAD_FIELDS = (
-    "tid", "alive", "depth", "max_depth", "exit_abandoned", "dropped_samples", "heap_bytes",
-    "callback_calls", "callback_total_ns", "callback_min_ns", "callback_max_ns", "folded",
-    "callback_exclusive_ns",
-)
-TARGET_FIELDS = ("thread", "target", "calls", "total_ns", "exclusive_ns", "min_ns", "max_ns", "timeouts", "overflow")
-ROW_FIELDS = ("thread", "target", "kind", "row")
+_ROLES = ("key", "counter", "gauge", "min", "max")
+
+
+cdef tuple _record_schema(const fh_field *fields, Py_ssize_t n):
+    return tuple(
+        (fields[i].name.decode(), fields[i].ctype.decode().removesuffix("_t"), _ROLES[fields[i].role])
+        for i in range(n)
+    )
+
+
+SCHEMA = {
+    "thread": _record_schema(fh_thread_schema, FH_THREAD_COLUMNS),
+    "target": _record_schema(fh_target_schema, FH_TARGET_COLUMNS),
+    "row": _record_schema(fh_row_schema, FH_ROW_COLUMNS),
+    "site": _record_schema(fh_site_schema, FH_SITE_COLUMNS),
+}
+"""The columns of every record ``_collect`` returns, from the core's tables
+(core/fh_schema.h): record -> ((name, numpy type name, role), ...) in
+column order. Roles: "key" (identifies the row), "counter" (grows: a diff
+subtracts it), "gauge" (a level: a diff keeps the later one), "min" and
+"max" (extremes)."""
+
+THREAD_FIELDS = tuple(name for name, _, _ in SCHEMA["thread"])
+TARGET_FIELDS = tuple(name for name, _, _ in SCHEMA["target"])
+ROW_FIELDS = tuple(name for name, _, _ in SCHEMA["row"])
+SITE_FIELDS = tuple(name for name, _, _ in SCHEMA["site"])
 
 
 cdef Py_ssize_t _count_rows(fh_thread *ts, Py_ssize_t *ntargets) noexcept nogil:
@@ -318,7 +361,6 @@ cdef void _count_session(Py_ssize_t *nthreads, Py_ssize_t *ntargets, Py_ssize_t 
     fh_registry_unlock()
 
 
-SITE_FIELDS = ("thread", "code", "where", "target", "calls", "total_ns", "exclusive_ns")
 SITE_BUCKETS = FH_SITE_BUCKETS
 SITE_PRECISION = FH_SITE_PRECISION
 
@@ -409,19 +451,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
         if ti >= threads.shape[0]:
             fh_registry_unlock()
             return -1
-        threads[ti, 0] = ts.tid
-        threads[ti, 1] = fh_read_u32(&ts.alive)
-        threads[ti, 2] = fh_read_u32(&ts.depth) + fh_read_u64(&ts.hidden)
-        threads[ti, 3] = fh_read_u32(&ts.max_depth_seen)
-        threads[ti, 4] = fh_read_u64(&ts.exit_abandoned)
-        threads[ti, 5] = fh_read_u64(&ts.dropped_samples)
-        threads[ti, 6] = fh_read_u64(&ts.heap_bytes)
-        threads[ti, 7] = fh_read_u64(&ts.callback_calls)
-        threads[ti, 8] = fh_read_u64(&ts.callback_total_ns)
-        threads[ti, 9] = fh_read_u64(&ts.callback_min_ns)
-        threads[ti, 10] = fh_read_u64(&ts.callback_max_ns)
-        threads[ti, 11] = ts.folded
-        threads[ti, 12] = fh_read_u64(&ts.callback_exclusive_ns)
+        fh_copy_thread_record(ts, &threads[ti, 0])
         memcpy(&names[ti, 0], ts.name, 16)
         for c in range(FH_CALLS):
             for k in range(FH_RESULTS):
@@ -435,10 +465,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
             fh_add_counts(&counts[ri, 0], &ts.callback_counts[r * width], width)
             if _row_is_empty(&counts[ri, 0], width):
                 continue
-            rows[ri, 0] = ti
-            rows[ri, 1] = -1
-            rows[ri, 2] = FH_HIST_CALLBACK
-            rows[ri, 3] = r
+            fh_copy_row_record(ti, -1, FH_HIST_CALLBACK, r, &rows[ri, 0])
             ri += 1
         n = fh_thread_ntargets(ts)
         for i in range(n):
@@ -446,15 +473,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
             if gi >= targets.shape[0]:
                 fh_registry_unlock()
                 return -1
-            targets[gi, 0] = ti
-            targets[gi, 1] = t.address
-            targets[gi, 2] = fh_read_u64(&t.calls)
-            targets[gi, 3] = fh_read_u64(&t.total_ns)
-            targets[gi, 4] = fh_read_u64(&t.exclusive_ns)
-            targets[gi, 5] = fh_read_u64(&t.min_ns)
-            targets[gi, 6] = fh_read_u64(&t.max_ns)
-            targets[gi, 7] = fh_read_u64(&t.timeouts)
-            targets[gi, 8] = t.overflow
+            fh_copy_target_record(ti, t, &targets[gi, 0])
             # Nested rows first: a frame closing meanwhile adds to INCLUSIVE
             # before NESTED_INCLUSIVE, so reading in the opposite order keeps
             # INCLUSIVE - NESTED_INCLUSIVE from going negative.
@@ -473,10 +492,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
                         fh_registry_unlock()
                         return -1
                     fh_add_counts(&counts[ri, 0], row, width)
-                    rows[ri, 0] = ti
-                    rows[ri, 1] = gi
-                    rows[ri, 2] = FH_HIST_NESTED_INCLUSIVE if kind == 0 else (FH_HIST_NESTED_EXCLUSIVE if kind == 1 else FH_HIST_INCLUSIVE)
-                    rows[ri, 3] = r
+                    fh_copy_row_record(ti, gi, _ROW_KINDS[kind], r, &rows[ri, 0])
                     ri += 1
             gi += 1
         n = fh_thread_nsites(ts)
@@ -486,13 +502,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
                 fh_registry_unlock()
                 return -1
             site = thread_sites[i]
-            sites[si, 0] = ti
-            sites[si, 1] = site.code
-            sites[si, 2] = site.where
-            sites[si, 3] = site.target
-            sites[si, 4] = fh_read_u64(&site.calls)
-            sites[si, 5] = fh_read_u64(&site.total_ns)
-            sites[si, 6] = fh_read_u64(&site.exclusive_ns)
+            fh_copy_site_record(ti, site, &sites[si, 0])
             for b in range(FH_SITE_BUCKETS):
                 site_counts[si, b] = fh_read_u32(&site.counts[b])
             si += 1
@@ -504,6 +514,10 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
     filled_rows[0] = ri
     filled_sites[0] = si
     return ti
+
+
+# A target's histograms in the order _fill reads them (see there).
+cdef int[3] _ROW_KINDS = [FH_HIST_NESTED_INCLUSIVE, FH_HIST_NESTED_EXCLUSIVE, FH_HIST_INCLUSIVE]
 
 
 cdef bint _row_is_empty(const uint64_t *counts, uint32_t width) noexcept nogil:
@@ -528,6 +542,13 @@ def bucket_lower_edges(unsigned precision):
         out[i] = fh_bucket_lower(i, precision)
     out[n] = 0xFFFFFFFFFFFFFFFF
     return edges
+
+
+def bucket_rows(unsigned precision):
+    """How many power-of-two rows a histogram at `precision` has (rows of
+    2**precision buckets): 65 - precision."""
+    _checked_int(precision, "precision", FH_PRECISION_MIN, FH_PRECISION_MAX)
+    return fh_bucket_rows(precision)
 
 
 def bucket_index(uint64_t value, unsigned precision):

@@ -42,18 +42,11 @@ cdef extern from "fh_runtime.h" nogil:
         uint32_t max_depth
         uint32_t precision
         uint32_t max_targets
-        uint32_t clock_kind
         uint64_t timeout_ns
 
+    # Only what _core reads member by member; the records' columns are
+    # copied by the fh_copy_*_record functions (core/fh_schema.h).
     ctypedef struct fh_target:
-        uint64_t address
-        uint64_t calls
-        uint64_t total_ns
-        uint64_t exclusive_ns
-        uint64_t min_ns
-        uint64_t max_ns
-        uint64_t timeouts
-        uint32_t overflow
         uint32_t rows_per_hist
         uint64_t **nested
         uint64_t **rows
@@ -62,35 +55,17 @@ cdef extern from "fh_runtime.h" nogil:
         FH_SITE_BUCKETS
         FH_SITE_PRECISION
     ctypedef struct fh_site:
-        uint64_t code
-        uint64_t target
-        uint32_t where
-        uint64_t calls
-        uint64_t total_ns
-        uint64_t exclusive_ns
         uint32_t counts[1]
 
     ctypedef struct fh_thread:
-        uint32_t depth
-        uint32_t capacity
-        uint32_t max_depth_seen
         uint32_t alive
         uint32_t precision
         uint64_t results[4][7]
         uint64_t *callback_counts
-        uint64_t callback_calls
-        uint64_t callback_total_ns
-        uint64_t callback_exclusive_ns
-        uint64_t callback_min_ns
-        uint64_t callback_max_ns
         fh_target **targets
-        uint64_t hidden
-        uint64_t exit_abandoned
-        uint64_t dropped_samples
         uint64_t heap_bytes
         uint64_t tid
         char name[16]
-        uint64_t folded
         uint64_t sites_dropped
         fh_thread *next
 
@@ -131,6 +106,24 @@ cdef extern from "fh_runtime.h" nogil:
     uint64_t *fh_read_row(uint64_t **slot) noexcept
     uint64_t **fh_read_nested(fh_target *t) noexcept
     void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n) noexcept
+
+    enum:
+        FH_THREAD_COLUMNS
+        FH_TARGET_COLUMNS
+        FH_SITE_COLUMNS
+        FH_ROW_COLUMNS
+    ctypedef struct fh_field:
+        const char *name
+        const char *ctype
+        int role
+    const fh_field fh_thread_schema[]
+    const fh_field fh_target_schema[]
+    const fh_field fh_site_schema[]
+    const fh_field fh_row_schema[]
+    void fh_copy_thread_record(const fh_thread *ts, uint64_t *out) noexcept
+    void fh_copy_target_record(uint64_t thread, const fh_target *t, uint64_t *out) noexcept
+    void fh_copy_site_record(uint64_t thread, const fh_site *site, uint64_t *out) noexcept
+    void fh_copy_row_record(long long thread, long long target, long long kind, long long row, long long *out) noexcept
 
     int fh_test_corrupt_current(int how) noexcept
 

@@ -45,6 +45,7 @@
 #include "fh_platform.h"
 #include "fh_clock.h"
 #include "fh_histogram.h"
+#include "fh_schema.h"
 #include "fh_test_api.h"
 
 /* ---- protocol vocabulary ------------------------------------------------ */
@@ -108,7 +109,6 @@ typedef struct fh_config {
     uint32_t max_depth;
     uint32_t precision;
     uint32_t max_targets;
-    uint32_t clock_kind;
     uint64_t timeout_ns; /* 0: never */
 } fh_config;
 
@@ -116,12 +116,7 @@ typedef struct fh_config {
  * arena the first time the thread calls it; histogram rows likewise. */
 typedef struct fh_target {
     uint64_t address;
-    uint64_t calls;
-    uint64_t total_ns;
-    uint64_t exclusive_ns;
-    uint64_t min_ns;
-    uint64_t max_ns;
-    uint64_t timeouts;
+    FH_TARGET_RECORD(FH_MEMBER, FH_NOT_STORED) /* calls, total_ns, ... (fh_schema.h) */
     uint32_t overflow; /* 1: the row that folds targets past max_targets */
     uint32_t rows_per_hist;
     /* NESTED_INCLUSIVE rows then NESTED_EXCLUSIVE rows (2 x rows_per_hist);
@@ -178,9 +173,7 @@ typedef struct fh_site {
     uint64_t target; /* the address called */
     uint32_t where;  /* the instruction's offset in the code, in bytes */
     uint32_t unused;
-    uint64_t calls;
-    uint64_t total_ns;
-    uint64_t exclusive_ns;
+    FH_SITE_RECORD(FH_MEMBER, FH_NOT_STORED) /* calls, total_ns, exclusive_ns */
     uint32_t counts[FH_SITE_BUCKETS]; /* inclusive durations */
 } fh_site;
 
@@ -232,11 +225,9 @@ typedef struct fh_thread {
 
     /* Callbacks (M frames): one flat histogram per thread. */
     uint64_t *callback_counts;
-    uint64_t callback_calls;
-    uint64_t callback_total_ns;
-    uint64_t callback_exclusive_ns; /* minus the frames opened inside them */
-    uint64_t callback_min_ns;
-    uint64_t callback_max_ns;
+    /* The counters of the thread record: callback_calls, ..., heap_bytes,
+     * folded (fh_schema.h). */
+    FH_THREAD_RECORD(FH_MEMBER, FH_NOT_STORED)
 
     /* Targets: `targets[0..ntargets)` is what readers see; the hash table
      * is the owner's private index into it. */
@@ -266,14 +257,10 @@ typedef struct fh_thread {
     uint32_t naside;
     uint64_t hidden; /* aside frames + unrecorded opens above frames */
 
-    uint64_t exit_abandoned;  /* frames still open when the thread ended */
-    uint64_t dropped_samples; /* durations not binned: no memory for a row */
-    uint64_t heap_bytes;      /* everything this state holds */
     fh_arena_chunk *arena;
 
     uint64_t tid;
     char name[16];
-    uint64_t folded; /* threads that ended and were folded into this state */
     struct fh_thread *next;
 } fh_thread;
 
@@ -1392,7 +1379,6 @@ static void fh_start(const fh_config *config, const fh_clock *clock)
     fh_store(&fh_rt.config.max_depth, config->max_depth);
     fh_store(&fh_rt.config.precision, config->precision);
     fh_store(&fh_rt.config.max_targets, config->max_targets);
-    fh_store(&fh_rt.config.clock_kind, config->clock_kind);
     fh_store(&fh_rt.config.timeout_ns, config->timeout_ns);
     fh_store(&fh_rt.clock.kind, clock->kind);
     fh_store(&fh_rt.clock.ns_per_tick, clock->ns_per_tick);
@@ -1502,6 +1488,41 @@ static inline uint64_t *fh_read_row(uint64_t *const *slot) { return fh_load_acqu
 
 /* The target's NESTED_INCLUSIVE then NESTED_EXCLUSIVE rows, or NULL. */
 static inline uint64_t **fh_read_nested(fh_target *t) { return fh_load_acquire(&t->nested); }
+
+/* The records of fh_schema.h, one row each: the columns in table order. */
+#define FH_THREAD_COLUMNS (0 FH_THREAD_RECORD(FH_COLUMN, FH_COLUMN_V))
+#define FH_TARGET_COLUMNS (0 FH_TARGET_RECORD(FH_COLUMN, FH_COLUMN_V))
+#define FH_SITE_COLUMNS (0 FH_SITE_RECORD(FH_COLUMN, FH_COLUMN_V))
+#define FH_ROW_COLUMNS (0 FH_ROW_RECORD(FH_COLUMN, FH_COLUMN_V))
+
+#define FH_COPY_SOURCE ts
+static inline void fh_copy_thread_record(const fh_thread *ts, uint64_t *out)
+{
+    FH_THREAD_RECORD(FH_COPY_STORED, FH_COPY_VALUE)
+}
+#undef FH_COPY_SOURCE
+#define FH_COPY_SOURCE t
+static inline void fh_copy_target_record(uint64_t thread, const fh_target *t, uint64_t *out)
+{
+    FH_TARGET_RECORD(FH_COPY_STORED, FH_COPY_VALUE)
+}
+#undef FH_COPY_SOURCE
+#define FH_COPY_SOURCE site
+static inline void fh_copy_site_record(uint64_t thread, const fh_site *site, uint64_t *out)
+{
+    FH_SITE_RECORD(FH_COPY_STORED, FH_COPY_VALUE)
+}
+#undef FH_COPY_SOURCE
+static inline void fh_copy_row_record(int64_t thread, int64_t target, int64_t kind, int64_t row, long long *out)
+{
+    FH_ROW_RECORD(FH_COPY_STORED, FH_COPY_VALUE)
+}
+
+/* The schema _core exports: every record's columns, in order. */
+static const fh_field fh_thread_schema[] = {FH_THREAD_RECORD(FH_FIELD, FH_FIELD_V)};
+static const fh_field fh_target_schema[] = {FH_TARGET_RECORD(FH_FIELD, FH_FIELD_V)};
+static const fh_field fh_site_schema[] = {FH_SITE_RECORD(FH_FIELD, FH_FIELD_V)};
+static const fh_field fh_row_schema[] = {FH_ROW_RECORD(FH_FIELD, FH_FIELD_V)};
 
 
 /* ---- hooks for the test-only extension (see fh_test_api.h) --------------- */

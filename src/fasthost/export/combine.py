@@ -1,28 +1,23 @@
 """Combining snapshots: ``diff`` (an interval of one session) and ``merge``
-(several sessions or processes side by side)."""
+(several sessions or processes side by side). Both return the parts of a
+new snapshot (``Snapshot``'s keyword arguments); what each column does
+comes from its role in the core's tables (``fasthost.export.schema``)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fasthost.export import callsites as _callsites
 from fasthost.export.histogram import Histogram
-from fasthost.export.snapshot import _CALLBACK, _INCLUSIVE, Snapshot
+from fasthost.export.schema import CALLBACK, INCLUSIVE, TARGET_COUNTERS, THREAD_COUNTERS, sum_rows
+
+if TYPE_CHECKING:
+    from fasthost.export.snapshot import Snapshot
 
 __all__ = ["diff", "merge"]
-
-# THREAD_DTYPE columns that count things (subtracted by diff); the others are
-# gauges or identity, taken from the later snapshot.
-_THREAD_COUNTERS = (
-    "leave", "enter", "reverse_enter", "reverse_leave", "ok", "clr_not_available", "timeout", "not_owner",
-    "abandoned", "failed", "out_of_memory", "exit_abandoned", "callback_calls", "callback_total_ns",
-    "callback_exclusive_ns",
-    "dropped_samples",
-)  # fmt: skip
-_TARGET_COUNTERS = ("calls", "total_ns", "exclusive_ns", "timeouts")
 
 
 def _thread_keys(threads: np.ndarray) -> list[tuple[int, int]]:
@@ -38,15 +33,9 @@ def _thread_keys(threads: np.ndarray) -> list[tuple[int, int]]:
     return keys
 
 
-def _check(snapshot: Any) -> Snapshot:
-    if not isinstance(snapshot, Snapshot):
-        raise TypeError(f"expected a fasthost.Snapshot, not {type(snapshot).__name__}")
-    return snapshot
-
-
-def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
-    """See :meth:`Snapshot.diff`."""
-    _check(earlier)
+def diff(later: Snapshot, earlier: Snapshot) -> dict[str, Any]:
+    """The parts of the snapshot of what happened between ``earlier`` and
+    ``later`` (see :meth:`Snapshot.diff`)."""
     session = later.meta.get("session")
     if session is None or session != earlier.meta.get("session"):
         raise ValueError(
@@ -68,7 +57,7 @@ def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
         j = earlier_at.get(key)
         if j is None:
             continue
-        for name in _THREAD_COUNTERS:
+        for name in THREAD_COUNTERS:
             threads[name][i] = _minus(threads[name][i], earlier.threads[name][j], name)
         results[i] -= earlier.results[j].astype(np.int64)
     if (results < 0).any():
@@ -88,7 +77,7 @@ def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
             continue
         before = earlier.thread_targets[j]
         had_calls[i] = before["calls"] > 0
-        for name in _TARGET_COUNTERS:
+        for name in TARGET_COUNTERS:
             pairs[name][i] = _minus(pairs[name][i], before[name], name)
 
     # Histogram rows: by (thread, pair or callback, kind, row).
@@ -112,7 +101,8 @@ def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
     keep_threads = results.sum(axis=(1, 2)) > 0
     keep_pairs = (pairs["calls"] > 0) & keep_threads[pairs["thread"]]
     keep_rows = counts.any(axis=1) & keep_threads[later.hist_rows["thread"]]
-    keep_rows &= (later.hist_rows["target"] < 0) | keep_pairs[np.maximum(later.hist_rows["target"], 0)]
+    of_pair = later.hist_rows["target"] >= 0  # callback rows (-1) belong to no pair
+    keep_rows[of_pair] &= keep_pairs[later.hist_rows["target"][of_pair]]
     thread_index = np.cumsum(keep_threads) - 1
     pair_index = np.cumsum(keep_pairs) - 1
 
@@ -130,25 +120,25 @@ def diff(later: Snapshot, earlier: Snapshot) -> Snapshot:
     callsites, callsite_counts = _callsites.combine(
         [(later.callsites, later.callsite_counts), (earlier.callsites, earlier.callsite_counts)], sign=[1, -1]
     )
-    result = Snapshot(
-        callsites=callsites,
-        callsite_counts=callsite_counts,
-        threads=threads_kept,
-        results=results[keep_threads].astype(np.uint64),
-        thread_targets=pairs_kept,
-        hist_rows=hist_rows,
-        hist_counts=hist_counts,
-        symbols=later.symbols,
-        meta={
+    parts = {
+        "callsites": callsites,
+        "callsite_counts": callsite_counts,
+        "threads": threads_kept,
+        "results": results[keep_threads].astype(np.uint64),
+        "thread_targets": pairs_kept,
+        "hist_rows": hist_rows,
+        "hist_counts": hist_counts,
+        "symbols": later.symbols,
+        "meta": {
             **later.meta,
             "interval_ns": int(later.meta.get("session_ns", 0)) - int(earlier.meta.get("session_ns", 0)),
             "callsites_dropped": max(
                 int(later.meta.get("callsites_dropped", 0)) - int(earlier.meta.get("callsites_dropped", 0)), 0
             ),
         },
-    )
-    _bound_extremes(result, had_calls[keep_pairs], callbacks_before)
-    return result
+    }
+    _bound_extremes(parts, later.precision, had_calls[keep_pairs], callbacks_before)
+    return parts
 
 
 def _minus(later: Any, earlier: Any, name: str) -> Any:
@@ -159,46 +149,35 @@ def _minus(later: Any, earlier: Any, name: str) -> Any:
     return later - earlier
 
 
-def _bound_extremes(snap: Snapshot, pair_had_calls: np.ndarray, thread_had_callbacks: np.ndarray) -> None:
+def _bound_extremes(
+    parts: dict[str, Any], precision: int, pair_had_calls: np.ndarray, thread_had_callbacks: np.ndarray
+) -> None:
     """Min/max of an interval are exact only for what began in it; elsewhere
     the interval's own histogram bounds them."""
-    writable = (snap.thread_targets, snap.threads)
-    for array in writable:
-        array.flags.writeable = True
-    try:
-        for i in np.flatnonzero(pair_had_calls):
-            hist = _pair_histogram(snap, int(i))
-            snap.thread_targets["min_ns"][i] = hist.min
-            snap.thread_targets["max_ns"][i] = hist.max
-        for i in np.flatnonzero(thread_had_callbacks):
-            if snap.threads["callback_calls"][i] == 0:
-                snap.threads["callback_min_ns"][i] = 2**64 - 1
-                snap.threads["callback_max_ns"][i] = 0
-                continue
-            mask = (snap.hist_rows["kind"] == _CALLBACK) & (snap.hist_rows["thread"] == i)
-            hist = _rows_histogram(snap, mask)
-            snap.threads["callback_min_ns"][i] = hist.min
-            snap.threads["callback_max_ns"][i] = hist.max
-    finally:
-        for array in writable:
-            array.flags.writeable = False
+    threads, pairs, rows = parts["threads"], parts["thread_targets"], parts["hist_rows"]
+
+    def bounds(mask: np.ndarray) -> Histogram:
+        return Histogram._from_counts(precision, sum_rows(rows, parts["hist_counts"], precision, mask), None, None, 0)
+
+    for i in np.flatnonzero(pair_had_calls):
+        hist = bounds((rows["kind"] == INCLUSIVE) & (rows["target"] == i))
+        pairs["min_ns"][i] = hist.min
+        pairs["max_ns"][i] = hist.max
+    for i in np.flatnonzero(thread_had_callbacks):
+        if threads["callback_calls"][i] == 0:
+            threads["callback_min_ns"][i] = 2**64 - 1
+            threads["callback_max_ns"][i] = 0
+            continue
+        hist = bounds((rows["kind"] == CALLBACK) & (rows["thread"] == i))
+        threads["callback_min_ns"][i] = hist.min
+        threads["callback_max_ns"][i] = hist.max
 
 
-def _pair_histogram(snap: Snapshot, pair: int) -> Histogram:
-    mask = (snap.hist_rows["kind"] == _INCLUSIVE) & (snap.hist_rows["target"] == pair)
-    return _rows_histogram(snap, mask)
-
-
-def _rows_histogram(snap: Snapshot, mask: np.ndarray) -> Histogram:
-    return Histogram._from_counts(snap.precision, snap._sum_rows(mask), None, None, 0)
-
-
-def merge(snapshots: list[Snapshot]) -> Snapshot:
-    """See :func:`fasthost.merge`."""
+def merge(snapshots: list[Snapshot]) -> dict[str, Any]:
+    """The parts of one snapshot holding every thread of ``snapshots`` (see
+    :func:`fasthost.merge`)."""
     if not snapshots:
         raise ValueError("merge() needs at least one snapshot")
-    for snap in snapshots:
-        _check(snap)
     precisions = {s.precision for s in snapshots}
     if len(precisions) > 1:
         raise ValueError(f"cannot merge snapshots of different precisions {sorted(precisions)}")
@@ -232,14 +211,14 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
         "callsites_dropped": sum(int(s.meta.get("callsites_dropped", 0)) for s in snapshots),
     }
     callsites, callsite_counts = _callsites.combine([(s.callsites, s.callsite_counts) for s in snapshots])
-    return Snapshot(
-        callsites=callsites,
-        callsite_counts=callsite_counts,
-        threads=np.concatenate([s.threads for s in snapshots]),
-        results=np.concatenate([s.results for s in snapshots]),
-        thread_targets=np.concatenate(pairs),
-        hist_rows=np.concatenate(rows),
-        hist_counts=np.concatenate([s.hist_counts for s in snapshots]),
-        symbols=symbols,
-        meta=meta,
-    )
+    return {
+        "callsites": callsites,
+        "callsite_counts": callsite_counts,
+        "threads": np.concatenate([s.threads for s in snapshots]),
+        "results": np.concatenate([s.results for s in snapshots]),
+        "thread_targets": np.concatenate(pairs),
+        "hist_rows": np.concatenate(rows),
+        "hist_counts": np.concatenate([s.hist_counts for s in snapshots]),
+        "symbols": symbols,
+        "meta": meta,
+    }

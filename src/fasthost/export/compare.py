@@ -6,8 +6,12 @@ symbol, since addresses move between processes."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fasthost.export.report import format_ns, target_histogram
-from fasthost.export.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from fasthost.export.snapshot import Snapshot
 
 __all__ = ["compare_targets"]
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fasthost.export.histogram import Histogram
 from fasthost.export.report import format_ns, target_histogram
-from fasthost.export.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from fasthost.export.snapshot import Snapshot
 
 __all__ = ["plot"]
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fasthost.export import callsites as _callsites
 from fasthost.export.histogram import Histogram
-from fasthost.export.snapshot import KINDS, RESULT_FIELDS, Snapshot
+from fasthost.export.schema import KINDS, RESULT_FIELDS
+
+if TYPE_CHECKING:
+    from fasthost.export.snapshot import Snapshot
 
 __all__ = ["QUANTILES", "called_from", "format_ns", "latency_summary", "report", "target_histogram", "to_dict"]
 

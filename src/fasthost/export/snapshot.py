@@ -19,8 +19,24 @@ import numpy as np
 
 from fasthost import _core
 from fasthost.export import callsites as _callsites
-from fasthost.export import symbols
+from fasthost.export import combine, report, storage, symbols
 from fasthost.export.histogram import Histogram
+from fasthost.export.schema import (
+    CALL_INDEX,
+    CALLBACK,
+    HIST_ROW_DTYPE,
+    INCLUSIVE,
+    KINDS,
+    NESTED_EXCLUSIVE,
+    NESTED_INCLUSIVE,
+    RESULT_FIELDS,
+    RESULT_INDEX,
+    TARGET_DTYPE,
+    THREAD_DTYPE,
+    THREAD_TARGET_DTYPE,
+    sum_rows,
+    target_dtype,
+)
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER, HResult
 
 __all__ = [
@@ -30,14 +46,11 @@ __all__ = [
     "THREAD_DTYPE",
     "THREAD_TARGET_DTYPE",
     "Snapshot",
+    "load",
     "merge",
     "snapshot",
 ]
 
-_CALL = {name: i for i, name in enumerate(CALL_ORDER)}
-_RESULT = {hr: i for i, hr in enumerate(RESULT_ORDER)}
-# Result columns of THREAD_DTYPE, in RESULT_ORDER.
-RESULT_FIELDS = ("ok", "clr_not_available", "timeout", "not_owner", "abandoned", "failed", "out_of_memory")
 _UINT64_MAX = 2**64 - 1
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,92 +71,13 @@ def _unrecorded(function: F) -> F:
     return cast(F, unrecorded)
 
 
-THREAD_DTYPE = np.dtype(
-    [
-        ("tid", np.uint64),
-        ("name", "U32"),
-        ("alive", np.bool_),
-        ("leave", np.uint64),
-        ("enter", np.uint64),
-        ("reverse_enter", np.uint64),
-        ("reverse_leave", np.uint64),
-        ("ok", np.uint64),
-        ("clr_not_available", np.uint64),
-        ("timeout", np.uint64),
-        ("not_owner", np.uint64),
-        ("abandoned", np.uint64),
-        ("failed", np.uint64),
-        ("out_of_memory", np.uint64),
-        ("exit_abandoned", np.uint64),
-        ("depth", np.uint32),
-        ("max_depth", np.uint32),
-        ("callback_calls", np.uint64),
-        ("callback_total_ns", np.uint64),
-        ("callback_exclusive_ns", np.uint64),
-        ("callback_min_ns", np.uint64),
-        ("callback_max_ns", np.uint64),
-        ("dropped_samples", np.uint64),
-        ("memory_bytes", np.uint64),
-    ]
-)
-"""One row per thread. Call columns (``leave`` ...) count every call of that
-kind made while recording, whatever its result; result columns (``ok`` ...
-``out_of_memory``) count results of all kinds, and ``abandoned`` includes
-``exit_abandoned``, the frames still open when the thread ended.
-``callback_min_ns`` is 2**64 - 1 while ``callback_calls`` is 0."""
-
-THREAD_TARGET_DTYPE = np.dtype(
-    [
-        ("thread", np.int64),
-        ("target", np.uint64),
-        ("calls", np.uint64),
-        ("total_ns", np.uint64),
-        ("exclusive_ns", np.uint64),
-        ("min_ns", np.uint64),
-        ("max_ns", np.uint64),
-        ("timeouts", np.uint64),
-        ("overflow", np.bool_),
-    ]
-)
-"""One row per (thread, target) pair; ``thread`` indexes ``threads``. The
-``overflow`` row of a thread (target 0) folds its targets past
-``max_targets``."""
-
-HIST_ROW_DTYPE = np.dtype([("thread", np.int64), ("target", np.int64), ("kind", np.int8), ("row", np.int16)])
-"""Which histogram a row of ``hist_counts`` belongs to: ``thread`` indexes
-``threads``, ``target`` indexes ``thread_targets`` (-1 for callbacks),
-``kind`` is one of the core's histogram kinds (see ``_KIND``), ``row`` is
-the power-of-two row, so the row's buckets are ``row * 2**precision ...``."""
-
-# The core's histogram kinds (core/fh_runtime.h, enum fh_hist_kind).
-_INCLUSIVE, _NESTED_INCLUSIVE, _NESTED_EXCLUSIVE, _CALLBACK = 0, 1, 2, 3
-KINDS = ("inclusive", "exclusive", "callback")
+# The core's thread columns a snapshot shows under another name.
+_THREAD_SHOWN_AS = {"heap_bytes": "memory_bytes"}
+# How the columns of a (thread, target) pair add up over threads, by role.
+_OVER_THREADS = {"counter": np.add, "min": np.minimum, "max": np.maximum}
 
 ThreadKey = Union[int, str]
 TargetKey = Union[int, str]
-
-
-def _target_dtype(symbol_width: int) -> np.dtype:
-    return np.dtype(
-        [
-            ("target", np.uint64),
-            ("symbol", f"U{max(symbol_width, 1)}"),
-            ("calls", np.uint64),
-            ("total_ns", np.uint64),
-            ("exclusive_ns", np.uint64),
-            ("min_ns", np.uint64),
-            ("max_ns", np.uint64),
-            ("timeouts", np.uint64),
-            ("threads", np.uint32),
-            ("overflow", np.bool_),
-        ]
-    )
-
-
-TARGET_DTYPE = _target_dtype(64)
-"""One row per target over all threads (the ``symbol`` width follows the
-longest name). The overflow row (``overflow`` True, target 0) folds every
-thread's targets past ``max_targets``."""
 
 
 class Snapshot:
@@ -201,9 +135,10 @@ class Snapshot:
         fields = {name: i for i, name in enumerate(_core.THREAD_FIELDS)}
         values, results = raw["threads"], raw["results"]
         threads = np.zeros(len(values), dtype=THREAD_DTYPE)
-        for name in _core.THREAD_FIELDS:  # same names, but the core's heap_bytes
-            if name != "folded":
-                threads["memory_bytes" if name == "heap_bytes" else name] = values[:, fields[name]]
+        for name, i in fields.items():
+            shown = _THREAD_SHOWN_AS.get(name, name)
+            if shown in THREAD_DTYPE.names:
+                threads[shown] = values[:, i]
         live_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
         # Threads past the number kept per session are folded into one row.
         folded = values[:, fields["folded"]]
@@ -216,7 +151,7 @@ class Snapshot:
             for tid, os_name, alive in zip(threads["tid"], os_names, threads["alive"])
         ]
         for call in CALL_ORDER:
-            threads[call] = results[:, _CALL[call], :].sum(axis=1)
+            threads[call] = results[:, CALL_INDEX[call], :].sum(axis=1)
         by_result = results.sum(axis=1)
         for i, name in enumerate(RESULT_FIELDS):
             threads[name] = by_result[:, i]
@@ -287,15 +222,14 @@ class Snapshot:
             "overflow" if over else self.symbol(int(t))
             for t, over in zip(sorted_tt["target"][starts], sorted_tt["overflow"][starts])
         ]
-        out = np.zeros(len(starts), dtype=_target_dtype(max((len(n) for n in names), default=1)))
+        out = np.zeros(len(starts), dtype=target_dtype(max((len(n) for n in names), default=1)))
         if len(starts):
             out["target"] = sorted_tt["target"][starts]
             out["overflow"] = sorted_tt["overflow"][starts]
             out["symbol"] = names
-            for name in ("calls", "total_ns", "exclusive_ns", "timeouts"):
-                out[name] = np.add.reduceat(sorted_tt[name], starts)
-            out["min_ns"] = np.minimum.reduceat(sorted_tt["min_ns"], starts)
-            out["max_ns"] = np.maximum.reduceat(sorted_tt["max_ns"], starts)
+            for name, _, role in _core.SCHEMA["target"]:
+                if role in _OVER_THREADS:
+                    out[name] = _OVER_THREADS[role].reduceat(sorted_tt[name], starts)
             out["threads"] = np.diff(np.r_[starts, len(order)])
         busiest = np.lexsort((out["target"], -out["total_ns"].astype(np.float64), out["overflow"]))
         return out[busiest]
@@ -317,20 +251,20 @@ class Snapshot:
         if kind == "callback":
             if target is not None:
                 raise ValueError("callback histograms are per thread: pass thread=, not target=")
-            counts = self._sum_rows(self._row_mask(_CALLBACK, thread_mask, None))
+            counts = self._sum_rows(self._row_mask(CALLBACK, thread_mask, None))
             rows = self.threads[thread_mask & (self.threads["callback_calls"] > 0)]
             low, high, total = _extremes(rows["callback_min_ns"], rows["callback_max_ns"], rows["callback_total_ns"])
             return Histogram._from_counts(self.precision, counts, low, high, total)
 
         pair_mask = thread_mask[self.thread_targets["thread"]] & self._target_mask(target)
-        counts = self._sum_rows(self._row_mask(_INCLUSIVE, thread_mask, pair_mask))
+        counts = self._sum_rows(self._row_mask(INCLUSIVE, thread_mask, pair_mask))
         pairs = self.thread_targets[pair_mask & (self.thread_targets["calls"] > 0)]
         if kind == "inclusive":
             low, high, total = _extremes(pairs["min_ns"], pairs["max_ns"], pairs["total_ns"])
             return Histogram._from_counts(self.precision, counts, low, high, total)
         # exclusive = INCLUSIVE - NESTED_INCLUSIVE + NESTED_EXCLUSIVE (see fh_runtime.h)
-        nested_inclusive = self._sum_rows(self._row_mask(_NESTED_INCLUSIVE, thread_mask, pair_mask))
-        nested_exclusive = self._sum_rows(self._row_mask(_NESTED_EXCLUSIVE, thread_mask, pair_mask))
+        nested_inclusive = self._sum_rows(self._row_mask(NESTED_INCLUSIVE, thread_mask, pair_mask))
+        nested_exclusive = self._sum_rows(self._row_mask(NESTED_EXCLUSIVE, thread_mask, pair_mask))
         counts = counts - np.minimum(counts, nested_inclusive) + nested_exclusive
         # The exact extremes of exclusive durations are not kept: the
         # buckets bound them, and no exclusive duration exceeds the largest
@@ -385,22 +319,19 @@ class Snapshot:
         return mask
 
     def _sum_rows(self, mask: np.ndarray) -> np.ndarray:
-        width = 1 << self.precision
-        dense = np.zeros((65 - self.precision, width), dtype=np.uint64)
-        np.add.at(dense, self.hist_rows["row"][mask].astype(np.intp), self.hist_counts[mask])
-        return dense.reshape(-1)
+        return sum_rows(self.hist_rows, self.hist_counts, self.precision, mask)
 
     # ---- summaries ------------------------------------------------------
     def calls(self, kind: str, result: HResult | None = None) -> int:
         """Calls of ``kind`` ("leave", "enter", "reverse_leave",
         "reverse_enter") over all threads, optionally only those that
         returned ``result``. Raises ``ValueError`` for an unknown kind."""
-        if kind not in _CALL:
+        if kind not in CALL_INDEX:
             raise ValueError(f"kind must be one of {', '.join(CALL_ORDER)}, got {kind!r}")
-        per_result = self.results[:, _CALL[kind], :].sum(axis=0)
+        per_result = self.results[:, CALL_INDEX[kind], :].sum(axis=0)
         if result is None:
             return int(per_result.sum())
-        return int(per_result[_RESULT[HResult(result)]])
+        return int(per_result[RESULT_INDEX[HResult(result)]])
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -445,9 +376,7 @@ class Snapshot:
         bounded by the histogram's buckets. Raises ``ValueError`` when the
         snapshots come from different sessions or the earlier one is not
         earlier, ``TypeError`` for a non-Snapshot."""
-        from fasthost.export.combine import diff
-
-        return diff(self, earlier)
+        return Snapshot(**combine.diff(self, _checked(earlier)))
 
     def __sub__(self, earlier: Snapshot) -> Snapshot:
         return self.diff(earlier)
@@ -458,27 +387,21 @@ class Snapshot:
         """Writes the snapshot to ``path`` as ``.npz`` (read it back with
         ``fasthost.load``). Raises ``OSError`` when the file cannot be
         written."""
-        from fasthost.export.storage import save
-
-        save(self, path)
+        storage.save(self, path)
 
     @_unrecorded
     def to_dict(self, top: int = 20) -> dict[str, Any]:
         """A JSON-serialisable summary: totals, errors by HRESULT name,
         p50/p90/p99/p99.9/max (ns) per kind, and the ``top`` targets with
         their own percentiles."""
-        from fasthost.export.report import to_dict
-
-        return to_dict(self, top)
+        return report.to_dict(self, top)
 
     @_unrecorded
     def report(self, top: int = 20) -> str:
         """A readable text report: totals, errors, the ``top`` targets
         (calls, total, mean, p50, p99, max, exclusive share) and a text
         rendering of the inclusive histogram."""
-        from fasthost.export.report import report
-
-        return report(self, top)
+        return report.report(self, top)
 
     @_unrecorded
     def plot(self, path_or_ax: Any, top: int = 10) -> Any:
@@ -546,6 +469,25 @@ def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
 
     Raises ``ValueError`` for an empty list or differing precisions,
     ``TypeError`` for a non-Snapshot."""
-    from fasthost.export.combine import merge as _merge
+    return Snapshot(**combine.merge([_checked(s) for s in snapshots]))
 
-    return _merge(list(snapshots))
+
+def load(path: str | os.PathLike[str]) -> Snapshot:
+    """Reads a snapshot written by :meth:`Snapshot.save`.
+
+    Raises ``FileNotFoundError``/``PermissionError``/``OSError`` when the
+    file cannot be opened, and ``ValueError``, one line naming the file and
+    saying what is wrong, for anything but a regular file (a FIFO, a
+    directory, a device), and for a file that is truncated, damaged, not a
+    fasthost snapshot, from a newer fasthost, inconsistent, or larger than a
+    snapshot can be (1 GiB of arrays). What it reads and allocates is
+    bounded by that limit and by the sizes the zip directory states, all
+    checked before any member is inflated; every value of a loaded snapshot
+    (indexes, histogram rows, meta) is one fasthost itself writes."""
+    return Snapshot(**storage.read(path))
+
+
+def _checked(snapshot: Any) -> Snapshot:
+    if not isinstance(snapshot, Snapshot):
+        raise TypeError(f"expected a fasthost.Snapshot, not {type(snapshot).__name__}")
+    return snapshot

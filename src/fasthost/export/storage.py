@@ -21,15 +21,27 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
-from typing import Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 import numpy as np
 
+from fasthost import _core
 from fasthost.export.callsites import CALLSITE_DTYPE, SITE_BUCKETS
-from fasthost.export.snapshot import _CALLBACK, HIST_ROW_DTYPE, THREAD_DTYPE, THREAD_TARGET_DTYPE, Snapshot
+from fasthost.export.schema import (
+    CALLBACK,
+    HIST_KINDS,
+    HIST_ROW_DTYPE,
+    PRECISIONS,
+    THREAD_DTYPE,
+    THREAD_TARGET_DTYPE,
+    bucket_rows,
+)
 from fasthost.hresult import CALL_ORDER, RESULT_ORDER
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load", "save"]
+if TYPE_CHECKING:
+    from fasthost.export.snapshot import Snapshot
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "read", "save"]
 
 FORMAT_NAME = "fasthost-snapshot"
 FORMAT_VERSION = 1
@@ -87,20 +99,20 @@ _DESCRS = {key: np.lib.format.dtype_to_descr(dtype) for key, (dtype, _) in _MEMB
 # Files of fasthost 0.x before callbacks had self time lack that column: read
 # with the older layout, and given the callbacks' inclusive time in it, the
 # most that can be said (a callback without frames inside is all self time).
-_THREADS_WITHOUT_CALLBACK_SELF = np.dtype([f for f in THREAD_DTYPE.descr if f[0] != "callback_exclusive_ns"])
+_THREADS_WITHOUTCALLBACK_SELF = np.dtype([f for f in THREAD_DTYPE.descr if f[0] != "callback_exclusive_ns"])
 _OLDER_DESCRS = {
-    "threads": (np.lib.format.dtype_to_descr(_THREADS_WITHOUT_CALLBACK_SELF), _THREADS_WITHOUT_CALLBACK_SELF),
+    "threads": (np.lib.format.dtype_to_descr(_THREADS_WITHOUTCALLBACK_SELF), _THREADS_WITHOUTCALLBACK_SELF),
 }
 _STR_DESCR = re.compile(re.escape(np.dtype("U1").str[0]) + r"U[1-9][0-9]{0,8}")
 
 _U64_MAX = 2**64 - 1
-_CLOCKS = ("tsc", "monotonic", "manual")  # a session's clock: the core resolves "auto" to one of these
+_CLOCKS = _core.CLOCKS[1:]  # a session's clock: the core resolves "auto" to one of the others
 # Integer values of the JSON header: name -> (lowest, highest), as the core and
 # the export layer can produce them.
-_CONFIG_INTS = {"max_depth": (1, 2**20), "precision": (1, 8), "timeout_ns": (0, _U64_MAX), "max_targets": (1, 2**20)}
+_CONFIG_INTS = _core.CONFIG_LIMITS
 _SESSION_INTS = {"pid": (0, 2**32 - 1), "epoch": (0, 2**32 - 1)}
 _META_INTS = {
-    "precision": (1, 8),
+    "precision": (PRECISIONS[0], PRECISIONS[-1]),
     "session_ns": (0, _U64_MAX),
     "unregistered_out_of_memory": (0, _U64_MAX),
     "interval_ns": (-_U64_MAX, _U64_MAX),  # a diff's: later session_ns - earlier session_ns
@@ -151,18 +163,10 @@ _DAMAGE = (
 _Fail = Callable[[str], ValueError]
 
 
-def load(path: str | os.PathLike[str]) -> Snapshot:
-    """Reads a snapshot written by :meth:`Snapshot.save`.
-
-    Raises ``FileNotFoundError``/``PermissionError``/``OSError`` when the
-    file cannot be opened, and ``ValueError``, one line naming the file and
-    saying what is wrong, for anything but a regular file (a FIFO, a
-    directory, a device), and for a file that is truncated, damaged, not a
-    fasthost snapshot, from a newer fasthost, inconsistent, or larger than a
-    snapshot can be (1 GiB of arrays). What it reads and allocates is
-    bounded by that limit and by the sizes the zip directory states, all
-    checked before any member is inflated; every value of a loaded snapshot
-    (indexes, histogram rows, meta) is one fasthost itself writes."""
+def read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The arrays, symbols and meta of the snapshot file at ``path``, as
+    ``Snapshot``'s keyword arguments (see ``fasthost.load``, which builds
+    the snapshot from them, for what is checked and what is raised)."""
     name = os.fspath(path)
 
     def fail(why: str) -> ValueError:
@@ -186,17 +190,17 @@ def load(path: str | os.PathLike[str]) -> Snapshot:
         upgraded["callback_exclusive_ns"] = threads["callback_total_ns"]
         threads = upgraded
     sites, site_counts = arrays.get("callsites"), arrays.get("callsite_counts")
-    return Snapshot(
-        callsites=sites,
-        callsite_counts=site_counts,
-        threads=threads,
-        results=arrays["results"],
-        thread_targets=arrays["thread_targets"],
-        hist_rows=arrays["hist_rows"],
-        hist_counts=counts,
-        symbols={int(a): str(n) for a, n in zip(arrays["symbol_addresses"].tolist(), names.tolist())},
-        meta=meta,
-    )
+    return {
+        "callsites": sites,
+        "callsite_counts": site_counts,
+        "threads": threads,
+        "results": arrays["results"],
+        "thread_targets": arrays["thread_targets"],
+        "hist_rows": arrays["hist_rows"],
+        "hist_counts": counts,
+        "symbols": {int(a): str(n) for a, n in zip(arrays["symbol_addresses"].tolist(), names.tolist())},
+        "meta": meta,
+    }
 
 
 # ---- the file and the zip directory -------------------------------------------------------
@@ -593,9 +597,10 @@ def _check_contents(arrays: dict[str, np.ndarray], precision: int, fail: _Fail) 
     _require(_indexes_ok(rows["thread"], len(threads)), fail, "a histogram row names no thread")
     targets = rows["target"]
     _require(bool(((targets >= -1) & (targets < len(pairs))).all()), fail, "a histogram row names no target")
-    _require(bool(((rows["kind"] >= 0) & (rows["kind"] <= _CALLBACK)).all()), fail, "unknown histogram kind")
-    _require(bool(((rows["row"] >= 0) & (rows["row"] < 65 - precision)).all()), fail, "histogram row out of range")
-    callbacks = rows["kind"] == _CALLBACK
+    _require(bool(np.isin(rows["kind"], list(HIST_KINDS.values())).all()), fail, "unknown histogram kind")
+    in_range = (rows["row"] >= 0) & (rows["row"] < bucket_rows(precision))
+    _require(bool(in_range.all()), fail, "histogram row out of range")
+    callbacks = rows["kind"] == CALLBACK
     _require(bool(((targets == -1) == callbacks).all()), fail, "a histogram row's kind and target disagree")
     of_pairs = ~callbacks
     _require(
