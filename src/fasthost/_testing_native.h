@@ -109,7 +109,13 @@ static uint64_t fh_capi_pair_loop(size_t n, size_t target)
 
 /* The floor the C pair budget compares against (docs/protocol.md §5): a
  * hand-written pair doing only 2 x rdtsc, a thread-local push/pop and one
- * histogram increment. */
+ * histogram increment. Its timestamps come from the core's fh_clock_ticks()
+ * on a constant clock: rdtsc where the CPU has one (the instruction the
+ * core's tsc clock reads; the test of the kind folds away), else
+ * CLOCK_MONOTONIC, so that this extension builds off x86 too. */
+static const fh_clock fh_minimal_clock = {.kind = FH_HAVE_RDTSC ? FH_CLOCK_TSC : FH_CLOCK_MONOTONIC};
+#define fh_minimal_ticks() fh_clock_ticks(&fh_minimal_clock)
+
 #define FH_MINIMAL_DEPTH 256
 #define FH_MINIMAL_PRECISION 5
 typedef struct fh_minimal_state {
@@ -123,13 +129,13 @@ static FH_NOINLINE int32_t fh_minimal_leave(size_t target)
 {
     (void)target;
     fh_minimal_state *s = fh_minimal;
-    s->start[s->depth++] = __rdtsc();
+    s->start[s->depth++] = fh_minimal_ticks();
     return 0;
 }
 
 static FH_NOINLINE int32_t fh_minimal_enter(void)
 {
-    uint64_t now = __rdtsc();
+    uint64_t now = fh_minimal_ticks();
     fh_minimal_state *s = fh_minimal;
     uint64_t ticks = now - s->start[--s->depth];
     s->counts[fh_bucket_index(ticks, FH_MINIMAL_PRECISION)]++;
@@ -245,12 +251,12 @@ static FH_NOINLINE uint64_t fh_mutex_leave(void)
     pthread_mutex_lock(&fh_shared.lock);
     fh_shared.leaves++;
     pthread_mutex_unlock(&fh_shared.lock);
-    return __rdtsc();
+    return fh_minimal_ticks();
 }
 
 static FH_NOINLINE void fh_mutex_enter(uint64_t start)
 {
-    uint64_t ticks = __rdtsc() - start;
+    uint64_t ticks = fh_minimal_ticks() - start;
     pthread_mutex_lock(&fh_shared.lock);
     fh_shared.counts[fh_bucket_index(ticks, FH_MINIMAL_PRECISION)]++;
     pthread_mutex_unlock(&fh_shared.lock);
@@ -259,12 +265,12 @@ static FH_NOINLINE void fh_mutex_enter(uint64_t start)
 static FH_NOINLINE uint64_t fh_atomic_leave(void)
 {
     __atomic_fetch_add(&fh_shared.leaves, 1, __ATOMIC_RELAXED);
-    return __rdtsc();
+    return fh_minimal_ticks();
 }
 
 static FH_NOINLINE void fh_atomic_enter(uint64_t start)
 {
-    uint64_t ticks = __rdtsc() - start;
+    uint64_t ticks = fh_minimal_ticks() - start;
     __atomic_fetch_add(&fh_shared.counts[fh_bucket_index(ticks, FH_MINIMAL_PRECISION)], 1, __ATOMIC_RELAXED);
 }
 
