@@ -111,6 +111,9 @@ def test_sdist_builds_and_tests_the_project(dists):
         "tests/native/callers.c",
         "examples/qsort_callbacks.py",
         "bench/compare.py",
+        "bench/native.py",
+        "bench/_native.pyx",
+        "bench/_native.h",
         "docs/protocol.md",
     ):
         assert needed in names, needed
