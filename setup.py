@@ -7,7 +7,6 @@ that cannot compile the extensions fails: there is no pure-Python fallback.
 
 import os
 
-import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -27,10 +26,9 @@ DEBUG_DIRECTIVES = {
 }
 
 PKG = os.path.join("src", "fasthost")
-INCLUDE_DIRS = [os.path.join(PKG, folder) for folder in ("core", "capture", "include")] + [numpy.get_include()]
+INCLUDE_DIRS = [os.path.join(PKG, folder) for folder in ("core", "capture", "include")]
 CFLAGS = ["-fvisibility=hidden", "-std=gnu11"]
 CFLAGS += ["-UNDEBUG", "-O1", "-g"] if DEBUG else ["-O2"]
-MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 
 def extension(name):
@@ -38,7 +36,6 @@ def extension(name):
         f"fasthost.{name}",
         [os.path.join(PKG, f"{name}.pyx")],
         include_dirs=INCLUDE_DIRS,
-        define_macros=MACROS,
         extra_compile_args=CFLAGS,
         libraries=["pthread"],
     )

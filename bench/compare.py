@@ -37,8 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fasthost
 import fasthost.ctypes
 from bench.loops import UNROLL, unrolled
+from bench.native import load as load_native
 from bench.peers import PurePythonRecorder
 from fasthost import _testing
+
+native = load_native()
 
 HERE = Path(__file__).resolve().parent
 
@@ -127,7 +130,7 @@ def c_pair(sizes: Sizes) -> Row:
     n = sizes.c_pairs
     results = turns(
         {
-            kind: (lambda kind=kind: _testing.pair_loop(kind, n) / n)
+            kind: (lambda kind=kind: native.pair_loop(kind, n) / n)
             for kind in ("fasthost", "minimal", "atomic", "mutex")
         },
         sizes.repeats,
@@ -155,10 +158,8 @@ def python_pair(sizes: Sizes) -> tuple[Row, Row]:
         "fasthost": unrolled(
             "leave(t); enter()", it, leave=fasthost.leave_runtime, enter=fasthost.enter_runtime, t=target
         ),
-        "builtins": unrolled("noop1(t); noop()", it, noop1=_testing.noop1, noop=_testing.noop, t=target),
-        "minimal": unrolled(
-            "leave(t); enter()", it, leave=_testing.minimal_leave, enter=_testing.minimal_enter, t=target
-        ),
+        "builtins": unrolled("noop1(t); noop()", it, noop1=native.noop1, noop=native.noop, t=target),
+        "minimal": unrolled("leave(t); enter()", it, leave=native.minimal_leave, enter=native.minimal_enter, t=target),
         "recorder": unrolled(
             "leave(t); enter()", it, leave=recorder.leave_runtime, enter=recorder.enter_runtime, t=target
         ),
@@ -377,16 +378,16 @@ def minimal_recorder(run: Callable[[], object]) -> Callable[[], None]:
 
     def go() -> None:
         if MONITORING:
-            _testing.minimal_monitor(True)
+            native.minimal_monitor(True)
         else:
-            _testing.minimal_profile_hook(True)
+            native.minimal_profile_hook(True)
         try:
             run()
         finally:
             if MONITORING:
-                _testing.minimal_monitor(False)
+                native.minimal_monitor(False)
             else:
-                _testing.minimal_profile_hook(False)
+                native.minimal_profile_hook(False)
 
     return go
 
@@ -472,7 +473,7 @@ def scaling(sizes: Sizes) -> tuple[Row, dict[str, dict[int, float]]]:
     threads = (1, 2, 4, 8)
     kinds = ("fasthost", "minimal", "atomic", "mutex")
     variants = {
-        (kind, t): (lambda kind=kind, t=t: t * n / _testing.scaling_run(kind, t, n) * 1e3)
+        (kind, t): (lambda kind=kind, t=t: t * n / native.scaling_run(kind, t, n) * 1e3)
         for kind in kinds
         for t in threads
     }  # M pairs/s
@@ -580,11 +581,11 @@ def growth(sizes: Sizes) -> dict[str, dict[int, float]]:
     n = sizes.growth_pairs
     fasthost.reset()
     depth = medians(
-        turns({d: (lambda d=d: _testing.nested_pair_loop(n, d) / n) for d in (1, 4, 16, 64, 256)}, sizes.repeats)
+        turns({d: (lambda d=d: native.nested_pair_loop(n, d) / n) for d in (1, 4, 16, 64, 256)}, sizes.repeats)
     )
     fasthost.reset()
     counts = (1, 16, 256, 1024, 10_000)
-    targets = medians(turns({k: (lambda k=k: _testing.targets_pair_loop(n, k) / n) for k in counts}, sizes.repeats))
+    targets = medians(turns({k: (lambda k=k: native.targets_pair_loop(n, k) / n) for k in counts}, sizes.repeats))
     snapshots: dict[int, float] = {}
     for threads in (1, 4, 16, 64, 256):
         fasthost.reset()

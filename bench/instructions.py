@@ -29,25 +29,26 @@ SETUP = """
 import math, sys
 sys.path.insert(0, {root!r})
 import fasthost
-from fasthost import _testing
 from bench.loops import unrolled
+from bench.native import load
+native = load()
 fasthost.start(clock="manual")
 builtin_loop = unrolled("cos(x); len(s); abs(-1)", 1000, cos=math.cos, len=len, abs=abs, x=0.5, s="abc")
 py_pair = unrolled("leave(t); enter()", 1000, leave=fasthost.leave_runtime, enter=fasthost.enter_runtime, t=0x1234)
-py_builtins = unrolled("noop1(t); noop()", 1000, noop1=_testing.noop1, noop=_testing.noop, t=0x1234)
-py_minimal = unrolled("leave(t); enter()", 1000, leave=_testing.minimal_leave, enter=_testing.minimal_enter, t=0x1234)
-_testing.minimal_pair_loop(1); _testing.capi_pair_loop(1); py_pair(); py_builtins(); py_minimal(); builtin_loop()
+py_builtins = unrolled("noop1(t); noop()", 1000, noop1=native.noop1, noop=native.noop, t=0x1234)
+py_minimal = unrolled("leave(t); enter()", 1000, leave=native.minimal_leave, enter=native.minimal_enter, t=0x1234)
+native.minimal_pair_loop(1); native.capi_pair_loop(1); py_pair(); py_builtins(); py_minimal(); builtin_loop()
 """
 
 WORK = {
     "setup": "",
-    "c_pairs": "_testing.capi_pair_loop(100_000)",
-    "c_minimal": "_testing.minimal_pair_loop(100_000)",
+    "c_pairs": "native.capi_pair_loop(100_000)",
+    "c_minimal": "native.minimal_pair_loop(100_000)",
     "py_pairs": "py_pair()",
     "py_builtins": "py_builtins()",
     "py_minimal": "py_minimal()",
     "loop": "builtin_loop()",
-    "loop_minimal_hook": "_testing.minimal_profile_hook(True); builtin_loop(); _testing.minimal_profile_hook(False)",
+    "loop_minimal_hook": "native.minimal_profile_hook(True); builtin_loop(); native.minimal_profile_hook(False)",
     "loop_capture": "c = fasthost.capture_builtins().start(); builtin_loop(); c.stop()",
     "loop_capture_only": "c = fasthost.capture_builtins().start(); c.stop()",
 }
@@ -77,6 +78,10 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("instructions.py needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 2
+    sys.path.insert(0, str(ROOT))
+    from bench.native import load
+
+    load()  # built here if need be, not under callgrind
     counts = {}
     for name, work in WORK.items():
         print(f"instructions: {name}", file=sys.stderr, flush=True)

@@ -14,12 +14,13 @@ import pytest
 
 import fasthost
 import fasthost.ctypes
-from fasthost import _testing
 
 from .loops import UNROLL, unrolled
+from .native import load
 
 CTYPES_ITERATIONS = 200
 BUILTIN_ITERATIONS = 200
+native = load()
 
 
 def libm(instrumented):
@@ -76,11 +77,11 @@ def test_builtins_no_hook(benchmark):
 def test_builtins_minimal_c_hook(benchmark):
     builtin_calls(benchmark)
     run = builtin_loop()
-    _testing.minimal_profile_hook(True)
+    native.minimal_profile_hook(True)
     try:
         benchmark(run)
     finally:
-        _testing.minimal_profile_hook(False)
+        native.minimal_profile_hook(False)
 
 
 @pytest.mark.benchmark(group="builtins-hook")

@@ -8,15 +8,16 @@ into the ratio table of the README.
 import pytest
 
 import fasthost
-from fasthost import _testing
 
 from .loops import UNROLL, unrolled
+from .native import load
 from .peers import PurePythonRecorder
 
 C_PAIRS = 200_000
 PY_ITERATIONS = 100
 PY_PAIRS = PY_ITERATIONS * UNROLL
 TARGET = 0x7F00_1234_5678
+native = load()
 
 
 @pytest.fixture
@@ -35,14 +36,14 @@ def per_pair(benchmark, pairs):
 @pytest.mark.benchmark(group="c-pair")
 def test_c_api_pair(benchmark, tsc_recording):
     per_pair(benchmark, C_PAIRS)
-    benchmark(_testing.capi_pair_loop, C_PAIRS, TARGET)
+    benchmark(native.capi_pair_loop, C_PAIRS, TARGET)
     assert fasthost.snapshot().totals["calls"]["leave"] >= C_PAIRS
 
 
 @pytest.mark.benchmark(group="c-pair")
 def test_c_minimal_pair(benchmark, tsc_recording):
     per_pair(benchmark, C_PAIRS)
-    benchmark(_testing.minimal_pair_loop, C_PAIRS, TARGET)
+    benchmark(native.minimal_pair_loop, C_PAIRS, TARGET)
 
 
 @pytest.mark.benchmark(group="python-pair")
@@ -58,13 +59,13 @@ def test_python_fasthost_pair(benchmark, tsc_recording):
 @pytest.mark.benchmark(group="python-pair")
 def test_python_two_empty_builtins(benchmark):
     per_pair(benchmark, PY_PAIRS)
-    benchmark(unrolled("noop1(t); noop()", PY_ITERATIONS, noop1=_testing.noop1, noop=_testing.noop, t=TARGET))
+    benchmark(unrolled("noop1(t); noop()", PY_ITERATIONS, noop1=native.noop1, noop=native.noop, t=TARGET))
 
 
 @pytest.mark.benchmark(group="python-pair")
 def test_python_minimal_pair_builtins(benchmark):
     per_pair(benchmark, PY_PAIRS)
-    leave, enter = _testing.minimal_leave, _testing.minimal_enter
+    leave, enter = native.minimal_leave, native.minimal_enter
     benchmark(unrolled("leave(t); enter()", PY_ITERATIONS, leave=leave, enter=enter, t=TARGET))
 
 
@@ -89,4 +90,4 @@ def test_native_threads_pairs(benchmark, tsc_recording, kind, threads):
     """Wall time of `threads` native threads doing SCALING_PAIRS pairs each:
     aggregate throughput = threads x pairs / time (bench/report.py)."""
     benchmark.extra_info["pairs_per_round"] = SCALING_PAIRS * threads
-    benchmark(_testing.scaling_run, kind, threads, SCALING_PAIRS)
+    benchmark(native.scaling_run, kind, threads, SCALING_PAIRS)

@@ -5,10 +5,11 @@
 #
 #   tests/sanitizers/run.sh [CORE_INCLUDE_DIR]
 #
-# CORE_INCLUDE_DIR defaults to the installed package's core/ headers.
+# CORE_INCLUDE_DIR defaults to the source tree's src/fasthost/core (the
+# installed package does not carry the core's headers).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-include=${1:-$(python -c 'import fasthost, os; print(os.path.join(os.path.dirname(fasthost.__file__), "core"))')}
+include=${1:-$here/../../src/fasthost/core}
 cc=${CC:-cc}
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <stdlib.h> /* any C library header: under glibc it defines __GLIBC__ */
 
 #if !defined(__GNUC__)
 #error "fasthost's core needs GCC or Clang (atomics builtins, __thread)"
@@ -26,9 +27,18 @@
 #define FH_UNUSED __attribute__((unused))
 
 /* initial-exec: the TLS slot is reached with one %fs-relative load instead of
- * a __tls_get_addr call. The core keeps a single pointer there, well inside
- * the static TLS surplus glibc reserves for dlopen()ed modules. */
+ * a __tls_get_addr call. The core is a dlopen()ed extension module, and an
+ * initial-exec variable in one is only safe because glibc reserves a static
+ * TLS surplus for such modules (the core keeps a single pointer there, well
+ * inside it). Other C libraries (musl, the BSDs', macOS's) make no such
+ * promise, so elsewhere the slot is a plain __thread in the default model of
+ * a shared object: a call into the TLS runtime more per access, but always
+ * loadable. memray guards its initial-exec TLS the same way. */
+#if defined(__GLIBC__)
 #define FH_TLS __thread __attribute__((tls_model("initial-exec")))
+#else
+#define FH_TLS __thread
+#endif
 
 #define fh_load(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 #define fh_store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
