@@ -381,8 +381,6 @@ def _collect():
     }
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned char[:, ::1] names,
                       uint64_t[:, :, ::1] results, uint64_t[:, ::1] targets, long long[:, ::1] rows,
                       uint64_t[:, ::1] counts, Py_ssize_t *filled_targets, Py_ssize_t *filled_rows,
@@ -535,8 +533,7 @@ def bucket_index(uint64_t value, unsigned precision):
     return fh_bucket_index(value, precision)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
+@cython.overflowcheck(False)  # the 128-bit sum wraps its low word on purpose (the carry)
 def histogram_add(uint64_t[::1] counts, const uint64_t[::1] values, unsigned precision):
     """Adds every value (ns) to `counts` (a histogram at `precision`).
 
@@ -587,8 +584,6 @@ def symbol_of(size_t address):
     return fname, <size_t>info.dli_fbase, sname, <size_t>info.dli_saddr
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef Py_ssize_t _fill_memory(uint64_t[:, ::1] out) noexcept nogil:
     """One row per registered thread state: tid, alive, in session, bytes,
     targets. Returns the rows written, or -1 when `out` was too small."""
