@@ -36,8 +36,8 @@ PKG = os.path.join("src", "fasthost")
 INCLUDE_DIRS = [os.path.join(PKG, folder) for folder in ("core", "capture", "include")] + [numpy.get_include()]
 CFLAGS = ["-fvisibility=hidden", "-std=gnu11"]
 # NDEBUG explicitly in release (Python's own CFLAGS usually have it too): the
-# core's assert()s cost nothing there.
-CFLAGS += ["-UNDEBUG", "-O1", "-g"] if DEBUG else ["-DNDEBUG", "-O2"]
+# core's assert()s cost nothing there. FASTHOST_DEBUG=1 is _core._DEBUG_BUILD.
+CFLAGS += ["-UNDEBUG", "-DFASTHOST_DEBUG=1", "-O1", "-g"] if DEBUG else ["-DNDEBUG", "-O2"]
 MACROS = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 

@@ -15,6 +15,8 @@ SITE_FIELDS: tuple[str, ...]
 SITE_BUCKETS: int
 SITE_PRECISION: int
 MONITORING: bool
+_DEBUG_BUILD: bool
+_ASSERTS: bool
 
 def leave_runtime(target: int, /) -> HResult: ...
 def enter_runtime() -> HResult: ...

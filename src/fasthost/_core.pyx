@@ -57,6 +57,25 @@ cdef uint64_t _session_start_ns = 0
 if fh_runtime_init() != 0:
     raise ImportError("fasthost: could not initialise the runtime (pthread_key_create/pthread_atfork failed)")
 
+cdef extern from *:
+    """
+    #ifndef FASTHOST_DEBUG
+    #define FASTHOST_DEBUG 0
+    #endif
+    #ifdef NDEBUG
+    #define FH_ASSERTS_ON 0
+    #else
+    #define FH_ASSERTS_ON 1
+    #endif
+    """
+    int FASTHOST_DEBUG
+    int FH_ASSERTS_ON
+
+# True in setup.py's debug profile (FASTHOST_DEBUG=1): Cython's checks and
+# the core's C asserts on. _ASSERTS tells whether assert() is compiled in.
+_DEBUG_BUILD = bool(FASTHOST_DEBUG)
+_ASSERTS = bool(FH_ASSERTS_ON)
+
 
 # ---- the four transitions ---------------------------------------------------
 
