@@ -76,6 +76,25 @@ cdef uint64_t _session_start_ns = 0
 if fh_runtime_init() != 0:
     raise ImportError("fasthost: could not initialise the runtime (pthread_key_create/pthread_atfork failed)")
 
+cdef extern from *:
+    """
+    #ifndef FASTHOST_DEBUG
+    #define FASTHOST_DEBUG 0
+    #endif
+    #ifdef NDEBUG
+    #define FH_ASSERTS_ON 0
+    #else
+    #define FH_ASSERTS_ON 1
+    #endif
+    """
+    int FASTHOST_DEBUG
+    int FH_ASSERTS_ON
+
+# True in setup.py's debug profile (FASTHOST_DEBUG=1): Cython's checks and
+# the core's C asserts on. _ASSERTS tells whether assert() is compiled in.
+_DEBUG_BUILD = bool(FASTHOST_DEBUG)
+_ASSERTS = bool(FH_ASSERTS_ON)
+
 
 # ---- the four transitions ---------------------------------------------------
 
@@ -423,8 +442,6 @@ def _collect():
     }
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned char[:, ::1] names,
                       uint64_t[:, :, ::1] results, uint64_t[:, ::1] targets, long long[:, ::1] rows,
                       uint64_t[:, ::1] counts, Py_ssize_t *filled_targets, Py_ssize_t *filled_rows,
@@ -556,8 +573,7 @@ def bucket_index(uint64_t value, unsigned precision):
     return fh_bucket_index(value, precision)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
+@cython.overflowcheck(False)  # the 128-bit sum wraps its low word on purpose (the carry)
 def histogram_add(uint64_t[::1] counts, const uint64_t[::1] values, unsigned precision):
     """Adds every value (ns) to `counts` (a histogram at `precision`).
 
@@ -608,8 +624,6 @@ def symbol_of(size_t address):
     return fname, <size_t>info.dli_fbase, sname, <size_t>info.dli_saddr
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 cdef Py_ssize_t _fill_memory(uint64_t[:, ::1] out) noexcept nogil:
     """One row per registered thread state: tid, alive, in session, bytes,
     targets. Returns the rows written, or -1 when `out` was too small."""

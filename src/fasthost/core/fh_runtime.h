@@ -35,6 +35,7 @@
 #ifndef FASTHOST_RUNTIME_H
 #define FASTHOST_RUNTIME_H
 
+#include <assert.h> /* the invariants below; off in release builds (NDEBUG) */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -357,6 +358,7 @@ static fh_target *fh_target_new(fh_thread *ts, uint64_t address, uint32_t overfl
     t->min_ns = UINT64_MAX;
     t->overflow = overflow;
     t->rows_per_hist = rows;
+    assert(ts->ntargets <= ts->max_targets); /* targets[] has max_targets + 1 slots */
     /* Publish after the fields are written: a reader that sees the new
      * count sees an initialised target. */
     ts->targets[ts->ntargets] = t;
@@ -554,6 +556,7 @@ static fh_site *fh_site_lookup(fh_thread *ts, uint64_t code, uint32_t where, uin
     site->code = code;
     site->where = where;
     site->target = target;
+    assert(ts->nsites < ts->sites_capacity && ts->nsites < ts->max_targets);
     uint32_t slot = fh_site_hash(code, where, target, ts->site_mask);
     while (ts->site_table[slot].site != NULL)
         slot = (slot + 1u) & ts->site_mask;
@@ -646,6 +649,7 @@ static void fh_aside_push(fh_thread *ts, uint32_t abandoned, uint64_t count)
             memmove(&ts->aside[1], &ts->aside[merged], (n - merged) * sizeof(fh_aside_run));
             n -= merged - 1u;
         }
+        assert(n < FH_ASIDE_RUNS);
         ts->aside[n] = (fh_aside_run){.count = 0, .abandoned = abandoned};
         ts->naside = ++n;
     }
@@ -662,6 +666,7 @@ static int fh_aside_pop(fh_thread *ts)
         return -1;
     fh_aside_run *run = &ts->aside[n - 1u];
     int abandoned = (int)run->abandoned;
+    assert(run->count > 0 && ts->hidden > 0); /* hidden counts every set-aside entry */
     if (--run->count == 0)
         ts->naside = n - 1u;
     fh_store(&ts->hidden, ts->hidden - 1u);
@@ -714,6 +719,7 @@ static int fh_pop_hidden(fh_thread *ts)
     fh_frame *top = &ts->stack[depth - 1u];
     if (FH_TAG_ABOVE(top->tag) == 0)
         return -1;
+    assert(ts->hidden >= FH_TAG_ABOVE(top->tag)); /* hidden counts the opens on the top frame */
     top->tag -= FH_TAG_ONE_ABOVE;
     fh_store(&ts->hidden, ts->hidden - 1u);
     return FH_CLR_NOT_AVAILABLE;
@@ -1109,6 +1115,7 @@ static FH_NOINLINE int fh_close_other(fh_thread *ts, int call)
 FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
 {
     uint32_t depth = ts->depth;
+    assert(depth < ts->capacity); /* every caller refuses a full array first */
     fh_frame *frame = &ts->stack[depth];
     frame->tag = kind;
     frame->child_ns = 0;
@@ -1185,6 +1192,7 @@ FH_INLINE uint64_t fh_frame_ns(const fh_thread *ts, const fh_frame *frame, uint6
  * the kind of the frames nested inside. Returns its self time. */
 FH_INLINE uint64_t fh_pop(fh_thread *ts, fh_frame *frame, uint32_t depth, uint64_t ns)
 {
+    assert(depth == ts->depth && depth - 1u < ts->capacity && frame == &ts->stack[depth - 1u]); /* the top one */
     fh_store(&ts->depth, depth - 1u);
     frame[-1].child_ns += ns;
     return frame->child_ns < ns ? ns - frame->child_ns : 0;

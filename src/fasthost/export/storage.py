@@ -185,7 +185,7 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     threads = arrays["threads"]
     if threads.dtype != THREAD_DTYPE:
         upgraded = np.zeros(len(threads), dtype=THREAD_DTYPE)
-        for field in threads.dtype.names:
+        for field in threads.dtype.names:  # type: ignore[union-attr]  # a structured array's names are never None
             upgraded[field] = threads[field]
         upgraded["callback_exclusive_ns"] = threads["callback_total_ns"]
         threads = upgraded
@@ -283,7 +283,7 @@ class _BoundedReads:
 def _open_zip(f: BinaryIO, fail: _Fail) -> Iterator[zipfile.ZipFile]:
     reads = _BoundedReads(f, os.fstat(f.fileno()).st_size, _MAX_DIRECTORY_READ)
     try:
-        archive = zipfile.ZipFile(reads)  # type: ignore[arg-type]  # a file-like object is all it needs
+        archive = zipfile.ZipFile(reads)  # a file-like object is all it needs
     except _OverBudget:
         raise fail("not a fasthost snapshot (its zip directory is far larger than a snapshot's)") from None
     except _DAMAGE as exc:
@@ -426,7 +426,7 @@ class _Member:
         buffer: the peak is its size (checked against the directory's)
         plus one chunk."""
         buffer = np.empty(self.nbytes, dtype=np.uint8)
-        view = memoryview(buffer)
+        view = memoryview(buffer)  # type: ignore[arg-type]  # numpy's stubs give ndarray __buffer__ on 3.12+ only
         done = 0
         while done < self.nbytes:
             got = self._zip(self._file.readinto, view[done : done + _CHUNK_BYTES])
@@ -492,7 +492,7 @@ def _parse_header(array: np.ndarray, fail: _Fail) -> dict[str, Any]:
         raise fail("not a fasthost snapshot (unreadable header)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise fail("not a fasthost snapshot (the header names another format)")
-    version = header.get("version")
+    version: Any = header.get("version")
     if not _is_int(version) or version < 1:
         raise fail(f"bad format version {_short(version)}")
     if version > FORMAT_VERSION:
@@ -500,7 +500,7 @@ def _parse_header(array: np.ndarray, fail: _Fail) -> dict[str, Any]:
     unknown = sorted(set(header) - {"format", "version", "meta"})
     if unknown:
         raise fail(f"bad header: unknown field {_short(unknown[0])}")
-    meta = header.get("meta")
+    meta: Any = header.get("meta")
     _check_meta(meta, fail)
     return meta
 
