@@ -8,6 +8,12 @@ import numpy as np
 from fasthost.hresult import HResult
 
 CLOCKS: tuple[str, ...]
+CONFIG_FIELDS: tuple[str, ...]
+CONFIG_LIMITS: dict[str, tuple[int, int]]
+CALLS: int
+RESULTS: int
+HIST_KINDS: dict[str, int]
+SCHEMA: dict[str, tuple[tuple[str, str, str], ...]]
 THREAD_FIELDS: tuple[str, ...]
 TARGET_FIELDS: tuple[str, ...]
 ROW_FIELDS: tuple[str, ...]
@@ -36,6 +42,7 @@ class callback:
     def __exit__(self, exc_type: object, exc_value: object, traceback: object, /) -> Literal[False]: ...
 
 def tsc_available() -> bool: ...
+def bucket_rows(precision: int, /) -> int: ...
 def start(
     *,
     clock: str = "auto",

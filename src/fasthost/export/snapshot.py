@@ -73,6 +73,7 @@ def _unrecorded(function: F) -> F:
 
 # The core's thread columns a snapshot shows under another name.
 _THREAD_SHOWN_AS = {"heap_bytes": "memory_bytes"}
+_THREAD_COLUMNS = frozenset(THREAD_DTYPE.fields or ())
 # How the columns of a (thread, target) pair add up over threads, by role.
 _OVER_THREADS = {"counter": np.add, "min": np.minimum, "max": np.maximum}
 
@@ -137,7 +138,7 @@ class Snapshot:
         threads = np.zeros(len(values), dtype=THREAD_DTYPE)
         for name, i in fields.items():
             shown = _THREAD_SHOWN_AS.get(name, name)
-            if shown in THREAD_DTYPE.names:
+            if shown in _THREAD_COLUMNS:
                 threads[shown] = values[:, i]
         live_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
         # Threads past the number kept per session are folded into one row.
