@@ -228,11 +228,20 @@ static void fh_pairs(int kind, size_t n, size_t target)
 }
 
 /* Thread scaling: `nthreads` pthreads (no GIL) do `n` pairs each of `kind`,
- * released together by a barrier. Returns the ns from their release to the
- * last one's end, or 0 when threads could not be made. */
+ * released together once all are ready. Returns the ns from their release
+ * to the last one's end, or 0 when threads could not be made (then the
+ * ones made are told to end without working: a thread waiting in
+ * pthread_barrier_wait could not be cancelled, it is no cancellation point). */
+typedef struct fh_scaling_gate {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int ready; /* workers waiting */
+    int state; /* 0: wait, 1: go, -1: end without working */
+} fh_scaling_gate;
+
 typedef struct fh_scaling_worker {
     pthread_t thread;
-    pthread_barrier_t *barrier;
+    fh_scaling_gate *gate;
     int kind;
     size_t n;
 } fh_scaling_worker;
@@ -242,41 +251,40 @@ static void *fh_scaling_main(void *arg)
     fh_scaling_worker *w = (fh_scaling_worker *)arg;
     fh_minimal_ready();
     fh_pairs(w->kind, 1, 0x5CA1E); /* the first call allocates: not timed */
-    pthread_barrier_wait(w->barrier);
-    fh_pairs(w->kind, w->n, 0x5CA1E);
+    pthread_mutex_lock(&w->gate->lock);
+    w->gate->ready++;
+    pthread_cond_broadcast(&w->gate->changed);
+    while (w->gate->state == 0)
+        pthread_cond_wait(&w->gate->changed, &w->gate->lock);
+    int go = w->gate->state > 0;
+    pthread_mutex_unlock(&w->gate->lock);
+    if (go)
+        fh_pairs(w->kind, w->n, 0x5CA1E);
     return NULL;
 }
 
 static uint64_t fh_scaling_run(int kind, int nthreads, size_t n)
 {
-    pthread_barrier_t barrier;
+    fh_scaling_gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
     fh_scaling_worker *workers = (fh_scaling_worker *)calloc((size_t)nthreads, sizeof(fh_scaling_worker));
-    if (workers == NULL || pthread_barrier_init(&barrier, NULL, (unsigned)nthreads + 1) != 0) {
-        free(workers);
+    if (workers == NULL)
         return 0;
-    }
     int started = 0;
     for (; started < nthreads; started++) {
-        workers[started] = (fh_scaling_worker){.barrier = &barrier, .kind = kind, .n = n};
+        workers[started] = (fh_scaling_worker){.gate = &gate, .kind = kind, .n = n};
         if (pthread_create(&workers[started].thread, NULL, fh_scaling_main, &workers[started]) != 0)
             break;
     }
-    uint64_t elapsed = 0;
-    if (started == nthreads) {
-        pthread_barrier_wait(&barrier);
-        uint64_t t0 = fh_monotonic_ns();
-        for (int i = 0; i < started; i++)
-            pthread_join(workers[i].thread, NULL);
-        elapsed = fh_monotonic_ns() - t0;
-    } else {
-        /* Cannot release a barrier that is short of threads: end the started
-         * ones by cancelling them while they wait. */
-        for (int i = 0; i < started; i++) {
-            pthread_cancel(workers[i].thread);
-            pthread_join(workers[i].thread, NULL);
-        }
-    }
-    pthread_barrier_destroy(&barrier);
+    pthread_mutex_lock(&gate.lock);
+    while (gate.ready < started)
+        pthread_cond_wait(&gate.changed, &gate.lock);
+    gate.state = started == nthreads ? 1 : -1;
+    uint64_t t0 = fh_monotonic_ns();
+    pthread_cond_broadcast(&gate.changed);
+    pthread_mutex_unlock(&gate.lock);
+    for (int i = 0; i < started; i++)
+        pthread_join(workers[i].thread, NULL);
+    uint64_t elapsed = started == nthreads ? fh_monotonic_ns() - t0 : 0;
     free(workers);
     return elapsed;
 }

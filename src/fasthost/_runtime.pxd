@@ -9,7 +9,6 @@ cdef extern from "fh_histogram.h" nogil:
     uint32_t fh_bucket_rows(unsigned precision) noexcept
     uint32_t fh_bucket_count(unsigned precision) noexcept
     uint64_t fh_bucket_lower(uint32_t index, unsigned precision) noexcept
-    uint64_t fh_bucket_width(uint32_t index, unsigned precision) noexcept
 
 cdef extern from "fh_clock.h" nogil:
     enum:

@@ -39,7 +39,6 @@ cdef extern from "_testing_native.h" nogil:
         int kind
         sem_t opened
         sem_t release_
-        sem_t closed
         int32_t open_result
         int32_t close_result
     void *fh_held_main(void *arg)
@@ -105,7 +104,6 @@ cdef class HeldFrame:
     def __cinit__(self, size_t target=0, bint managed=False):
         sem_init(&self.held.opened, 0, 0)
         sem_init(&self.held.release_, 0, 0)
-        sem_init(&self.held.closed, 0, 0)
         self.held.target = target
         self.held.kind = 1 if managed else 0
         if pthread_create(&self.held.thread, NULL, fh_held_main, &self.held) != 0:
@@ -134,7 +132,6 @@ cdef class HeldFrame:
             pthread_join(self.held.thread, NULL)
         sem_destroy(&self.held.opened)
         sem_destroy(&self.held.release_)
-        sem_destroy(&self.held.closed)
 
 
 def corrupt_thread_state(str how="depth"):

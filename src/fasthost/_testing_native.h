@@ -17,7 +17,7 @@ enum fh_worker_mode {
     FH_WORK_PAIRS = 0,      /* leave/enter */
     FH_WORK_NESTED = 1,     /* leave, reverse_enter, leave, enter, reverse_leave, enter */
     FH_WORK_LEAVE_OPEN = 2, /* `count` leaves, then exit with the frames open */
-    FH_WORK_TARGETS = 3,    /* leave/enter cycling over `count` distinct targets */
+    FH_WORK_TARGETS = 3,    /* `count` leave/enter pairs cycling over `distinct` targets */
 };
 
 typedef struct fh_worker {
@@ -79,7 +79,7 @@ typedef struct fh_held_frame {
     pthread_t thread;
     size_t target;
     int kind; /* 0: U frame, 1: M frame */
-    sem_t opened, release_, closed;
+    sem_t opened, release_;
     int32_t open_result, close_result;
 } fh_held_frame;
 
@@ -90,7 +90,6 @@ static void *fh_held_main(void *arg)
     sem_post(&h->opened);
     sem_wait(&h->release_);
     h->close_result = h->kind == 0 ? FH_EnterRuntime() : FH_ReverseLeaveRuntime();
-    sem_post(&h->closed);
     return NULL;
 }
 

@@ -44,11 +44,4 @@ static inline uint64_t fh_bucket_lower(uint32_t index, unsigned precision)
     return ((1ull << precision) + offset) << (row - 1);
 }
 
-/* Number of distinct integer values in bucket `index`. */
-static inline uint64_t fh_bucket_width(uint32_t index, unsigned precision)
-{
-    uint32_t row = index >> precision;
-    return row == 0 ? 1 : 1ull << (row - 1);
-}
-
 #endif /* FASTHOST_HISTOGRAM_H */

@@ -27,7 +27,7 @@ import numpy as np
 
 from fasthost import _core
 
-__all__ = ["register_target", "registered_targets", "resolve", "resolve_all", "unregister_target"]
+__all__ = ["register_target", "resolve", "resolve_all", "unregister_target"]
 
 _labels: dict[int, str] = {}
 _lock = threading.Lock()
@@ -57,12 +57,6 @@ def unregister_target(address: int) -> None:
     """Forgets the label of `address` (no error if it had none)."""
     with _lock:
         _labels.pop(_check_address(address), None)
-
-
-def registered_targets() -> dict[int, str]:
-    """A copy of the labels given with :func:`register_target`."""
-    with _lock:
-        return dict(_labels)
 
 
 def resolve(address: int, python_names: dict[int, str] | None = None) -> str:
