@@ -8,10 +8,13 @@ import inside a function is still a dependency), except those under
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 import fasthost
 
@@ -130,3 +133,18 @@ def test_every_module_imports_on_its_own():
     with ThreadPoolExecutor(max_workers=2) as pool:
         failed = [(n, err) for n, code, err in pool.map(fresh_import, names) if code != 0]
     assert not failed, failed
+
+
+CORE = Path(__file__).resolve().parent.parent / "src" / "fasthost" / "core"
+
+
+@pytest.mark.skipif(not CORE.is_dir() or shutil.which("cc") is None, reason="needs the source tree and a C compiler")
+@pytest.mark.parametrize("header", sorted(p.name for p in CORE.glob("*.h")) if CORE.is_dir() else [])
+def test_each_core_header_compiles_on_its_own(header, tmp_path):
+    # Each header includes what it builds on, so a reader can start from
+    # any of them. _GNU_SOURCE: what Python.h defines for every extension.
+    source = tmp_path / "one.c"
+    source.write_text(f'#include "{header}"\n')
+    flags = ["-std=gnu11", "-D_GNU_SOURCE", "-fsyntax-only", "-Wall", "-Wno-unused-function", "-Werror"]
+    proc = subprocess.run(["cc", *flags, f"-I{CORE}", str(source)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-# Declarations of the C core (core/fh_runtime.h) for _core.pyx, the one
+# Declarations of the C core (core/*.h) for _core.pyx, the one
 # module that owns the runtime.
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 
@@ -24,7 +24,9 @@ cdef extern from "fh_clock.h" nogil:
     void fh_clock_set_manual(uint64_t ns) noexcept
     uint64_t fh_clock_ticks(const fh_clock *clock) noexcept
 
-cdef extern from "fh_runtime.h" nogil:
+# One block per header of the core (core/fh_runtime.h lists them), in the
+# order they build on each other.
+cdef extern from "fh_protocol.h" nogil:
     enum:
         FH_OK
         FH_CALLS
@@ -37,6 +39,7 @@ cdef extern from "fh_runtime.h" nogil:
         FH_MAX_TARGETS_LIMIT
     const int32_t fh_hresult_of[]
 
+cdef extern from "fh_state.h" nogil:
     ctypedef struct fh_config:
         uint32_t max_depth
         uint32_t precision
@@ -74,7 +77,9 @@ cdef extern from "fh_runtime.h" nogil:
         fh_thread *threads
 
     fh_runtime fh_rt
+    void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n) noexcept
 
+cdef extern from "fh_transitions.h" nogil:
     int fh_leave_runtime(uint64_t target) noexcept
     int fh_enter_runtime() noexcept
     int fh_reverse_enter_runtime() noexcept
@@ -84,6 +89,7 @@ cdef extern from "fh_runtime.h" nogil:
     int32_t FH_API_ReverseLeaveRuntime() noexcept
     int32_t FH_API_ReverseEnterRuntime() noexcept
 
+cdef extern from "fh_session.h" nogil:
     int fh_runtime_init() noexcept
     void fh_start(const fh_config *config, const fh_clock *clock) noexcept
     void fh_stop() noexcept
@@ -93,18 +99,19 @@ cdef extern from "fh_runtime.h" nogil:
     uint64_t fh_current_depth() noexcept
     int fh_abandon_entry(uint64_t position) noexcept
     int fh_top_is_unmanaged() noexcept
+    int fh_test_corrupt_current(int how) noexcept
+
+cdef extern from "fh_readers.h" nogil:
     void fh_registry_lock() noexcept
     void fh_registry_unlock() noexcept
     uint64_t fh_read_u64(const uint64_t *p) noexcept
     uint32_t fh_read_u32(const uint32_t *p) noexcept
-
     int fh_thread_in_session(const fh_thread *ts) noexcept
     uint32_t fh_thread_ntargets(const fh_thread *ts) noexcept
     uint32_t fh_thread_nsites(const fh_thread *ts) noexcept
     fh_site **fh_thread_sites(fh_thread *ts) noexcept
     uint64_t *fh_read_row(uint64_t **slot) noexcept
     uint64_t **fh_read_nested(fh_target *t) noexcept
-    void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n) noexcept
 
     enum:
         FH_THREAD_COLUMNS
@@ -123,8 +130,6 @@ cdef extern from "fh_runtime.h" nogil:
     void fh_copy_target_record(uint64_t thread, const fh_target *t, uint64_t *out) noexcept
     void fh_copy_site_record(uint64_t thread, const fh_site *site, uint64_t *out) noexcept
     void fh_copy_row_record(long long thread, long long target, long long kind, long long row, long long *out) noexcept
-
-    int fh_test_corrupt_current(int how) noexcept
 
 cdef extern from "fh_test_api.h" nogil:
     const char *FH_TEST_CAPSULE_NAME

@@ -1,0 +1,192 @@
+/* fh_session.h -- sessions: init, start, stop, reset, fork, and what the
+ * captures ask of the calling thread's stack (abandon an entry, the kind on
+ * top, the depth). The caller serialises these and the readers.
+ */
+#ifndef FASTHOST_SESSION_H
+#define FASTHOST_SESSION_H
+
+#include "fh_transitions.h"
+#include "fh_test_api.h"
+
+/* ---- control (caller serialises these and the readers) ------------------ */
+
+static void fh_atfork_prepare(void) { pthread_mutex_lock(&fh_rt.lock); }
+static void fh_atfork_parent(void) { pthread_mutex_unlock(&fh_rt.lock); }
+
+/* The child has one thread: forget the others' states and start a fresh
+ * session, so the child's counters begin at zero. */
+static void fh_atfork_child(void)
+{
+    pthread_mutex_init(&fh_rt.lock, NULL);
+    fh_thread *keep = fh_current != &fh_detached ? fh_current : NULL, *ts = fh_rt.threads;
+    while (ts) {
+        fh_thread *next = ts->next;
+        if (ts != keep)
+            fh_thread_free(ts);
+        ts = next;
+    }
+    fh_rt.threads = keep;
+    fh_rt.ended = NULL;
+    fh_rt.ended_kept = 0;
+    if (keep) {
+        keep->next = NULL;
+        keep->tid = fh_os_tid();
+    }
+    fh_store_release(&fh_rt.epoch, fh_rt.epoch + 1u);
+    if (fh_load(&fh_rt.gate) != 0)
+        fh_store_release(&fh_rt.gate, (uint64_t)fh_rt.epoch << 1);
+}
+
+static int fh_runtime_init(void)
+{
+    if (fh_rt.initialized)
+        return 0;
+    if (pthread_key_create(&fh_rt.exit_key, fh_thread_exit) != 0)
+        return -1;
+    if (pthread_atfork(fh_atfork_prepare, fh_atfork_parent, fh_atfork_child) != 0)
+        return -1;
+    fh_rt.config.max_depth = FH_DEFAULT_MAX_DEPTH;
+    fh_rt.config.precision = FH_DEFAULT_PRECISION;
+    fh_rt.config.max_targets = FH_DEFAULT_MAX_TARGETS;
+    fh_rt.initialized = 1;
+    return 0;
+}
+
+/* Frees the states of threads that have ended; their data is history once
+ * a new session begins. */
+static void fh_reap_dead_threads(void)
+{
+    pthread_mutex_lock(&fh_rt.lock);
+    fh_thread **link = &fh_rt.threads;
+    fh_rt.ended = NULL;
+    fh_rt.ended_kept = 0;
+    while (*link) {
+        fh_thread *ts = *link;
+        if (!fh_load_acquire(&ts->alive)) {
+            *link = ts->next;
+            fh_thread_free(ts); /* the folded state, `ended`, too */
+        } else {
+            link = &ts->next;
+        }
+    }
+    pthread_mutex_unlock(&fh_rt.lock);
+}
+
+static void fh_new_epoch(int recording)
+{
+    fh_store_release(&fh_rt.epoch, fh_rt.epoch + 1u);
+    fh_reap_dead_threads();
+    fh_store_release(&fh_rt.gate, recording ? (uint64_t)fh_rt.epoch << 1 : 0);
+}
+
+/* Starts a new session with `config` and `clock` (already validated). */
+static void fh_start(const fh_config *config, const fh_clock *clock)
+{
+    fh_store_release(&fh_rt.gate, 0);
+    fh_store(&fh_rt.config.max_depth, config->max_depth);
+    fh_store(&fh_rt.config.precision, config->precision);
+    fh_store(&fh_rt.config.max_targets, config->max_targets);
+    fh_store(&fh_rt.config.timeout_ns, config->timeout_ns);
+    fh_store(&fh_rt.clock.kind, clock->kind);
+    fh_store(&fh_rt.clock.ns_per_tick, clock->ns_per_tick);
+    fh_new_epoch(1);
+}
+
+static void fh_stop(void) { fh_store_release(&fh_rt.gate, 0); }
+
+static void fh_reset(void) { fh_new_epoch(fh_load(&fh_rt.gate) != 0); }
+
+static inline int fh_running(void) { return fh_load(&fh_rt.gate) != 0; }
+
+static inline int fh_poisoned(void) { return (int)(fh_load(&fh_rt.gate) & 1u); }
+
+/* Removes one open entry of the calling thread without recording it, the
+ * one `position` entries above the oldest (0: the oldest open entry): what a
+ * capture does with a frame it opened and can no longer close (another
+ * profiler took its hook mid-call). Entries above it move down one place,
+ * so the closes still to come pair with their own opens; a recorded frame
+ * removed this way is counted as abandoned. Returns 0, or -1 if there is no
+ * such entry. Only the owning thread may call this. */
+static FH_UNUSED int fh_abandon_entry(uint64_t position)
+{
+    fh_thread *ts = fh_current;
+    uint32_t depth = ts->depth;
+    if (ts == &fh_detached || depth > ts->capacity)
+        return -1;
+    for (uint32_t r = 0; r < ts->naside; r++) {
+        fh_aside_run *run = &ts->aside[r];
+        if (position >= run->count) {
+            position -= run->count;
+            continue;
+        }
+        fh_store(&ts->hidden, ts->hidden - 1u);
+        if (--run->count == 0) {
+            /* Runs alternate in kind: the two neighbours become one. */
+            uint32_t gone = 1;
+            if (r > 0 && r + 1u < ts->naside) {
+                ts->aside[r - 1u].count += ts->aside[r + 1u].count;
+                gone = 2;
+            }
+            uint32_t first = gone == 2 ? r + 1u : r;
+            memmove(&ts->aside[r], &ts->aside[first + 1u], (ts->naside - first - 1u) * sizeof(fh_aside_run));
+            ts->naside -= gone;
+        }
+        return 0;
+    }
+    if (position < depth) {
+        uint32_t i = (uint32_t)position;
+        uint32_t above = FH_TAG_ABOVE(ts->stack[depth - 1u].tag);
+        memmove(&ts->stack[i], &ts->stack[i + 1u], (size_t)(depth - 1u - i) * sizeof(fh_frame));
+        fh_store(&ts->depth, depth - 1u);
+        if (i == depth - 1u && above > 0) {
+            /* The unrecorded opens it carried go to what is now on top. */
+            if (i > 0) {
+                ts->stack[i - 1u].tag += above << 8;
+            } else {
+                fh_store(&ts->hidden, ts->hidden - above);
+                fh_aside_push(ts, 0, above);
+            }
+        }
+        if (ts->epoch == fh_load(&fh_rt.epoch))
+            fh_bump(&ts->exit_abandoned, 1);
+        return 0;
+    }
+    if (depth > 0 && position - depth < FH_TAG_ABOVE(ts->stack[depth - 1u].tag)) {
+        ts->stack[depth - 1u].tag -= FH_TAG_ONE_ABOVE;
+        fh_store(&ts->hidden, ts->hidden - 1u);
+        return 0;
+    }
+    return -1;
+}
+
+/* 1 when the newest open entry of the calling thread is a recorded U frame
+ * (what makes a Python function that starts now a callback). */
+static inline int fh_top_is_unmanaged(void)
+{
+    const fh_thread *ts = fh_current;
+    uint32_t depth = ts->depth;
+    return depth - 1u < ts->capacity && ts->stack[depth - 1u].tag == FH_FRAME_UNMANAGED;
+}
+
+/* Open frames on the calling thread: recorded, set aside, unrecorded. */
+static inline uint64_t fh_current_depth(void) { return fh_current->depth + fh_current->hidden; }
+
+/* ---- hooks for the test-only extension (see fh_test_api.h) --------------- */
+
+/* Breaks the calling thread's state so the next call detects it (E_FAIL). */
+static FH_UNUSED int fh_test_corrupt_current(int how)
+{
+    fh_thread *ts = fh_current;
+    if (ts->stack == NULL) /* also the detached state */
+        return -1;
+    if (how == FH_CORRUPT_DEPTH) {
+        fh_store(&ts->depth, ts->capacity + 7u);
+    } else {
+        if (ts->depth == 0)
+            return -1;
+        ts->stack[ts->depth - 1u].tag = (ts->stack[ts->depth - 1u].tag & ~0xffu) | 0xDEu;
+    }
+    return 0;
+}
+
+#endif /* FASTHOST_SESSION_H */

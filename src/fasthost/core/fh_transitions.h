@@ -1,0 +1,321 @@
+/* fh_transitions.h -- the hot path: LeaveRuntime, EnterRuntime,
+ * ReverseEnterRuntime and ReverseLeaveRuntime, each an inline fast path and
+ * an out-of-line full path, and the slow paths they share.
+ */
+#ifndef FASTHOST_TRANSITIONS_H
+#define FASTHOST_TRANSITIONS_H
+
+#include "fh_threads.h"
+
+/* ---- slow paths ---------------------------------------------------------- */
+
+/* Poisons recording: called when a thread's state breaks an invariant. The
+ * stack cannot be trusted, so it is dropped with everything set aside;
+ * counters survive. */
+static FH_COLD int fh_fail(fh_thread *ts, int call)
+{
+    uint64_t gate = fh_load(&fh_rt.gate);
+    fh_store(&ts->depth, 0);
+    ts->naside = 0;
+    fh_store(&ts->hidden, 0);
+    fh_bump(&ts->results[call][FH_FAIL], 1);
+    while (gate != 0 && !(gate & 1u)) {
+        if (__atomic_compare_exchange_n(&fh_rt.gate, &gate, gate | 1u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            break;
+    }
+    return FH_FAIL;
+}
+
+/* Opening calls are LEAVE and REVERSE_ENTER; the kind each call opens or
+ * closes, by call. */
+static const uint32_t fh_kind_of_call[FH_CALLS] = {FH_FRAME_UNMANAGED, FH_FRAME_UNMANAGED, FH_FRAME_MANAGED,
+                                                   FH_FRAME_MANAGED};
+#define FH_CALL_OPENS(call) ((call) == FH_CALL_LEAVE || (call) == FH_CALL_REVERSE_ENTER)
+
+/* Everything the fast path's one comparison `ts->gate == gate` rules out:
+ * no state yet, a new session, not recording, a poisoned session. Returns
+ * the state to use, or NULL with *result set when the call ends here. A
+ * call made while not recording still keeps the nesting (an open is
+ * remembered, a close pops), so that the frames around it stay true. */
+static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
+{
+    int saved = errno;
+    fh_thread *ts = fh_current;
+    if (ts == &fh_detached) {
+        if (gate == 0 && !FH_CALL_OPENS(call)) {
+            *result = FH_CLR_NOT_AVAILABLE; /* nothing open here to close */
+            return NULL;
+        }
+        ts = fh_thread_create();
+    }
+    int ready = ts != NULL && (gate == 0 || ts->epoch == (uint32_t)(gate >> 1) || fh_thread_adopt(ts, gate) == 0);
+    errno = saved;
+    if (!ready) {
+        /* Without a state (for this session) there is nowhere to count. */
+        if (gate != 0)
+            __atomic_fetch_add(&fh_rt.unregistered_out_of_memory, 1, __ATOMIC_RELAXED);
+        *result = gate != 0 ? FH_OUT_OF_MEMORY : FH_CLR_NOT_AVAILABLE;
+        return NULL;
+    }
+    if (gate == 0 || (gate & 1u)) {
+        if (FH_CALL_OPENS(call))
+            fh_push_unrecorded(ts);
+        else
+            fh_close_unrecorded(ts, fh_kind_of_call[call]);
+        if (gate != 0)
+            fh_bump(&ts->results[call][FH_CLR_NOT_AVAILABLE], 1); /* poisoned: counted */
+        *result = FH_CLR_NOT_AVAILABLE;
+        return NULL;
+    }
+    return ts;
+}
+
+/* Fetches the caller's state for `call`, or returns from the caller. */
+#define FH_ENTER_CALL(ts, call)                                          \
+    uint64_t gate_ = fh_load_acquire(&fh_rt.gate);                       \
+    fh_thread *ts = fh_current;                                          \
+    if (FH_UNLIKELY(ts->gate != gate_)) {                                \
+        int result_;                                                     \
+        ts = fh_sync(gate_, (call), &result_);                           \
+        if (ts == NULL)                                                  \
+            return result_;                                              \
+    }
+
+/* An open refused with `result` (E_OUTOFMEMORY): nothing is recorded, but
+ * the open is remembered so that its close pairs with it. */
+static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result)
+{
+    if (ts->depth > ts->capacity)
+        return fh_fail(ts, call);
+    fh_push_unrecorded(ts);
+    fh_bump(&ts->results[call][result], 1);
+    return result;
+}
+
+/* A close that finds no recorded frame of its own kind on top of the array:
+ * it pops an unrecorded open (HOST_E_CLRNOTAVAILABLE) or a set-aside frame
+ * (HOST_E_ABANDONED) when one is on top; otherwise it is refused
+ * (HOST_E_NOT_OWNER, nothing popped), or finds the state broken (E_FAIL). */
+static FH_NOINLINE int fh_close_other(fh_thread *ts, int call)
+{
+    uint32_t depth = ts->depth;
+    if (depth > ts->capacity)
+        return fh_fail(ts, call);
+    int result = fh_pop_hidden(ts);
+    if (result < 0) {
+        uint32_t kind = depth > 0 ? FH_TAG_KIND(ts->stack[depth - 1u].tag) : FH_FRAME_UNMANAGED;
+        if (kind != FH_FRAME_UNMANAGED && kind != FH_FRAME_MANAGED)
+            return fh_fail(ts, call);
+        result = FH_NOT_OWNER; /* an empty stack, or the other kind on top */
+    }
+    fh_bump(&ts->results[call][result], 1);
+    return result;
+}
+
+/* ---- the four transitions (hot path) ------------------------------------- */
+
+/* Each transition is an inline fast path for the common case that calls
+ * nothing, so it saves no registers and needs no stack frame, and a full
+ * path, out of line, entered by a tail call for everything else: a thread's
+ * first call or a new session, errors, a target missing from the recent
+ * cache, a histogram row not yet allocated, a frame with frames inside.
+ * Both paths share the helpers below, so they cannot drift apart. */
+
+FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
+{
+    uint32_t depth = ts->depth;
+    assert(depth < ts->capacity); /* every caller refuses a full array first */
+    fh_frame *frame = &ts->stack[depth];
+    frame->tag = kind;
+    frame->child_ns = 0;
+    fh_store(&ts->depth, depth + 1u);
+    if (FH_UNLIKELY(depth + 1u > ts->max_depth_seen))
+        fh_store(&ts->max_depth_seen, depth + 1u);
+    return frame;
+}
+
+FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t)
+{
+    fh_frame *frame = fh_push(ts, FH_FRAME_UNMANAGED);
+    frame->target = t;
+    fh_bump(&ts->results[FH_CALL_LEAVE][FH_OK], 1);
+    /* Timestamp last, so the frame excludes our own bookkeeping. */
+    frame->start = fh_clock_ticks(&ts->clock);
+    return FH_OK;
+}
+
+static FH_NOINLINE int fh_leave_runtime_full(uint64_t target)
+{
+    FH_ENTER_CALL(ts, FH_CALL_LEAVE)
+    if (FH_UNLIKELY(ts->depth >= ts->capacity))
+        return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
+    fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
+    fh_target *t = recent->target;
+    if (t == NULL || recent->address != target) {
+        int saved = errno;
+        t = fh_target_lookup(ts, target);
+        errno = saved;
+        if (FH_UNLIKELY(t == NULL))
+            return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
+    }
+    return fh_leave_push(ts, t);
+}
+
+/* LeaveRuntime: managed code is about to call `target` (unmanaged). */
+FH_INLINE int fh_leave_runtime(uint64_t target)
+{
+    fh_thread *ts = fh_current;
+    fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
+    fh_target *t = recent->target;
+    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate) || ts->depth >= ts->capacity || t == NULL ||
+                    recent->address != target))
+        return fh_leave_runtime_full(target);
+    return fh_leave_push(ts, t);
+}
+
+/* What every close of a U frame records besides its histogram: the
+ * target's counters, the timeout, the result. Returns the result. */
+FH_INLINE int fh_enter_account(fh_thread *ts, fh_target *t, uint64_t inclusive, uint64_t exclusive)
+{
+    fh_bump(&t->calls, 1);
+    fh_bump(&t->total_ns, inclusive);
+    fh_bump(&t->exclusive_ns, exclusive);
+    fh_minmax(&t->min_ns, &t->max_ns, inclusive);
+    int result = FH_OK;
+    if (FH_UNLIKELY(inclusive > ts->timeout_limit_ns)) {
+        fh_bump(&t->timeouts, 1);
+        result = FH_TIMEOUT;
+    }
+    fh_bump(&ts->results[FH_CALL_ENTER][result], 1);
+    return result;
+}
+
+/* The duration of `frame` (the top of the array) in ns at `now`. */
+FH_INLINE uint64_t fh_frame_ns(const fh_thread *ts, const fh_frame *frame, uint64_t now)
+{
+    return fh_clock_to_ns(&ts->clock, now > frame->start ? now - frame->start : 0);
+}
+
+/* Pops `frame` (the top of the array), crediting its duration `ns` to the
+ * frame below it (or the sentinel): exclusive time is self time, whatever
+ * the kind of the frames nested inside. Returns its self time. */
+FH_INLINE uint64_t fh_pop(fh_thread *ts, fh_frame *frame, uint32_t depth, uint64_t ns)
+{
+    assert(depth == ts->depth && depth - 1u < ts->capacity && frame == &ts->stack[depth - 1u]); /* the top one */
+    fh_store(&ts->depth, depth - 1u);
+    frame[-1].child_ns += ns;
+    return frame->child_ns < ns ? ns - frame->child_ns : 0;
+}
+
+/* The full close; `now` is the fast path's timestamp, or 0 when it took
+ * none (the state was not synced yet). A nonzero `code` also records the
+ * call site (code, where). */
+static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t where)
+{
+    FH_ENTER_CALL(ts, FH_CALL_ENTER)
+    if (now == 0)
+        now = fh_clock_ticks(&ts->clock);
+    uint32_t depth = ts->depth;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_UNMANAGED))
+        return fh_close_other(ts, FH_CALL_ENTER);
+    fh_frame *frame = &ts->stack[depth - 1u];
+    uint64_t inclusive = fh_frame_ns(ts, frame, now);
+    uint64_t exclusive = fh_pop(ts, frame, depth, inclusive);
+    fh_target *t = frame->target;
+    fh_paged_record(ts, t->rows, inclusive);
+    if (frame->child_ns != 0)
+        fh_record_nested(ts, t, inclusive, exclusive);
+    if (code != 0)
+        fh_site_record(ts, code, where, t->address, inclusive, exclusive);
+    return fh_enter_account(ts, t, inclusive, exclusive);
+}
+
+/* The fast close, with the call site (code, where) when code is not 0:
+ * for the plain EnterRuntime the compiler drops every site line. */
+FH_INLINE int fh_enter_fast(uint64_t code, uint32_t where)
+{
+    fh_thread *ts = fh_current;
+    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate)))
+        return fh_enter_close(0, code, where);
+    /* Timestamp first (after the gate check), for the same reason. */
+    uint64_t now = fh_clock_ticks(&ts->clock);
+    uint32_t depth = ts->depth;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
+        return fh_enter_close(now, code, where);
+    fh_frame *frame = &ts->stack[depth - 1u];
+    /* One comparison of the tag: a U frame with no unrecorded open on it. */
+    if (FH_UNLIKELY(frame->tag != FH_FRAME_UNMANAGED || frame->child_ns != 0))
+        return fh_enter_close(now, code, where);
+    fh_target *t = frame->target;
+    fh_site *site = NULL;
+    if (code != 0) {
+        site = ts->recent_sites[fh_site_slot(code, where)];
+        if (FH_UNLIKELY(site == NULL || site->code != code || site->where != where || site->target != t->address) &&
+            (site = fh_site_find(ts, code, where, t->address)) == NULL)
+            return fh_enter_close(now, code, where);
+    }
+    uint64_t inclusive = fh_frame_ns(ts, frame, now);
+    uint32_t index = fh_bucket_index(inclusive, ts->precision);
+    uint64_t *row = t->rows[index >> ts->precision];
+    if (FH_UNLIKELY(row == NULL))
+        return fh_enter_close(now, code, where);
+    fh_pop(ts, frame, depth, inclusive);
+    fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
+    if (code != 0)
+        fh_site_add(site, inclusive, inclusive);
+    return fh_enter_account(ts, t, inclusive, inclusive);
+}
+
+/* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
+FH_INLINE int fh_enter_runtime(void) { return fh_enter_fast(0, 0); }
+
+/* EnterRuntime for a capture that knows where the call was made: the
+ * caller's code object and the call's offset in it, recorded as a call
+ * site of the frame's target. */
+FH_INLINE int fh_enter_runtime_at(uint64_t code, uint32_t where) { return fh_enter_fast(code, where); }
+
+/* ReverseEnterRuntime: unmanaged code calls back into managed code. */
+FH_INLINE int fh_reverse_enter_runtime(void)
+{
+    FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER)
+    if (FH_UNLIKELY(ts->depth >= ts->capacity))
+        return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY);
+    fh_frame *frame = fh_push(ts, FH_FRAME_MANAGED);
+    frame->target = NULL;
+    fh_bump(&ts->results[FH_CALL_REVERSE_ENTER][FH_OK], 1);
+    frame->start = fh_clock_ticks(&ts->clock);
+    return FH_OK;
+}
+
+/* ReverseLeaveRuntime: the callback returns to unmanaged code. */
+FH_INLINE int fh_reverse_leave_runtime(void)
+{
+    FH_ENTER_CALL(ts, FH_CALL_REVERSE_LEAVE)
+    uint64_t now = fh_clock_ticks(&ts->clock);
+    uint32_t depth = ts->depth;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_MANAGED))
+        return fh_close_other(ts, FH_CALL_REVERSE_LEAVE);
+    fh_frame *frame = &ts->stack[depth - 1u];
+    uint64_t ns = fh_frame_ns(ts, frame, now);
+    uint64_t exclusive = fh_pop(ts, frame, depth, ns);
+    fh_bump(&ts->callback_calls, 1);
+    fh_bump(&ts->callback_total_ns, ns);
+    fh_bump(&ts->callback_exclusive_ns, exclusive);
+    fh_minmax(&ts->callback_min_ns, &ts->callback_max_ns, ns);
+    fh_bump(&ts->callback_counts[fh_bucket_index(ns, ts->precision)], 1);
+
+    int result = FH_OK;
+    if (FH_UNLIKELY(ns > ts->timeout_limit_ns))
+        result = FH_TIMEOUT;
+    fh_bump(&ts->results[FH_CALL_REVERSE_LEAVE][result], 1);
+    return result;
+}
+
+/* The C API: the same four calls returning HRESULTs. Real functions, so
+ * their addresses can go into the capsule table and to ctypes. */
+static FH_UNUSED int32_t FH_API_LeaveRuntime(size_t target) { return fh_hresult_of[fh_leave_runtime(target)]; }
+static FH_UNUSED int32_t FH_API_EnterRuntime(void) { return fh_hresult_of[fh_enter_runtime()]; }
+static FH_UNUSED int32_t FH_API_ReverseLeaveRuntime(void) { return fh_hresult_of[fh_reverse_leave_runtime()]; }
+static FH_UNUSED int32_t FH_API_ReverseEnterRuntime(void) { return fh_hresult_of[fh_reverse_enter_runtime()]; }
+
+#endif /* FASTHOST_TRANSITIONS_H */
