@@ -15,7 +15,7 @@ import time
 
 import fasthost
 from fasthost import HResult, _testing
-from fasthost.builtins import _threading_profile_hook
+from fasthost.capture.builtins import _threading_profile_hook
 
 from .conftest import drain_stack
 

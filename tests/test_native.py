@@ -398,7 +398,7 @@ def test_cffi_functions_are_named_after_the_c_function(session):
 
 
 def test_native_with_ctypes_counts_each_ctypes_call_once(tmp_path):
-    from fasthost.captures import parse_captures
+    from fasthost.capture.modes import parse_captures
 
     assert parse_captures("ctypes,native,cffi,builtins") == ["native"]
 

@@ -34,13 +34,13 @@ if TYPE_CHECKING:
         stop,
         unmanaged,
     )
-    from fasthost.builtins import capture_builtins
+    from fasthost.capture.builtins import capture_builtins
+    from fasthost.capture.native import capture_native
     from fasthost.export.histogram import Histogram
     from fasthost.export.memory import memory_usage
     from fasthost.export.snapshot import Snapshot, load, merge, snapshot
     from fasthost.export.symbols import register_target, unregister_target
     from fasthost.hresult import HResult
-    from fasthost.native import capture_native
 
 _CORE = (
     "callback", "depth", "enter_runtime", "function_pointers", "leave_runtime", "reset", "reverse_enter_runtime",
@@ -50,8 +50,8 @@ _EXPORT = ("Histogram", "Snapshot", "load", "memory_usage", "merge", "register_t
 _WHERE = {
     **dict.fromkeys(_CORE, "fasthost._core"),
     **dict.fromkeys(_EXPORT, "fasthost.export"),
-    "capture_builtins": "fasthost.builtins",
-    "capture_native": "fasthost.native",
+    "capture_builtins": "fasthost.capture.builtins",
+    "capture_native": "fasthost.capture.native",
     "HResult": "fasthost.hresult",
 }
 

@@ -659,8 +659,8 @@ def _memory():
         size *= 4
 
 
-include "_capture.pxi"
-include "_monitor.pxi"
+include "capture/_capture.pxi"
+include "capture/_monitor.pxi"
 
 
 # ---- C API --------------------------------------------------------------------

@@ -26,7 +26,7 @@ import traceback
 from typing import NoReturn
 
 import fasthost
-from fasthost.captures import Captures
+from fasthost.capture.modes import Captures
 from fasthost.runner import Main, prepare_module, prepare_script
 
 __all__ = ["main"]

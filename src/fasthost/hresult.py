@@ -38,7 +38,7 @@ class HResult(enum.IntEnum):
 
 
 # The core reports results as small indexes; this is their order
-# (core/fh_runtime.h, enum fh_result).
+# (core/fh_protocol.h, enum fh_result).
 RESULT_ORDER = (
     HResult.S_OK,
     HResult.HOST_E_CLRNOTAVAILABLE,

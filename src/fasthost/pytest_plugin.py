@@ -110,7 +110,7 @@ class FasthostPlugin:
         self.config = config
         self.figures: dict[str, dict[str, Any]] = {}
         self.summary: list[str] = []
-        from fasthost.captures import Captures
+        from fasthost.capture.modes import Captures
 
         try:
             self._captures = Captures(config.getoption("fasthost_capture"))

@@ -263,7 +263,7 @@ class Snapshot:
         if kind == "inclusive":
             low, high, total = _extremes(pairs["min_ns"], pairs["max_ns"], pairs["total_ns"])
             return Histogram._from_counts(self.precision, counts, low, high, total)
-        # exclusive = INCLUSIVE - NESTED_INCLUSIVE + NESTED_EXCLUSIVE (see fh_runtime.h)
+        # exclusive = INCLUSIVE - NESTED_INCLUSIVE + NESTED_EXCLUSIVE (see core/fh_protocol.h)
         nested_inclusive = self._sum_rows(self._row_mask(NESTED_INCLUSIVE, thread_mask, pair_mask))
         nested_exclusive = self._sum_rows(self._row_mask(NESTED_EXCLUSIVE, thread_mask, pair_mask))
         counts = counts - np.minimum(counts, nested_inclusive) + nested_exclusive

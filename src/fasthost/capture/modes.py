@@ -45,7 +45,7 @@ class Captures:
         if not self.captures:
             return self  # nothing to import either
         import fasthost
-        from fasthost import cffi, ctypes
+        from fasthost.capture import cffi, ctypes
 
         try:
             for name in sorted(self.captures, key=lambda c: c in _INTERPRETER):

@@ -1,7 +1,7 @@
 # The capture adapters' native side, compiled into fasthost._core (included
 # by _core.pyx) so that the hook and the call slots reach the core's inline
 # transitions directly. The Python-facing adapters are fasthost.ctypes,
-# fasthost.cffi and fasthost.builtins.
+# fasthost.cffi and fasthost.capture.builtins.
 
 import sys
 import types
@@ -195,7 +195,7 @@ def _builtins_hook_install(threading_previous=None):
     remembering each thread's previous hook. A thread whose hook is still
     fasthost's (draining a frame from the last capture) keeps its frames and
     its first saved hook. Threads started later install the hook themselves
-    (fasthost.builtins passes _builtins_hook_thread_start to
+    (fasthost.capture.builtins passes _builtins_hook_thread_start to
     threading.setprofile, and what threading had before as
     ``threading_previous``, which those threads get back)."""
     global _saved_profile_hooks, _continuing_threads, fh_hook_generation, fh_hook_active, _threading_previous

@@ -15,7 +15,7 @@ not seen there; see fasthost.ctypes.instrument).
 from __future__ import annotations
 
 from fasthost import _core
-from fasthost.builtins import _Capture
+from fasthost.capture.builtins import _Capture
 
 __all__ = ["capture_native"]
 
@@ -37,7 +37,7 @@ class capture_native(_Capture):  # lower case: used like a function
         if not self._legacy:
             _core._monitor_install(True)
             return
-        from fasthost import cffi, ctypes
+        from fasthost.capture import cffi, ctypes
 
         if not ctypes.enabled():
             ctypes.enable()
@@ -56,7 +56,7 @@ class capture_native(_Capture):  # lower case: used like a function
             _core._monitor_remove()
             return
         _core._builtins_hook_remove()  # first
-        from fasthost import cffi, ctypes
+        from fasthost.capture import cffi, ctypes
 
         adapters, self._enabled_adapters = self._enabled_adapters, []
         if "cffi" in adapters:

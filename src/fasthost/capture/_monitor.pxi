@@ -1,7 +1,7 @@
 # The native capture's sys.monitoring side (Python 3.12+), compiled into
-# fasthost._core (included by _core.pyx after _capture.pxi). The callbacks
+# fasthost._core (included by _core.pyx after capture/_capture.pxi). The callbacks
 # are C functions (capture/fh_monitor.h); this file only picks a tool id,
-# registers them and gives the id back. fasthost.native is the Python face.
+# registers them and gives the id back. fasthost.capture.native is the Python face.
 
 cdef extern from "fh_monitor.h":
     int FH_HAVE_MONITORING
