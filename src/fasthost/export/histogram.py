@@ -8,17 +8,16 @@ from typing import Any
 import numpy as np
 
 from fasthost import _core
+from fasthost.export.schema import PRECISIONS
 
 __all__ = ["Histogram"]
-
-_PRECISIONS = range(1, 9)
 
 
 def _check_precision(precision: Any) -> int:
     if not isinstance(precision, (int, np.integer)) or isinstance(precision, bool):
         raise TypeError(f"precision must be an int, not {type(precision).__name__}")
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be between 1 and 8, got {precision}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be between {PRECISIONS[0]} and {PRECISIONS[-1]}, got {precision}")
     return int(precision)
 
 
