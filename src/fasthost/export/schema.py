@@ -71,9 +71,15 @@ _THREAD_RECORD = [
     if name not in _THREAD_NOT_SHOWN
 ]
 
+# The call columns in the order files have always held them (not CALL_ORDER,
+# the order of ``results``' second axis): the order is part of the format.
+CALL_COLUMNS = ("leave", "enter", "reverse_enter", "reverse_leave")
+if sorted(CALL_COLUMNS) != sorted(CALL_ORDER):
+    raise ImportError("fasthost.hresult.CALL_ORDER names calls THREAD_DTYPE lacks: reinstall fasthost")
+
 THREAD_DTYPE = np.dtype(
     [("tid", np.uint64), ("name", "U32"), ("alive", np.bool_)]
-    + [(call, np.uint64) for call in CALL_ORDER]
+    + [(call, np.uint64) for call in CALL_COLUMNS]
     + [(result, np.uint64) for result in RESULT_FIELDS]
     + [(name, _column(ctype)) for name, ctype, _ in _THREAD_RECORD]
 )
