@@ -191,8 +191,12 @@ def callback(prototype: type) -> type:
 
 # ---- the global opt-in -----------------------------------------------------------
 
-_original_init = _ctypes.CDLL.__init__
-_original_cfunctype = _ctypes.CFUNCTYPE
+# What enable() replaces, marked with what it replaced, so that a module run
+# again (importlib.reload) while enabled finds the originals, not its own
+# replacements (which would then call themselves).
+_REPLACES = "_fasthost_replaces_"
+_original_init = getattr(_ctypes.CDLL.__init__, _REPLACES, _ctypes.CDLL.__init__)
+_original_cfunctype = getattr(_ctypes.CFUNCTYPE, _REPLACES, _ctypes.CFUNCTYPE)
 
 
 @functools.wraps(_original_init)
@@ -206,6 +210,10 @@ def _instrumenting_init(self: _ctypes.CDLL, *args: Any, **kwargs: Any) -> None:
 @functools.wraps(_original_cfunctype)
 def _instrumenting_cfunctype(restype: Any, *argtypes: Any, **kwargs: Any) -> type:
     return callback(_original_cfunctype(restype, *argtypes, **kwargs))
+
+
+setattr(_instrumenting_init, _REPLACES, _original_init)
+setattr(_instrumenting_cfunctype, _REPLACES, _original_cfunctype)
 
 
 def enable() -> None:
@@ -246,4 +254,4 @@ def disable() -> None:
 
 def enabled() -> bool:
     """True between :func:`enable` and :func:`disable`."""
-    return _ctypes.CDLL.__init__ is _instrumenting_init
+    return getattr(_ctypes.CDLL.__init__, _REPLACES, None) is _original_init
