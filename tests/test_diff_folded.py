@@ -1,15 +1,14 @@
 """diff() across a thread's end once the session keeps no more ended
 threads (FH_ENDED_THREADS_KEPT, 64): the thread, live in the earlier
 snapshot, is folded into the "<n ended threads>" row of the later one, and
-its own row is gone. Found at 040d183 as well (flaky there and at HEAD in
+its own row is gone. diff() folds the earlier rows of such threads into the
+earlier ended-threads row alike. Found at 040d183 as well (flaky there, in
 any test whose threads end between two snapshots past the 64th)."""
 
 import ctypes
 import ctypes.util
 import threading
 import time
-
-import pytest
 
 import fasthost
 
@@ -30,12 +29,6 @@ def ended(tid):
     return not any(row["alive"] and row["tid"] == tid for row in fasthost.snapshot().threads)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diff raises 'the later snapshot lacks threads of the earlier one' when a thread of the earlier "
-    "snapshot was folded into the ended-threads row; combine.diff would have to fold the earlier rows of "
-    "threads missing from the later one into the earlier folded row (counters and histogram rows) first",
-)
 def test_diff_across_a_thread_folded_after_the_earlier_snapshot(recording):
     for _ in range(KEPT + 1):  # the kept ended threads are full, one folded
         worker = threading.Thread(target=cos_calls, args=(1,))

@@ -33,6 +33,19 @@ def _thread_keys(threads: np.ndarray) -> list[tuple[int, int]]:
     return keys
 
 
+# The key of the row of threads folded after the session kept its share of
+# ended threads (the core's `ended` state: no OS thread has id 0).
+_ENDED = (0, 0)
+
+
+def _group(keys: list[Any]) -> dict[Any, list[int]]:
+    """Key -> the indexes that have it (several once ended threads fold)."""
+    at: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        at.setdefault(key, []).append(i)
+    return at
+
+
 def diff(later: Snapshot, earlier: Snapshot) -> dict[str, Any]:
     """The parts of the snapshot of what happened between ``earlier`` and
     ``later`` (see :meth:`Snapshot.diff`)."""
@@ -46,20 +59,26 @@ def diff(later: Snapshot, earlier: Snapshot) -> dict[str, Any]:
         raise ValueError(f"snapshots of precision {earlier.precision} and {later.precision} cannot be diffed")
 
     later_keys, earlier_keys = _thread_keys(later.threads), _thread_keys(earlier.threads)
-    earlier_at = {key: i for i, key in enumerate(earlier_keys)}
-    missing = set(earlier_at) - set(later_keys)
+    missing = set(earlier_keys) - set(later_keys)
+    if missing and _ENDED in later_keys:
+        # Threads that ended in between, past the ended threads the session
+        # keeps, were folded into the later snapshot's ended-threads row:
+        # fold their earlier rows into the earlier one's alike.
+        earlier_keys = [_ENDED if key in missing else key for key in earlier_keys]
+        missing.clear()
     if missing:
         raise ValueError(f"the later snapshot lacks threads of the earlier one (tids {sorted(t for t, _ in missing)})")
+    earlier_at = _group(earlier_keys)
 
     threads = later.threads.copy()
     results = later.results.astype(np.int64)
     for i, key in enumerate(later_keys):
-        j = earlier_at.get(key)
-        if j is None:
+        js = earlier_at.get(key)
+        if js is None:
             continue
         for name in THREAD_COUNTERS:
-            threads[name][i] = _minus(threads[name][i], earlier.threads[name][j], name)
-        results[i] -= earlier.results[j].astype(np.int64)
+            threads[name][i] = _minus(threads[name][i], earlier.threads[name][js].sum(), name)
+        results[i] -= earlier.results[js].astype(np.int64).sum(axis=0)
     if (results < 0).any():
         raise ValueError("the 'earlier' snapshot has more calls than the later one: pass them the other way round")
 
@@ -68,17 +87,17 @@ def diff(later: Snapshot, earlier: Snapshot) -> dict[str, Any]:
         row = snap.thread_targets[i]
         return keys[int(row["thread"])], int(row["target"]), bool(row["overflow"])
 
-    earlier_pairs = {pair_key(earlier, earlier_keys, i): i for i in range(len(earlier.thread_targets))}
+    earlier_pairs = _group([pair_key(earlier, earlier_keys, i) for i in range(len(earlier.thread_targets))])
     pairs = later.thread_targets.copy()
     had_calls = np.zeros(len(pairs), dtype=bool)
     for i in range(len(pairs)):
-        j = earlier_pairs.get(pair_key(later, later_keys, i))
-        if j is None:
+        js = earlier_pairs.get(pair_key(later, later_keys, i))
+        if js is None:
             continue
-        before = earlier.thread_targets[j]
-        had_calls[i] = before["calls"] > 0
+        before = earlier.thread_targets[js]
+        had_calls[i] = before["calls"].sum() > 0
         for name in TARGET_COUNTERS:
-            pairs[name][i] = _minus(pairs[name][i], before[name], name)
+            pairs[name][i] = _minus(pairs[name][i], before[name].sum(), name)
 
     # Histogram rows: by (thread, pair or callback, kind, row).
     def row_key(snap: Snapshot, keys: list[tuple[int, int]], i: int) -> tuple[Any, ...]:
@@ -87,14 +106,15 @@ def diff(later: Snapshot, earlier: Snapshot) -> dict[str, Any]:
         pair = None if target < 0 else pair_key(snap, keys, target)
         return keys[int(row["thread"])], pair, int(row["kind"]), int(row["row"])
 
-    earlier_rows = {row_key(earlier, earlier_keys, i): i for i in range(len(earlier.hist_rows))}
+    earlier_rows = _group([row_key(earlier, earlier_keys, i) for i in range(len(earlier.hist_rows))])
     counts = later.hist_counts.copy()
     for i in range(len(counts)):
-        j = earlier_rows.get(row_key(later, later_keys, i))
-        if j is not None:
-            if (earlier.hist_counts[j] > counts[i]).any():
+        js = earlier_rows.get(row_key(later, later_keys, i))
+        if js is not None:
+            before = earlier.hist_counts[js].sum(axis=0)
+            if (before > counts[i]).any():
                 raise ValueError("the 'earlier' snapshot has more samples than the later one")
-            counts[i] -= earlier.hist_counts[j]
+            counts[i] -= before
 
     # Keep what the interval touched: threads that made calls, pairs with
     # calls, rows with samples; then renumber the references.
@@ -114,7 +134,7 @@ def diff(later: Snapshot, earlier: Snapshot) -> dict[str, Any]:
     pairs_kept = pairs[keep_pairs].copy()
     pairs_kept["thread"] = thread_index[pairs_kept["thread"]]
     threads_kept = threads[keep_threads].copy()
-    earlier_callbacks = {key: int(earlier.threads["callback_calls"][i]) for key, i in earlier_at.items()}
+    earlier_callbacks = {key: int(earlier.threads["callback_calls"][js].sum()) for key, js in earlier_at.items()}
     callbacks_before = np.array([earlier_callbacks.get(k, 0) > 0 for k in later_keys], dtype=bool)[keep_threads]
 
     callsites, callsite_counts = _callsites.combine(
