@@ -500,7 +500,11 @@ def cython_module(tmp_path_factory):
         pytest.skip("no C compiler to build the Cython module")
     folder = tmp_path_factory.mktemp("cymod")
     (folder / "fh_cymod.pyx").write_text(_CYTHON_SOURCE)
-    setup = "from setuptools import setup\nfrom Cython.Build import cythonize\nsetup(ext_modules=cythonize('fh_cymod.pyx', language_level=3, quiet=True))\n"
+    setup = (
+        "from setuptools import setup\n"
+        "from Cython.Build import cythonize\n"
+        "setup(ext_modules=cythonize('fh_cymod.pyx', language_level=3, quiet=True))\n"
+    )
     (folder / "setup.py").write_text(setup)
     subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=folder, check=True,
                    capture_output=True)  # fmt: skip
