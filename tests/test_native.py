@@ -473,3 +473,69 @@ def test_a_type_patched_in_place_is_classified_anew():
     _core._ctypes_instrument_type(cls, ctypes._CFuncPtr)
     assert _core._callable_target(cos) == 0  # fasthost's adapter records it
     assert cos(0.0) == 1.0
+
+
+_CYTHON_SOURCE = '''
+def first(x):
+    return x + 1
+
+def second(x):
+    return x + 2
+
+cdef class Box:
+    def get(self, x):
+        return x
+'''
+
+
+@pytest.fixture(scope="module")
+def cython_module(tmp_path_factory):
+    """A real Cython module (def functions: cython_function_or_method
+    objects, as Cython 3 makes them by default), compiled with the Cython
+    fasthost itself is built with."""
+    import importlib.util
+
+    pytest.importorskip("Cython")
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler to build the Cython module")
+    folder = tmp_path_factory.mktemp("cymod")
+    (folder / "fh_cymod.pyx").write_text(_CYTHON_SOURCE)
+    setup = (
+        "from setuptools import setup\n"
+        "from Cython.Build import cythonize\n"
+        "setup(ext_modules=cythonize('fh_cymod.pyx', language_level=3, quiet=True))\n"
+    )
+    (folder / "setup.py").write_text(setup)
+    subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=folder, check=True,
+                   capture_output=True)  # fmt: skip
+    (built,) = folder.glob("fh_cymod*.so")
+    spec = importlib.util.spec_from_file_location("fh_cymod", built)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["fh_cymod"] = module
+    yield module
+    del sys.modules["fh_cymod"]
+
+
+@needs_monitoring
+def test_cython_functions_are_each_their_own_target(session, cython_module):
+    # Cython's functions are recognised by their type's name; in recent
+    # Cython (3.3) that type's call slot is its own
+    # (__Pyx_CyFunction_CallAsMethod), not PyVectorcall_Call. Taken for an
+    # ordinary C type, every Cython function of the process was one target:
+    # the type's call slot, named after whichever function symbols met first.
+    box = cython_module.Box()
+    assert type(cython_module.first).__name__ == "cython_function_or_method"
+    targets = {_core._callable_target(f) for f in (cython_module.first, cython_module.second, box.get)}
+    assert len(targets) == 3
+    with fasthost.capture_native():
+        for i in range(5):
+            cython_module.first(i)
+        for i in range(3):
+            cython_module.second(i)
+        for i in range(2):
+            box.get(i)
+    snap = fasthost.snapshot()
+    assert (calls_of(snap, "fh_cymod.first"), calls_of(snap, "fh_cymod.second")) == (5, 3)
+    (method,) = snap.targets[snap.targets["target"] == _core._callable_target(box.get)]
+    assert int(method["calls"]) == 2

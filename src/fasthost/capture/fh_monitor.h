@@ -53,14 +53,16 @@ static inline int fh_mon_python_class(PyTypeObject *type) { return type->tp_deal
 static inline int fh_mon_own_code(uintptr_t code) { return code >= fh_own_code_start && code < fh_own_code_end; }
 
 /* Cython's function type (cython_function_or_method), found by name the
- * first time one is called; its objects start as a PyCFunctionObject. */
+ * first time one is called; its objects start as a PyCFunctionObject. Its
+ * call slot is no sign: recent Cython gives it its own
+ * (__Pyx_CyFunction_CallAsMethod), not PyVectorcall_Call. */
 static PyTypeObject *fh_mon_cyfunction;
 
 static int fh_mon_is_cyfunction(PyTypeObject *type)
 {
     if (type == fh_mon_cyfunction)
         return 1;
-    if (fh_mon_cyfunction != NULL || type->tp_call != PyVectorcall_Call)
+    if (fh_mon_cyfunction != NULL)
         return 0;
     const char *name = strrchr(type->tp_name, '.');
     if (strcmp(name != NULL ? name + 1 : type->tp_name, "cython_function_or_method") != 0)
