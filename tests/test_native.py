@@ -475,7 +475,7 @@ def test_a_type_patched_in_place_is_classified_anew():
     assert cos(0.0) == 1.0
 
 
-_CYTHON_SOURCE = '''
+_CYTHON_SOURCE = """
 def first(x):
     return x + 1
 
@@ -485,7 +485,7 @@ def second(x):
 cdef class Box:
     def get(self, x):
         return x
-'''
+"""
 
 
 @pytest.fixture(scope="module")
