@@ -2,7 +2,9 @@
 ``pytester`` in subprocesses (the plugin touches process-wide state)."""
 
 import json
+import re
 
+import numpy as np
 import pytest
 
 import fasthost
@@ -149,9 +151,59 @@ def test_gate_fails_when_a_benchmark_makes_one_more_foreign_call(pytester):
         [
             "*comparison with the baseline*",
             "*test_cos_calls*4.000*5.000*+25.0%*FAILED (transitions:5%)*",
-            "*1 benchmark(s) beyond --fasthost-compare-fail: test_bench.py::test_cos_calls (transitions:5%)*",
+            "    +1 libm.so.6!cos per call (4 -> 5)",
+            "FAILED test_bench.py::test_cos_calls (transitions:5%): +1 libm.so.6!cos per call (4 -> 5)",
+            "*= fasthost: 1 benchmark(s) beyond --fasthost-compare-fail =*",
         ]
     )
+    # The verdict comes after pytest-benchmark's table, at the end.
+    lines = result.stdout.lines
+    table = max(i for i, line in enumerate(lines) if "Name (time in" in line)
+    verdict = max(i for i, line in enumerate(lines) if "fasthost: 1 benchmark(s) beyond" in line)
+    assert verdict > table
+
+
+# The same benchmark, with a call of another target added.
+TWO_TARGETS_FILE = BENCHMARK_FILE.replace(
+    "        libm.cos(0.5)\n", "        libm.cos(0.5)\n    libm.sin.argtypes = [ctypes.c_double]\n    libm.sin(0.5)\n"
+)
+
+
+def test_gate_names_the_target_a_benchmark_added(pytester):
+    save_baseline(pytester, calls=2)
+    pytester.makepyfile(test_bench=TWO_TARGETS_FILE.format(calls=2, fixture=", fasthost"))
+    result = pytester.runpytest_subprocess(
+        *FAST, "--benchmark-storage=store", "--fasthost-compare", "--fasthost-compare-fail=transitions:+0.5"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*2.000*3.000*", "    +1 libm.so.6!sin per call (new)"])
+    result.stdout.no_fnmatch_line("*libm.so.6!cos per call*")  # unchanged: not listed
+
+
+def test_gate_shows_p99_in_human_units(pytester):
+    save_baseline(pytester, calls=2)
+    result = pytester.runpytest_subprocess(*FAST, "--benchmark-storage=store", "--fasthost-compare")
+    assert result.ret == pytest.ExitCode.OK
+    (row,) = [line for line in result.stdout.lines if line.startswith("test_bench.py::test_cos_calls ")]
+    assert re.search(r"\d(\.\d+)? (ns|us|ms|s) ", row), row
+    assert not re.search(r"\d{4,} ns", row), row
+
+
+def test_calls_by_target_keep_the_busiest_and_add_up_the_rest():
+    from fasthost.pytest_plugin import OTHER, TARGETS_KEPT, _calls_by_target, target_changes
+
+    rows = np.zeros(TARGETS_KEPT + 3, dtype=[("symbol", "U16"), ("calls", "u8"), ("overflow", "?")])
+    rows["symbol"] = [f"f{i}" for i in range(len(rows))]
+    rows["calls"] = np.arange(len(rows), 0, -1) * 10
+    kept = _calls_by_target(rows, per=10)
+    assert len(kept) == TARGETS_KEPT + 1
+    assert sum(kept.values()) == rows["calls"].sum() / 10
+    assert kept[OTHER] == 3 + 2 + 1
+    assert target_changes({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 3.0, "c": 0.5}) == [
+        "+1 b per call (2 -> 3)",
+        "+0.5 c per call (new)",
+    ]
+    assert target_changes({"a": 1.0}, {}) == ["-1 a per call (gone)"]
 
 
 def test_gate_passes_when_nothing_changed(pytester):

@@ -32,6 +32,10 @@ __all__ = ["FasthostPlugin", "Threshold", "figures_for"]
 
 PROPERTY = "fasthost"  # the key of the figures in a test's user_properties
 TOP_TARGETS = 5
+# Targets whose calls per benchmarked call the figures keep by name (the
+# busiest); the rest add up to one "other" entry, so the sum stays exact.
+TARGETS_KEPT = 50
+OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class FasthostPlugin:
         self.config = config
         self.figures: dict[str, dict[str, Any]] = {}
         self.summary: list[str] = []
+        self.failures: list[str] = []  # one line per benchmark beyond a threshold
         from fasthost.capture.modes import Captures
 
         try:
@@ -167,6 +172,7 @@ class FasthostPlugin:
             if failed:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    @pytest.hookimpl(trylast=True)  # after pytest-benchmark's table: the verdict comes last
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.figures and not self.config.getoption("fasthost_compare"):
             terminalreporter.section("fasthost: transitions per benchmarked call")
@@ -176,12 +182,18 @@ class FasthostPlugin:
                 p99 = f["unmanaged_ns"]["p99"]
                 terminalreporter.write_line(
                     f"{node:<{width}}  {f['transitions_per_call']:>10.3f}  calls={f['calls']:<8} "
-                    f"p99={'-' if p99 is None else f'{p99:.0f} ns'}  errors={errors}"
+                    f"p99={_ns(p99)}  errors={errors}"
                 )
         if self.summary:
             terminalreporter.section("fasthost: comparison with the baseline")
             for line in self.summary:
                 terminalreporter.write_line(line)
+        if self.failures:
+            for failure in self.failures:
+                terminalreporter.write_line(f"FAILED {failure}", red=True)
+            terminalreporter.write_sep(
+                "=", f"fasthost: {len(self.failures)} benchmark(s) beyond --fasthost-compare-fail", red=True
+            )
 
     # ---- the regression gate ---------------------------------------------------
     def _compare(self) -> bool:
@@ -212,16 +224,17 @@ class FasthostPlugin:
                 f"{node:<{width}}  {t0:>9.3f} {t1:>9.3f} {change:>8}  {_ns(p0):>11} {_ns(p1):>11} {p99_change:>8}"
                 + (f"  FAILED ({', '.join(broken)})" if broken else "")
             )
+            changed = target_changes(before.get("calls_per_call_by_target", {}), now["calls_per_call_by_target"])
+            if "calls_per_call_by_target" in before:
+                lines.extend(f"    {line}" for line in changed)
             if broken:
-                failures.append(f"{node} ({', '.join(broken)})")
+                said = f": {'; '.join(changed)}" if changed and "calls_per_call_by_target" in before else ""
+                failures.append(f"{node} ({', '.join(broken)}){said}")
         missing = sorted(set(baseline) - set(self.figures))
         if missing:
             lines.append(f"not run now: {', '.join(missing)}")
-        if failures:
-            lines.append(
-                f"fasthost: {len(failures)} benchmark(s) beyond --fasthost-compare-fail: {'; '.join(failures)}"
-            )
         self.summary = lines
+        self.failures = failures
         return bool(failures)
 
     def _load_baseline(self) -> tuple[str, dict[str, dict[str, Any]]]:
@@ -285,8 +298,9 @@ def _baseline_figures(source: str, data: Any) -> dict[str, dict[str, Any]]:
 
 def _figures_problem(figures: Any) -> str | None:
     """What keeps ``figures`` (one benchmark's, from :func:`figures_for`)
-    from being compared, or None: the comparison reads transitions per call
-    and the p99 of unmanaged durations (ns, null when nothing was timed)."""
+    from being compared, or None: the comparison reads transitions per call,
+    the p99 of unmanaged durations (ns, null when nothing was timed) and,
+    where the run saved them, calls per call by target."""
 
     def number(value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -299,6 +313,9 @@ def _figures_problem(figures: Any) -> str | None:
     p99 = unmanaged.get("p99", "absent") if isinstance(unmanaged, dict) else "absent"  # None is a valid p99
     if not (p99 is None or number(p99)):
         return "have no 'unmanaged_ns' p99 (a number, or null)"
+    by_target = figures.get("calls_per_call_by_target", {})  # absent from older runs
+    if not isinstance(by_target, dict) or not all(isinstance(k, str) and number(v) for k, v in by_target.items()):
+        return "have a 'calls_per_call_by_target' that is not an object of numbers"
     return None
 
 
@@ -309,7 +326,9 @@ def _change(before: float, after: float) -> str:
 
 
 def _ns(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} ns"
+    from fasthost.export.report import format_ns
+
+    return format_ns(value)
 
 
 def _version() -> str:
@@ -374,7 +393,35 @@ def figures_for(delta: Any, calls: int) -> dict[str, Any]:
             {"symbol": str(row["symbol"]), "calls_per_call": int(row["calls"]) / per, "total_ns": int(row["total_ns"])}
             for row in top
         ],
+        "calls_per_call_by_target": _calls_by_target(delta.targets, per),
     }
+
+
+def _calls_by_target(targets: Any, per: int) -> dict[str, float]:
+    """Symbol -> calls per benchmarked call: the TARGETS_KEPT busiest by
+    name, the rest as OTHER (targets that share a name add up)."""
+    by_symbol: dict[str, int] = {}
+    for row in targets:
+        symbol = "overflow" if row["overflow"] else str(row["symbol"])
+        by_symbol[symbol] = by_symbol.get(symbol, 0) + int(row["calls"])
+    busiest = sorted(by_symbol.items(), key=lambda item: (-item[1], item[0]))
+    kept = {symbol: calls / per for symbol, calls in busiest[:TARGETS_KEPT]}
+    rest = sum(calls for _, calls in busiest[TARGETS_KEPT:])
+    if rest:
+        kept[OTHER] = kept.get(OTHER, 0.0) + rest / per
+    return kept
+
+
+def target_changes(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """What changed in calls per benchmarked call, target by target, biggest
+    change first: ``+1.0 LLVMPY_GetTargetTriple per call (new)``."""
+    changes = []
+    for symbol in set(before) | set(after):
+        b, a = before.get(symbol, 0.0), after.get(symbol, 0.0)
+        if abs(a - b) > 1e-9 * max(abs(a), abs(b), 1.0):
+            why = "new" if symbol not in before else "gone" if symbol not in after else f"{b:g} -> {a:g}"
+            changes.append((-abs(a - b), symbol, f"{a - b:+.4g} {symbol} per call ({why})"))
+    return [line for _, _, line in sorted(changes)]
 
 
 def _count_calls(benchmark: Any) -> list[int]:
