@@ -134,6 +134,22 @@ def test_diff_compares_targets_by_symbol(tmp_path):
     assert "+50.0%" in line
 
 
+def test_top_0_shows_the_summary_without_targets(tmp_path):
+    a = tmp_path / "a.npz"
+    run = fasthost_cli("run", "--top", "0", "-o", a, script(tmp_path, calls=3))
+    assert run.returncode == 0, run.stderr
+    report = fasthost_cli("report", a, "--top", "0")
+    assert report.returncode == 0, report.stderr
+    assert "top 0 of 1 targets" in report.stdout
+    as_json = fasthost_cli("report", a, "--top", "0", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["targets"] == []
+    diff = fasthost_cli("diff", a, a, "--top", "0")
+    assert diff.returncode == 0, diff.stderr
+    assert "transitions: 3 -> 3" in diff.stdout
+    assert "1 more targets (--top)" in diff.stdout
+
+
 @pytest.mark.parametrize("command", [["report"], ["plot", "-o", "x.png"], ["diff", "a.npz"]])
 def test_missing_file_is_one_line_and_exit_2(tmp_path, command):
     proc = fasthost_cli(*command[:1], tmp_path / "missing.npz", *command[1:], cwd=tmp_path)

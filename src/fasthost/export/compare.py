@@ -49,7 +49,7 @@ def compare_targets(before: Snapshot, after: Snapshot, top: int = 20) -> str:
     ]
     if not symbols:
         return "\n".join([*lines, "no unmanaged calls in either snapshot"]) + "\n"
-    width = max(12, *(len(s) for s in symbols[:top]))
+    width = max([12, *(len(s) for s in symbols[:top])])
     lines.append(
         f"{'target':<{width}} {'calls':>21} {'change':>8}  {'p50':>19} {'change':>8}  {'p99':>19} {'change':>8}"
     )
