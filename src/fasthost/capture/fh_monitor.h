@@ -182,7 +182,9 @@ static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)
     uintptr_t target;
     switch (how) {
     case FH_HOW_CFUNCTION:
-        target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
+        /* Not PyCFunction_GET_FUNCTION: a Cython function only begins like
+         * a PyCFunctionObject, and the macro asserts the type (debug). */
+        target = (uintptr_t)((PyCFunctionObject *)callable)->m_ml->ml_meth;
         break;
     case FH_HOW_CLASS:
         return fh_mon_python_class((PyTypeObject *)callable) ? 0 : (uintptr_t)callable;
