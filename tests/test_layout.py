@@ -6,6 +6,8 @@ The graph is read from the sources: every ``import fasthost...`` and
 import inside a function is still a dependency), except those under
 ``if TYPE_CHECKING:``, which only the type checker runs."""
 
+from __future__ import annotations
+
 import ast
 import re
 import shutil
