@@ -3,6 +3,7 @@
 
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -187,6 +188,74 @@ def test_gate_shows_p99_in_human_units(pytester):
     (row,) = [line for line in result.stdout.lines if line.startswith("test_bench.py::test_cos_calls ")]
     assert re.search(r"\d(\.\d+)? (ns|us|ms|s) ", row), row
     assert not re.search(r"\d{4,} ns", row), row
+
+
+# The benchmark's test body makes foreign calls of its own around the
+# benchmarked function: setup work that is not what is measured.
+BODY_CALLS_FILE = BENCHMARK_FILE.replace(
+    "    benchmark(work)\n", "    libm.cos(1.0); libm.cos(2.0)\n    benchmark(work)\n    libm.cos(3.0)\n"
+)
+
+
+@pytest.mark.parametrize("disabled", [False, True], ids=["timed", "benchmark-disable"])
+def test_calls_in_the_test_body_around_the_benchmark_do_not_count(pytester, disabled):
+    pytester.makepyfile(test_bench=BODY_CALLS_FILE.format(calls=3, fixture=", fasthost"))
+    extra = ("--benchmark-disable",) if disabled else ()
+    result = pytester.runpytest_subprocess(*FAST, *extra, "--fasthost-json=out.json")
+    result.assert_outcomes(passed=1)
+    (bench,) = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    figures = bench["extra_info"]["fasthost"]
+    assert figures["transitions_per_call"] == 3.0  # not (3 + 3) / 1 with --benchmark-disable
+    assert figures["calls_per_call_by_target"] == {"libm.so.6!cos": 3.0}
+
+
+# Builtins only, so that every builtin pytest-benchmark's own code calls
+# (its timer, its loops) is seen by the capture too.
+BUILTINS_FILE = """
+import math
+
+
+def work():
+    for _ in range(3):
+        math.cos(0.5)
+
+
+def test_cos_calls(benchmark, fasthost):
+    benchmark(work)
+"""
+
+
+NATIVE_SITES_FULL = pytest.mark.xfail(
+    sys.version_info >= (3, 12),
+    strict=True,
+    reason="the session-wide native capture records pytest's own calls from the start, and their call sites "
+    "fill the per-thread cap (max_targets) before the benchmark runs: pytest-benchmark's calls then have no "
+    "call site to be recognised by (callsites_dropped > 0)",
+)
+
+
+@pytest.mark.parametrize("capture", ["builtins", pytest.param("native", marks=NATIVE_SITES_FULL)])
+def test_transitions_per_call_are_the_same_on_every_run_of_unchanged_code(pytester, capture):
+    if capture == "native" and sys.version_info < (3, 12):
+        pytest.skip("capture_native sees every call on 3.12+ only")
+    pytester.makepyfile(test_bench=BUILTINS_FILE)
+    values = set()
+    for run in range(10):
+        # Rounds and calibration differ from run to run (and so do the
+        # timer calls pytest-benchmark makes): the figures must not.
+        rounds = f"--benchmark-min-rounds={3 + run}"
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--benchmark-max-time=0.002", rounds, f"--fasthost-capture={capture}",
+            f"--fasthost-json=out{run}.json",
+        )  # fmt: skip
+        result.assert_outcomes(passed=1)
+        (bench,) = json.loads((pytester.path / f"out{run}.json").read_text())["benchmarks"]
+        figures = bench["extra_info"]["fasthost"]
+        values.add((figures["transitions_per_call"], json.dumps(figures["calls_per_call_by_target"], sort_keys=True)))
+    assert len(values) == 1, values
+    ((per_call, by_target),) = values
+    assert per_call == 3.0
+    assert json.loads(by_target) == {"math.cos": 3.0}
 
 
 def test_calls_by_target_keep_the_busiest_and_add_up_the_rest():

@@ -373,27 +373,63 @@ class Recording:
         return self.result
 
 
+def _harness_calls(delta: Any) -> dict[int, int]:
+    """Target address -> calls made from pytest-benchmark's own code or
+    this plugin's (its timer, its loops, the call counting): the captures
+    that see every builtin record them too, and their number depends on
+    rounds and calibration, not on the code under test. Known by the call
+    site, so only where call sites were recorded."""
+    import os
+
+    import numpy as np
+    import pytest_benchmark
+
+    harness = (os.path.dirname(pytest_benchmark.__file__) + os.sep, os.path.abspath(__file__))
+    sites = delta.callsites
+    if not len(sites):
+        return {}
+    mine = np.array([str(f).startswith(harness[0]) or str(f) == harness[1] for f in sites["file"]], dtype=bool)
+    out: dict[int, int] = {}
+    for target, n in zip(sites["target"][mine].tolist(), sites["calls"][mine].tolist()):
+        out[target] = out.get(target, 0) + n
+    return out
+
+
 def figures_for(delta: Any, calls: int) -> dict[str, Any]:
-    """The JSON-ready figures of a benchmark: ``delta`` is what the test
-    recorded, ``calls`` how many times pytest-benchmark ran the function
-    (calibration, warmup and rounds x iterations, as it ran them)."""
+    """The JSON-ready figures of a benchmark: ``delta`` is what the
+    benchmark call recorded, ``calls`` how many times pytest-benchmark ran
+    the function (calibration, warmup and rounds x iterations, as it ran
+    them). Calls that pytest-benchmark's own code makes (see
+    ``_harness_calls``) are left out, so that unchanged code gives the same
+    figures on every run."""
     totals = delta.totals
     per = max(calls, 1)
+    harness = _harness_calls(delta)
+    left_out = sum(harness.values())
     hist = delta.histogram("inclusive")
     p50, p99 = (float(q) for q in hist.quantile([0.5, 0.99])) if hist.total else (None, None)
-    top = sorted(delta.targets, key=lambda row: -int(row["calls"]))[:TOP_TARGETS]
+    targets = delta.targets.copy()
+    for i, address in enumerate(targets["target"].tolist()):
+        if not targets["overflow"][i]:
+            targets["calls"][i] -= harness.get(address, 0)
+    targets = targets[targets["calls"] > 0]
+    top = sorted(targets, key=lambda row: -int(row["calls"]))[:TOP_TARGETS]
+    by_kind = dict(totals["calls"])
+    by_kind["leave"] -= left_out
+    by_kind["enter"] -= left_out
+    transitions = totals["transitions"] - left_out
     return {
         "calls": calls,
-        "transitions": totals["transitions"],
-        "transitions_per_call": totals["transitions"] / per,
-        "per_call": {kind: n / per for kind, n in totals["calls"].items()},
+        "transitions": transitions,
+        "transitions_per_call": transitions / per,
+        "per_call": {kind: n / per for kind, n in by_kind.items()},
         "errors": {name: n for name, n in totals["results"].items() if name != "S_OK" and n},
         "unmanaged_ns": {"p50": p50, "p99": p99, "max": hist.max},
         "top_targets": [
             {"symbol": str(row["symbol"]), "calls_per_call": int(row["calls"]) / per, "total_ns": int(row["total_ns"])}
             for row in top
         ],
-        "calls_per_call_by_target": _calls_by_target(delta.targets, per),
+        "calls_per_call_by_target": _calls_by_target(targets, per),
     }
 
 
@@ -424,17 +460,48 @@ def target_changes(before: dict[str, float], after: dict[str, float]) -> list[st
     return [line for _, _, line in sorted(changes)]
 
 
-def _count_calls(benchmark: Any) -> list[int]:
+class _Window:
+    """What ``benchmark(...)`` did: how many times it ran the function, and
+    snapshots taken just before and after the call, so that the figures
+    leave out what the test body does around it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.before: Any = None
+        self.after: Any = None
+
+    def around(self, run: Any) -> Any:
+        import fasthost
+
+        self.before = fasthost.snapshot()
+        try:
+            return run()
+        finally:
+            self.after = fasthost.snapshot()
+
+    def delta(self, whole_test: Any) -> Any:
+        """The transitions made inside the benchmark call, or ``whole_test``
+        when there was no such call (or the session changed in between)."""
+        if self.before is None or self.after is None:
+            return whole_test
+        try:
+            return self.after.diff(self.before)
+        except ValueError:
+            return whole_test
+
+
+def _count_calls(benchmark: Any) -> _Window:
     """Makes ``benchmark`` count how many times it runs the function, with
     nothing added inside its timed loops: its runners are built around the
     original function and count whole loops; anything that calls the
-    function directly goes through a counting wrapper."""
-    counter = [0]
+    function directly goes through a counting wrapper. The call of
+    ``benchmark`` itself is bracketed by snapshots (see ``_Window``)."""
+    window = _Window()
     base = type(benchmark)
 
     def counted(function: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
-            counter[0] += 1
+            window.calls += 1
             return function(*args, **kwargs)
 
         call.__wrapped__ = function  # type: ignore[attr-defined]
@@ -442,23 +509,23 @@ def _count_calls(benchmark: Any) -> list[int]:
 
     class CountingBenchmark(base):  # type: ignore[misc, valid-type]
         def __call__(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-            return base.__call__(self, counted(function), *args, **kwargs)
+            return window.around(lambda: base.__call__(self, counted(function), *args, **kwargs))
 
         def pedantic(self, target: Any, *args: Any, **kwargs: Any) -> Any:
-            return base.pedantic(self, counted(target), *args, **kwargs)
+            return window.around(lambda: base.pedantic(self, counted(target), *args, **kwargs))
 
         def _make_runner(self, function: Any, args: Any, kwargs: Any) -> Any:
             runner = base._make_runner(self, getattr(function, "__wrapped__", function), args, kwargs)
 
             def counting_runner(loops_range: Any, *rest: Any, **options: Any) -> Any:
-                counter[0] += len(loops_range) if loops_range else 1
+                window.calls += len(loops_range) if loops_range else 1
                 return runner(loops_range, *rest, **options)
 
             return counting_runner
 
     CountingBenchmark.__name__ = base.__name__
     benchmark.__class__ = CountingBenchmark
-    return counter
+    return window
 
 
 @pytest.fixture
@@ -467,16 +534,17 @@ def fasthost(request: pytest.FixtureRequest) -> Any:
     recording, and stopping it again after) and yields a ``Recording``:
     ``.snapshot()`` is the delta Snapshot so far.
 
-    Used with pytest-benchmark's ``benchmark``, it also stores the test's
-    figures per benchmarked call in ``benchmark.extra_info["fasthost"]``."""
+    Used with pytest-benchmark's ``benchmark``, it also stores the
+    figures per benchmarked call in ``benchmark.extra_info["fasthost"]``:
+    of the ``benchmark(...)`` call only, not of the test body around it."""
     benchmark = request.getfixturevalue("benchmark") if "benchmark" in request.fixturenames else None
-    counter = _count_calls(benchmark) if benchmark is not None else None
+    window = _count_calls(benchmark) if benchmark is not None else None
     recording = Recording()
     try:
         yield recording
     finally:
         delta = recording.finish()
-        if benchmark is not None and counter is not None and counter[0]:
-            figures = figures_for(delta, counter[0])
+        if benchmark is not None and window is not None and window.calls:
+            figures = figures_for(window.delta(delta), window.calls)
             benchmark.extra_info["fasthost"] = figures
             request.node.user_properties.append((PROPERTY, figures))
