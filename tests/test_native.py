@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
 import operator
 import os
 import queue
@@ -31,6 +32,17 @@ def session():
     fasthost.start(clock="monotonic")
     yield
     fasthost.stop()
+
+
+def loaded_extension(name, path):
+    """Imports the extension module built at ``path`` as ``name`` for the
+    length of a fixture."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    yield module
+    del sys.modules[name]
 
 
 def calls_of(snap, name: str) -> int:
@@ -209,7 +221,6 @@ def test_only_one_capture_of_either_kind_at_a_time(session):
 @pytest.fixture(scope="module")
 def stripped_module(tmp_path_factory):
     """tests/native/stripped.c built as a stripped extension module."""
-    import importlib.util
     import sysconfig
 
     compiler = shutil.which("cc") or shutil.which("gcc")
@@ -223,12 +234,7 @@ def stripped_module(tmp_path_factory):
     if shutil.which("nm"):
         symbols = subprocess.run(["nm", str(out)], capture_output=True, text=True)
         assert "twice" not in symbols.stdout + symbols.stderr  # really stripped
-    spec = importlib.util.spec_from_file_location("fh_stripped", out)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["fh_stripped"] = module
-    yield module
-    del sys.modules["fh_stripped"]
+    yield from loaded_extension("fh_stripped", out)
 
 
 def test_a_builtin_in_a_stripped_binary_is_named_after_its_python_function(session, stripped_module):
@@ -493,7 +499,6 @@ def cython_module(tmp_path_factory):
     """A real Cython module (def functions: cython_function_or_method
     objects, as Cython 3 makes them by default), compiled with the Cython
     fasthost itself is built with."""
-    import importlib.util
 
     pytest.importorskip("Cython")
     if shutil.which("cc") is None and shutil.which("gcc") is None:
@@ -509,12 +514,7 @@ def cython_module(tmp_path_factory):
     subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=folder, check=True,
                    capture_output=True)  # fmt: skip
     (built,) = folder.glob("fh_cymod*.so")
-    spec = importlib.util.spec_from_file_location("fh_cymod", built)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["fh_cymod"] = module
-    yield module
-    del sys.modules["fh_cymod"]
+    yield from loaded_extension("fh_cymod", built)
 
 
 @needs_monitoring
