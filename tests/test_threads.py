@@ -2,6 +2,7 @@
 threads that end with frames open, reset() while other threads hold frames."""
 
 import threading
+import time
 
 import pytest
 
@@ -198,3 +199,34 @@ def test_threads_that_come_and_go_fold_into_one_row_with_exact_totals(recording)
     assert int(snap.threads["callback_calls"].sum()) == 15000
     assert snap.totals["errors"] == 0
     assert memory_after_5000 <= memory_after_1000 + 64 * 1024  # bounded, whatever the number of threads
+
+
+def test_threads_that_ended_keep_their_python_name(recording):
+    # CPython 3.9-3.13 do not give the OS thread threading's name: it is
+    # taken when the thread makes its first call, so it outlives the thread.
+    import concurrent.futures
+
+    def call():
+        fasthost.leave_runtime(0x7E57)
+        fasthost.enter_runtime()
+        return threading.get_native_id()
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="decoder") as pool:
+        (pooled,) = set(pool.map(lambda _: call(), range(5)))
+    named = threading.Thread(target=call, name="a name longer than the thirty-one bytes kept")
+    named.start()
+    named.join()
+    _testing.run_native_threads(1, 3, 0x7E58)  # a thread Python never knew keeps its OS name
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the state is released after join() returns
+        snap = fasthost.snapshot()
+        if not snap.threads["alive"][snap.threads["name"] != "MainThread"].any():
+            break
+        time.sleep(0.01)
+    names = {str(row["name"]) for row in snap.threads if not row["alive"]}
+    assert "decoder_0" in names
+    assert "a name longer than the thirty-o" in names  # 31 bytes and the NUL
+    (pooled_row,) = snap.threads[snap.threads["tid"] == pooled]
+    assert pooled_row["name"] == "decoder_0"
+    assert len(names) == 3
+    assert not {"decoder_0", "a name longer than the thirty-o"} >= names  # the native thread has another

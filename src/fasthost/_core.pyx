@@ -16,6 +16,8 @@ from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+import sys
+
 import numpy as np
 
 from fasthost._runtime cimport *
@@ -75,6 +77,33 @@ cdef uint64_t _session_start_ns = 0
 
 if fh_runtime_init() != 0:
     raise ImportError("fasthost: could not initialise the runtime (pthread_key_create/pthread_atfork failed)")
+
+
+cdef extern from "Python.h":
+    int PyGILState_Check() nogil
+    unsigned long PyThread_get_thread_ident() nogil
+
+
+cdef void _name_thread(char *name, size_t size) noexcept nogil:
+    """A new thread state's name: its Python thread's, where the thread holds
+    the GIL at its first call and threading knows it (a native thread keeps
+    its OS name). C-API lookups only, so no capture sees them."""
+    if not PyGILState_Check():
+        return
+    with gil:
+        try:
+            threading_module = sys.modules.get("threading")
+            thread = None if threading_module is None else threading_module._active.get(PyThread_get_thread_ident())
+            value = None if thread is None else getattr(thread, "_name", None)
+            if isinstance(value, str) and value:
+                encoded = value.encode("utf-8", "replace")[: size - 1]
+                memcpy(name, <const char *>encoded, len(encoded))
+                name[len(encoded)] = 0
+        except BaseException:
+            pass
+
+
+fh_thread_namer = _name_thread
 
 cdef extern from *:
     """
@@ -388,7 +417,7 @@ def _collect():
     """Raw session data as numpy arrays (the export layer shapes it).
 
     Returns a dict: ``threads`` (uint64, one row per thread of
-    THREAD_FIELDS), ``names`` (bytes, S16), ``results`` (uint64, threads x 4
+    THREAD_FIELDS), ``names`` (bytes, S32), ``results`` (uint64, threads x 4
     calls x 7 results), ``targets`` (uint64, TARGET_FIELDS), ``rows`` (int64,
     ROW_FIELDS: which histogram row each ``counts`` row is; target -1 is the
     thread's callback histogram) and ``counts`` (uint64, rows x
@@ -411,13 +440,13 @@ def _collect():
         sites = np.zeros((nsites, len(SITE_FIELDS)), dtype=np.uint64)
         site_counts = np.zeros((nsites, FH_SITE_BUCKETS), dtype=np.uint32)
         threads = np.zeros((nthreads, len(THREAD_FIELDS)), dtype=np.uint64)
-        names = np.zeros(nthreads, dtype="S16")
+        names = np.zeros(nthreads, dtype=f"S{FH_THREAD_NAME}")
         results = np.zeros((nthreads, FH_CALLS, FH_RESULTS), dtype=np.uint64)
         targets = np.zeros((ntargets, len(TARGET_FIELDS)), dtype=np.uint64)
         rows = np.zeros((nrows, len(ROW_FIELDS)), dtype=np.int64)
         counts = np.zeros((nrows, 1 << precision), dtype=np.uint64)
         sites_dropped = 0
-        filled_threads = _fill(precision, threads, names.view(np.uint8).reshape(nthreads, 16), results,
+        filled_threads = _fill(precision, threads, names.view(np.uint8).reshape(nthreads, FH_THREAD_NAME), results,
                                targets, rows, counts, &filled_targets, &filled_rows,
                                sites, site_counts, &filled_sites, &sites_dropped)
         if filled_threads >= 0:
@@ -469,7 +498,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
             fh_registry_unlock()
             return -1
         fh_copy_thread_record(ts, &threads[ti, 0])
-        memcpy(&names[ti, 0], ts.name, 16)
+        memcpy(&names[ti, 0], ts.name, FH_THREAD_NAME)
         for c in range(FH_CALLS):
             for k in range(FH_RESULTS):
                 results[ti, c, k] = fh_read_u64(&ts.results[c][k])

@@ -67,7 +67,7 @@ cdef extern from "fh_state.h" nogil:
         fh_target **targets
         uint64_t heap_bytes
         uint64_t tid
-        char name[16]
+        char name[32]
         uint64_t sites_dropped
         fh_thread *next
 
@@ -78,6 +78,11 @@ cdef extern from "fh_state.h" nogil:
 
     fh_runtime fh_rt
     void fh_add_counts(uint64_t *dst, const uint64_t *src, uint32_t n) noexcept
+
+cdef extern from "fh_threads.h" nogil:
+    enum:
+        FH_THREAD_NAME
+    void (*fh_thread_namer)(char *name, size_t size) noexcept nogil
 
 cdef extern from "fh_transitions.h" nogil:
     int fh_leave_runtime(uint64_t target) noexcept

@@ -102,6 +102,7 @@ typedef struct fh_target_entry {
 } fh_target_entry;
 
 #define FH_RECENT_TARGETS 16u
+#define FH_THREAD_NAME 32u
 #define FH_RECENT_SITES 256u
 
 /* The slot of `address` in fh_thread.recent. Functions start on 16-byte
@@ -175,7 +176,7 @@ typedef struct fh_thread {
     fh_arena_chunk *arena;
 
     uint64_t tid;
-    char name[16];
+    char name[FH_THREAD_NAME]; /* Python's name for it, else the OS's */
     struct fh_thread *next;
 } fh_thread;
 

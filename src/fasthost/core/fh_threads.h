@@ -238,6 +238,11 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
 
 static void fh_thread_exit(void *arg);
 
+/* Set by the Python module: names a new thread state after the Python
+ * thread making its first call (threading's name, which CPython 3.9-3.13
+ * does not give the OS thread), so that a thread that ended keeps it. */
+static void (*fh_thread_namer)(char *name, size_t size);
+
 static fh_thread *fh_thread_create(void)
 {
     fh_thread *ts = (fh_thread *)calloc(1, sizeof(fh_thread));
@@ -246,7 +251,9 @@ static fh_thread *fh_thread_create(void)
     ts->gate = UINT64_MAX; /* no session until adopted: the fast paths stay out */
     ts->heap_bytes = sizeof(fh_thread);
     ts->tid = fh_os_tid();
-    pthread_getname_np(pthread_self(), ts->name, sizeof(ts->name));
+    pthread_getname_np(pthread_self(), ts->name, 16); /* the OS's limit, with its NUL */
+    if (fh_thread_namer != NULL)
+        fh_thread_namer(ts->name, sizeof(ts->name));
     ts->alive = 1;
     pthread_mutex_lock(&fh_rt.lock);
     ts->next = fh_rt.threads;
