@@ -230,3 +230,53 @@ def test_threads_that_ended_keep_their_python_name(recording):
     assert pooled_row["name"] == "decoder_0"
     assert len(names) == 3
     assert not {"decoder_0", "a name longer than the thirty-o"} >= names  # the native thread has another
+
+
+def test_naming_a_thread_runs_none_of_its_code(recording):
+    # The name is read from the thread's instance dict: a `_name` property
+    # that calls fasthost must not run, or every call would make another
+    # thread state and record a transition fasthost made itself.
+    seen = []
+
+    class Odd(threading.Thread):
+        @property
+        def _name(self):
+            seen.append(1)
+            fasthost.leave_runtime(0x1234)
+            fasthost.enter_runtime()
+            return "odd"
+
+        @_name.setter
+        def _name(self, value):
+            pass
+
+    def call():
+        fasthost.leave_runtime(0x7E57)
+        fasthost.enter_runtime()
+
+    thread = Odd(target=call)
+    thread.start()
+    thread.join()
+    snap = fasthost.snapshot()
+    assert seen == []
+    assert snap.totals["transitions"] == 1
+    assert len(snap.threads) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [("é" * 16, "é" * 15), ("a" * 30 + "é", "a" * 30), ("x\x00y", "x"), ("\udcff", "?")],
+)
+def test_thread_names_are_cut_at_a_character(recording, name, kept):
+    def call():
+        fasthost.leave_runtime(0x7E57)
+        fasthost.enter_runtime()
+
+    thread = threading.Thread(target=call, name=name)
+    thread.start()
+    thread.join()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and fasthost.snapshot().threads["alive"].any():
+        time.sleep(0.01)
+    (row,) = fasthost.snapshot().threads
+    assert str(row["name"]) == kept

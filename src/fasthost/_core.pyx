@@ -14,7 +14,7 @@ from cpython.number cimport PyIndex_Check, PyNumber_Index
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import sys
 
@@ -82,25 +82,94 @@ if fh_runtime_init() != 0:
 cdef extern from "Python.h":
     int PyGILState_Check() nogil
     unsigned long PyThread_get_thread_ident() nogil
+    PyObject *PyImport_GetModuleDict()
+    PyObject *PyDict_GetItemString(PyObject *d, const char *key)
+    PyObject *PyDict_GetItemWithError(PyObject *d, PyObject *key)
+    PyObject *PyModule_GetDict(PyObject *m)
+    PyObject *PyObject_GenericGetDict(PyObject *o, void *context)
+    PyObject *PyLong_FromUnsignedLong(unsigned long v)
+    PyObject *PyUnicode_AsEncodedString(PyObject *u, const char *encoding, const char *errors)
+    char *PyBytes_AS_STRING(PyObject *b)
+    Py_ssize_t PyBytes_GET_SIZE(PyObject *b)
+    bint PyModule_CheckExact(PyObject *o)
+    bint PyDict_CheckExact(PyObject *o)
+    bint PyDict_Check(PyObject *o)
+    bint PyUnicode_CheckExact(PyObject *o)
+    void _fh_decref "Py_DECREF"(PyObject *o)
+    void PyErr_Fetch(PyObject **t, PyObject **v, PyObject **tb)
+    void PyErr_Restore(PyObject *t, PyObject *v, PyObject *tb)
+    void PyErr_Clear()
+    int PyGC_Disable()
+    int PyGC_Enable()
+
+
+cdef void _copy_name(PyObject *value, char *name, size_t size) noexcept:
+    cdef PyObject *encoded = PyUnicode_AsEncodedString(value, "utf-8", "replace")
+    if encoded == NULL:
+        return
+    cdef const char *data = PyBytes_AS_STRING(encoded)
+    cdef size_t n = <size_t>PyBytes_GET_SIZE(encoded)
+    cdef size_t i = 0
+    while i < n and data[i] != 0:  # a NUL ends it (nothing of the OS name after)
+        i += 1
+    n = i
+    if n > size - 1:
+        n = size - 1
+        while n > 0 and (<unsigned char>data[n] & 0xC0) == 0x80:  # no character cut in two
+            n -= 1
+    if n:
+        memset(name, 0, size)
+        memcpy(name, data, n)
+    _fh_decref(encoded)
+
+
+cdef void _name_thread_held(char *name, size_t size) noexcept:
+    # C-API only, and no code of the program's runs: dicts read with str or
+    # int keys, the thread's `_name` taken from its instance dict (a property
+    # or __getattr__ is never called), the collector off (no finalizer runs).
+    # Whatever went wrong is cleared, and an exception already set is kept.
+    cdef PyObject *et
+    cdef PyObject *ev
+    cdef PyObject *etb
+    cdef PyObject *module
+    cdef PyObject *active
+    cdef PyObject *key
+    cdef PyObject *thread
+    cdef PyObject *attrs
+    cdef PyObject *value
+    PyErr_Fetch(&et, &ev, &etb)
+    cdef int collecting = PyGC_Disable()
+    module = PyDict_GetItemString(PyImport_GetModuleDict(), "threading")
+    if module != NULL and PyModule_CheckExact(module):
+        active = PyDict_GetItemString(PyModule_GetDict(module), "_active")
+        if active != NULL and PyDict_CheckExact(active):
+            key = PyLong_FromUnsignedLong(PyThread_get_thread_ident())
+            if key != NULL:
+                thread = PyDict_GetItemWithError(active, key)
+                _fh_decref(key)
+                if thread != NULL:
+                    attrs = PyObject_GenericGetDict(thread, NULL)
+                    if attrs != NULL:
+                        if PyDict_Check(attrs):
+                            value = PyDict_GetItemString(attrs, "_name")
+                            if value != NULL and PyUnicode_CheckExact(value):
+                                _copy_name(value, name, size)
+                        _fh_decref(attrs)
+    PyErr_Clear()
+    if collecting:
+        PyGC_Enable()
+    PyErr_Restore(et, ev, etb)
 
 
 cdef void _name_thread(char *name, size_t size) noexcept nogil:
     """A new thread state's name: its Python thread's, where the thread holds
     the GIL at its first call and threading knows it (a native thread keeps
-    its OS name). C-API lookups only, so no capture sees them."""
+    its OS name). C-API lookups only, so no capture sees them, and nothing of
+    the program's runs (no property, no finalizer): see _name_thread_held."""
     if not PyGILState_Check():
         return
     with gil:
-        try:
-            threading_module = sys.modules.get("threading")
-            thread = None if threading_module is None else threading_module._active.get(PyThread_get_thread_ident())
-            value = None if thread is None else getattr(thread, "_name", None)
-            if isinstance(value, str) and value:
-                encoded = value.encode("utf-8", "replace")[: size - 1]
-                memcpy(name, <const char *>encoded, len(encoded))
-                name[len(encoded)] = 0
-        except BaseException:
-            pass
+        _name_thread_held(name, size)
 
 
 fh_thread_namer = _name_thread
