@@ -372,3 +372,39 @@ def test_unknown_capture_is_a_usage_error(pytester):
     result = pytester.runpytest_subprocess("--fasthost-capture=dtrace")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--fasthost-capture takes ctypes, cffi, builtins, native or none, not dtrace*"])
+
+
+# A builtin benchmarked directly is called from pytest-benchmark's runner
+# (and the plugin's counting wrapper): those calls are the benchmark's own.
+DIRECT_BUILTIN_FILE = """
+import math
+
+
+def test_cos_direct(benchmark, fasthost):
+    benchmark(math.cos, 0.5)
+
+
+def setup():
+    math.sin(0.1); math.sin(0.2)
+
+
+def work():
+    math.cos(0.5)
+
+
+def test_pedantic_setup(benchmark, fasthost):
+    benchmark.pedantic(work, setup=setup, rounds=5)
+"""
+
+
+def test_builtins_capture_counts_the_benchmarked_function_exactly(pytester):
+    # Found failing: benchmark(math.cos, 0.5) gives 0 transitions per call
+    # (its calls' site is pytest-benchmark's runner, so they are subtracted),
+    # and pedantic's setup calls count as the benchmark's (3.0, not 1.0).
+    pytester.makepyfile(test_bench=DIRECT_BUILTIN_FILE)
+    result = pytester.runpytest_subprocess(*FAST, "--fasthost-capture=builtins", "--fasthost-json=out.json")
+    result.assert_outcomes(passed=2)
+    data = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    figures = {b["fullname"].split("::")[-1]: b["extra_info"]["fasthost"] for b in data}
+    assert figures["test_cos_direct"]["calls_per_call_by_target"] == {"math.cos": 1.0}
+    assert figures["test_pedantic_setup"]["calls_per_call_by_target"] == {"math.cos": 1.0}  # setup is not the benchmark
