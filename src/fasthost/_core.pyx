@@ -99,8 +99,21 @@ cdef extern from "Python.h":
     void PyErr_Fetch(PyObject **t, PyObject **v, PyObject **tb)
     void PyErr_Restore(PyObject *t, PyObject *v, PyObject *tb)
     void PyErr_Clear()
-    int PyGC_Disable()
-    int PyGC_Enable()
+
+cdef extern from *:
+    """
+    /* The collector's switch is C API from 3.10; on 3.9 it stays as it is
+     * (the lookups allocate at most an int and a thread's empty dict). */
+    #if PY_VERSION_HEX >= 0x030A0000
+    #define fh_gc_disable() PyGC_Disable()
+    #define fh_gc_enable() PyGC_Enable()
+    #else
+    #define fh_gc_disable() 0
+    #define fh_gc_enable() 0
+    #endif
+    """
+    int fh_gc_disable()
+    int fh_gc_enable()
 
 
 cdef void _copy_name(PyObject *value, char *name, size_t size) noexcept:
@@ -138,7 +151,7 @@ cdef void _name_thread_held(char *name, size_t size) noexcept:
     cdef PyObject *attrs
     cdef PyObject *value
     PyErr_Fetch(&et, &ev, &etb)
-    cdef int collecting = PyGC_Disable()
+    cdef int collecting = fh_gc_disable()
     module = PyDict_GetItemString(PyImport_GetModuleDict(), "threading")
     if module != NULL and PyModule_CheckExact(module):
         active = PyDict_GetItemString(PyModule_GetDict(module), "_active")
@@ -157,7 +170,7 @@ cdef void _name_thread_held(char *name, size_t size) noexcept:
                         _fh_decref(attrs)
     PyErr_Clear()
     if collecting:
-        PyGC_Enable()
+        fh_gc_enable()
     PyErr_Restore(et, ev, etb)
 
 

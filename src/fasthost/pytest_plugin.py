@@ -373,12 +373,14 @@ class Recording:
         return self.result
 
 
-def _harness_calls(delta: Any) -> dict[int, int]:
+def _harness_calls(delta: Any, benchmarked: int = 0) -> dict[int, int]:
     """Target address -> calls made from pytest-benchmark's own code or
     this plugin's (its timer, its loops, the call counting): the captures
     that see every builtin record them too, and their number depends on
     rounds and calibration, not on the code under test. Known by the call
-    site, so only where call sites were recorded."""
+    site, so only where call sites were recorded. Calls of ``benchmarked``
+    (the benchmarked function's target, when it is native itself) are the
+    benchmark's, though pytest-benchmark's runner makes them."""
     import os
 
     import numpy as np
@@ -391,11 +393,12 @@ def _harness_calls(delta: Any) -> dict[int, int]:
     mine = np.array([str(f).startswith(harness[0]) or str(f) == harness[1] for f in sites["file"]], dtype=bool)
     out: dict[int, int] = {}
     for target, n in zip(sites["target"][mine].tolist(), sites["calls"][mine].tolist()):
-        out[target] = out.get(target, 0) + n
+        if target != benchmarked:
+            out[target] = out.get(target, 0) + n
     return out
 
 
-def figures_for(delta: Any, calls: int) -> dict[str, Any]:
+def figures_for(delta: Any, calls: int, benchmarked: int = 0) -> dict[str, Any]:
     """The JSON-ready figures of a benchmark: ``delta`` is what the
     benchmark call recorded, ``calls`` how many times pytest-benchmark ran
     the function (calibration, warmup and rounds x iterations, as it ran
@@ -404,7 +407,7 @@ def figures_for(delta: Any, calls: int) -> dict[str, Any]:
     figures on every run."""
     totals = delta.totals
     per = max(calls, 1)
-    harness = _harness_calls(delta)
+    harness = _harness_calls(delta, benchmarked)
     left_out = sum(harness.values())
     hist = delta.histogram("inclusive")
     p50, p99 = (float(q) for q in hist.quantile([0.5, 0.99])) if hist.total else (None, None)
@@ -469,10 +472,13 @@ class _Window:
         self.calls = 0
         self.before: Any = None
         self.after: Any = None
+        self.target = 0  # the benchmarked function's, when it is native (benchmark(math.cos, x))
 
-    def around(self, run: Any) -> Any:
+    def around(self, function: Any, run: Any) -> Any:
         import fasthost
+        from fasthost import _core
 
+        self.target = _core._callable_target(function)
         self.before = fasthost.snapshot()
         try:
             return run()
@@ -509,10 +515,10 @@ def _count_calls(benchmark: Any) -> _Window:
 
     class CountingBenchmark(base):  # type: ignore[misc, valid-type]
         def __call__(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-            return window.around(lambda: base.__call__(self, counted(function), *args, **kwargs))
+            return window.around(function, lambda: base.__call__(self, counted(function), *args, **kwargs))
 
         def pedantic(self, target: Any, *args: Any, **kwargs: Any) -> Any:
-            return window.around(lambda: base.pedantic(self, counted(target), *args, **kwargs))
+            return window.around(target, lambda: base.pedantic(self, counted(target), *args, **kwargs))
 
         def _make_runner(self, function: Any, args: Any, kwargs: Any) -> Any:
             runner = base._make_runner(self, getattr(function, "__wrapped__", function), args, kwargs)
@@ -545,6 +551,6 @@ def fasthost(request: pytest.FixtureRequest) -> Any:
     finally:
         delta = recording.finish()
         if benchmark is not None and window is not None and window.calls:
-            figures = figures_for(window.delta(delta), window.calls)
+            figures = figures_for(window.delta(delta), window.calls, window.target)
             benchmark.extra_info["fasthost"] = figures
             request.node.user_properties.append((PROPERTY, figures))
