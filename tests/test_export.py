@@ -429,3 +429,14 @@ def test_a_recording_of_callbacks_only_reports(recording):
     assert snap.histogram("inclusive").total == 0
     assert snap.histogram("callback").total == 1
     assert "callbacks: n=1" in snap.report()
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [(0, "0 ns"), (999.4, "999 ns"), (999.6, "1 us"), (1500, "1.5 us"), (99_950, "100 us"), (999_600, "1 ms"),
+     (999_600_000, "1 s"), (3.1e9, "3.1 s"), (None, "-")],
+)  # fmt: skip
+def test_durations_read_in_the_unit_that_keeps_them_below_1000(ns, text):
+    from fasthost.export.report import format_ns
+
+    assert format_ns(ns) == text

@@ -25,11 +25,19 @@ def format_ns(ns: float | None) -> str:
     """A duration in ns for people: ``315 ns``, ``14.2 us``, ``3.10 ms``, ``2.00 s``."""
     if ns is None or (isinstance(ns, float) and math.isnan(ns)):
         return "-"
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if ns >= scale:
-            value = ns / scale
-            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{ns:.0f} ns"
+    if round(ns) < 1000:
+        return f"{ns:.0f} ns"
+    # The smallest unit whose rounded figure stays below 1000 (999.6 us is
+    # "1 ms", not "1e+03 us").
+    for unit, scale in (("us", 1e3), ("ms", 1e6)):
+        text = _figure(ns / scale)
+        if float(text) < 1000:
+            return f"{text} {unit}"
+    return f"{_figure(ns / 1e9)} s"
+
+
+def _figure(value: float) -> str:
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
 def latency_summary(hist: Histogram) -> dict[str, Any]:
