@@ -63,10 +63,10 @@ def _column(ctype: str) -> np.dtype:
 # per-call and per-result totals first, then the record's columns; the
 # core's bookkeeping column "folded" becomes part of the name, and
 # "heap_bytes" is shown as "memory_bytes".
-_THREAD_SHOWN_AS = {"heap_bytes": "memory_bytes"}
+THREAD_SHOWN_AS = {"heap_bytes": "memory_bytes"}
 _THREAD_NOT_SHOWN = ("tid", "alive", "folded")
 _THREAD_RECORD = [
-    (_THREAD_SHOWN_AS.get(name, name), ctype, role)
+    (THREAD_SHOWN_AS.get(name, name), ctype, role)
     for name, ctype, role in _core.SCHEMA["thread"]
     if name not in _THREAD_NOT_SHOWN
 ]

@@ -33,6 +33,7 @@ from fasthost.export.schema import (
     RESULT_INDEX,
     TARGET_DTYPE,
     THREAD_DTYPE,
+    THREAD_SHOWN_AS,
     THREAD_TARGET_DTYPE,
     sum_rows,
     target_dtype,
@@ -71,8 +72,6 @@ def _unrecorded(function: F) -> F:
     return cast(F, unrecorded)
 
 
-# The core's thread columns a snapshot shows under another name.
-_THREAD_SHOWN_AS = {"heap_bytes": "memory_bytes"}
 _THREAD_COLUMNS = frozenset(THREAD_DTYPE.fields or ())
 # How the columns of a (thread, target) pair add up over threads, by role.
 _OVER_THREADS = {"counter": np.add, "min": np.minimum, "max": np.maximum}
@@ -137,7 +136,7 @@ class Snapshot:
         values, results = raw["threads"], raw["results"]
         threads = np.zeros(len(values), dtype=THREAD_DTYPE)
         for name, i in fields.items():
-            shown = _THREAD_SHOWN_AS.get(name, name)
+            shown = THREAD_SHOWN_AS.get(name, name)
             if shown in _THREAD_COLUMNS:
                 threads[shown] = values[:, i]
         live_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
