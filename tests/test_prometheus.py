@@ -106,11 +106,13 @@ def scraped_process(tmp_path):
     )  # fmt: skip
     server = None
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready", child.stderr
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", child.stderr
         config = tmp_path / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            f"scrape_configs:\n  - job_name: fasthost\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            "scrape_configs:\n  - job_name: fasthost\n    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{target_port}']\n"
         )
         server = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",

@@ -21,7 +21,7 @@ from fasthost.hresult import CALL_ORDER, RESULT_ORDER
 if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
 
-__all__ = ["OTHER", "Metrics", "TargetMetrics", "metrics"]
+__all__ = ["OTHER", "Metrics", "TargetMetrics", "check_top", "metrics"]
 
 OTHER = "other"
 """The label of the row that holds every target past the top N."""
@@ -58,15 +58,22 @@ class Metrics:
     session_ns: int
 
 
+def check_top(top: object) -> int:
+    """``top`` (how many targets get their own label) if it is an int >= 0;
+    raises ``TypeError`` or ``ValueError`` otherwise."""
+    if not isinstance(top, (int, np.integer)) or isinstance(top, bool):
+        raise TypeError(f"top must be an int, not {type(top).__name__}")
+    if top < 0:
+        raise ValueError(f"top must be >= 0, got {top}")
+    return int(top)
+
+
 def metrics(snapshot: Snapshot, top: int = 20) -> Metrics:
     """The figures of ``snapshot`` to export, with the ``top`` targets by
     inclusive time (ns) and the rest in one ``other`` row. Targets that
     share a symbol are one row (a label must be unique). Raises
     ``ValueError`` for a negative ``top``, ``TypeError`` for a non-int."""
-    if not isinstance(top, (int, np.integer)) or isinstance(top, bool):
-        raise TypeError(f"top must be an int, not {type(top).__name__}")
-    if top < 0:
-        raise ValueError(f"top must be >= 0, got {top}")
+    top = check_top(top)
     per_call_result = snapshot.results.sum(axis=0, dtype=np.uint64)
     transitions = {
         (kind, result.name): int(per_call_result[k, r])

@@ -21,7 +21,7 @@ import numpy as np
 
 from fasthost import _core
 from fasthost.export.histogram import Histogram, _lower_edges
-from fasthost.export.metrics import metrics
+from fasthost.export.metrics import check_top, metrics
 
 __all__ = ["OCTAVES", "FasthostCollector", "Server", "octave_buckets", "serve"]
 
@@ -62,11 +62,7 @@ class FasthostCollector:
     reset. Raises ``ValueError`` for a negative ``top``."""
 
     def __init__(self, top: int = 20):
-        if not isinstance(top, int) or isinstance(top, bool):
-            raise TypeError(f"top must be an int, not {type(top).__name__}")
-        if top < 0:
-            raise ValueError(f"top must be >= 0, got {top}")
-        self.top = top
+        self.top = check_top(top)
 
     def collect(self) -> Iterator[Any]:
         """The metric families of a snapshot taken now."""
@@ -107,7 +103,7 @@ class FasthostCollector:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # a scrape a second would fill stderr
 
 
