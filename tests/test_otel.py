@@ -86,7 +86,7 @@ def test_at_finer_scales_each_duration_lands_at_most_one_bucket_from_its_own(sca
     assert sum(exported.values()) == len(values)
     # Every exported bucket is explained by values whose own index is at most one away.
     own = reference_counts(values, scale)
-    for index, count in exported.items():
+    for index in exported:
         assert sum(own.get(i, 0) for i in (index - 1, index, index + 1)) >= 1, index
     # And the cumulative counts never drift by more than the values of one neighbouring bucket.
     indices = sorted(set(exported) | set(own))

@@ -90,7 +90,10 @@ def metrics(snapshot: Snapshot, top: int = 20) -> Metrics:
     overflow = by_symbol.pop(OTHER, None)
     ranked = sorted(by_symbol.items(), key=lambda item: (-item[1][1], item[0]))
     kept, rest = ranked[:top], ranked[top:]
-    rows = [TargetMetrics(label, *figures, snapshot.histogram("inclusive", target=label)) for label, figures in kept]
+    rows = [
+        TargetMetrics(label, calls, total_ns, exclusive_ns, snapshot.histogram("inclusive", target=label))
+        for label, (calls, total_ns, exclusive_ns) in kept
+    ]
     if overflow is not None:
         rest.append((OTHER, overflow))
     if rest:

@@ -119,8 +119,8 @@ class Server:
     def __init__(self, server: WSGIServer, thread: threading.Thread):
         self._server = server
         self._thread = thread
-        self.address: str = server.server_address[0]
-        self.port: int = server.server_address[1]
+        self.address = str(server.server_address[0])
+        self.port = int(server.server_address[1])
 
     @property
     def url(self) -> str:
@@ -165,7 +165,7 @@ def serve(port: int = 0, addr: str = "127.0.0.1", *, top: int = 20) -> Server:
     except ImportError:
         raise ImportError("fasthost.serve() needs prometheus_client: pip install 'fasthost[prometheus]'") from None
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FasthostCollector(top))  # type: ignore[arg-type]  # a collector by protocol
+    registry.register(FasthostCollector(top))
     server_class = _IPv6Server if ":" in addr else WSGIServer
     # One thread answers every scrape (no thread per request), so that all
     # of the endpoint's work runs where recording is paused.
