@@ -6,27 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
+from .test_readme import readme_example
+
 pyperf = pytest.importorskip("pyperf", reason="the test extra installs pyperf")
 
-BENCH = textwrap.dedent(
-    """
-    import ctypes, pyperf, fasthost.ctypes
-
-    libm = fasthost.ctypes.instrument(ctypes.CDLL("libm.so.6"))
-    libm.cos.restype, libm.cos.argtypes = ctypes.c_double, [ctypes.c_double]
-
-    def three_cos():
-        libm.cos(1.0)
-        libm.cos(2.0)
-        libm.cos(3.0)
-
-    pyperf.Runner().bench_func("three_cos", three_cos)
-    """
-)
+# The README's example, so that it is known to work as written.
+BENCH = readme_example("pyperf")
 
 
 def run_pyperf(tmp_path, *options, capture=None):
