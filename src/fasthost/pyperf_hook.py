@@ -101,7 +101,7 @@ class FasthostHook:
 
 # The ExitStack through which pyperf enters and leaves hooks runs some of
 # its own code inside the hook's window.
-_EXIT_STACK = frozenset({"enter_context", "_push_cm_exit", "_push_exit_callback", "__exit__"})
+_EXIT_STACK = frozenset({"enter_context", "_push_cm_exit", "_push_exit_callback", "_create_exit_wrapper", "__exit__"})
 
 
 def _benchmark_figures(delta: Any) -> tuple[int, Any]:
