@@ -265,6 +265,31 @@ def test_periodic_reader_exports_the_live_recording_on_an_interval(receiver):
     assert CALLS in seen
 
 
+def test_a_periodic_readers_exports_are_not_recorded_as_the_programs_calls(receiver):
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=receiver.endpoint), export_interval_millis=50)
+    fasthost.start()
+    try:
+        otel.register(reader)
+        with fasthost.capture_builtins():
+            deadline = time.monotonic() + 30
+            while len(receiver.requests) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            reader.shutdown()
+        threads = fasthost.snapshot().threads
+    finally:
+        fasthost.stop()
+        fasthost.reset()
+    assert len(receiver.requests) >= 5
+    recorded = {str(row["name"]): int(row["leave"]) for row in threads}
+    # Five HTTP exports make thousands of builtin calls; the reader's thread
+    # records only the few it made before its first collection paused it.
+    [reader_thread] = [name for name in recorded if name.startswith("OtelPeriodic")]
+    assert recorded[reader_thread] < 100, recorded
+    assert not [name for name in recorded if name.startswith("ThreadPoolExecutor")], recorded
+
+
 def test_register_refuses_bad_options_before_any_collection():
     reader = InMemoryMetricReader()
     with pytest.raises(ValueError, match="top must be >= 0, got -1"):

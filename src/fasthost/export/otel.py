@@ -25,11 +25,13 @@ one whose edges are within 2**-(p+1) of it (relative).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fasthost import _core
 from fasthost._version import __version__
 from fasthost.export.histogram import Histogram, _lower_edges
 from fasthost.export.metrics import Metrics, check_top, metrics
@@ -39,6 +41,21 @@ if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
 
 __all__ = ["MIN_SCALE", "exponential_buckets", "export", "metrics_data", "register"]
+
+_NEEDS_SDK = "fasthost.export.otel needs opentelemetry-sdk: pip install 'fasthost[otel]'"
+_DEFAULT_RESOURCE: list[Any] = []
+
+
+def _default_resource() -> Any:
+    """The SDK's default ``Resource``, made once: ``Resource.create()`` runs
+    the resource detectors in a new thread pool each time."""
+    if not _DEFAULT_RESOURCE:
+        try:
+            from opentelemetry.sdk.resources import Resource
+        except ImportError:
+            raise ImportError(_NEEDS_SDK) from None
+        _DEFAULT_RESOURCE.append(Resource.create())
+    return _DEFAULT_RESOURCE[0]
 
 MIN_SCALE = -10
 """The coarsest scale accepted: OTel's, buckets of 2**1024."""
@@ -163,10 +180,9 @@ def metrics_data(snapshot: Snapshot | None = None, *, top: int = 20, scale: int 
     for a bad ``top`` or ``scale``."""
     try:
         from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
-        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     except ImportError:
-        raise ImportError("fasthost.export.otel needs opentelemetry-sdk: pip install 'fasthost[otel]'") from None
+        raise ImportError(_NEEDS_SDK) from None
     if snapshot is None:
         from fasthost.export.snapshot import snapshot as take
 
@@ -174,7 +190,7 @@ def metrics_data(snapshot: Snapshot | None = None, *, top: int = 20, scale: int 
     scale = _check_scale(scale, snapshot.precision)
     points = _points(metrics(snapshot, top), scale, time.time_ns())
     scope = ScopeMetrics(InstrumentationScope("fasthost", __version__), points, "")
-    return MetricsData([ResourceMetrics(resource or Resource.create(), [scope], "")])
+    return MetricsData([ResourceMetrics(resource or _default_resource(), [scope], "")])
 
 
 def export(exporter: Any, snapshot: Snapshot | None = None, **options: Any) -> Any:
@@ -194,14 +210,25 @@ def register(reader: Any, **options: Any) -> None:
 
     This sets the collect callback through which a ``MeterProvider`` feeds
     its readers (the SDK has no public MetricProducer yet), so the reader
-    must not also be given to a ``MeterProvider``."""
+    must not also be given to a ``MeterProvider``. A
+    ``PeriodicExportingMetricReader``'s own thread is never recorded."""
     unknown = set(options) - {"top", "scale", "resource"}
     if unknown:
         raise TypeError(f"register() got unexpected options: {', '.join(sorted(unknown))}")
     check_top(options.get("top", 20))
     _check_scale(options.get("scale", 0), max(PRECISIONS))  # and against each snapshot's precision
+    if options.get("resource") is None:
+        # Now, in the caller's thread: the detectors' threads would be
+        # recorded if they first ran under a capture.
+        options["resource"] = _default_resource()
 
     def collect(_reader: Any, timeout_millis: float = 10_000) -> Any:
+        if threading.current_thread() is getattr(reader, "_daemon_thread", None):
+            # A periodic reader's own thread collects and exports (an HTTP
+            # request per interval): fasthost's work, never the program's
+            # calls, under a builtins or native capture. For good: the
+            # thread does nothing else.
+            _core._pause()
         return metrics_data(**options)
 
     reader._set_collect_callback(collect)
