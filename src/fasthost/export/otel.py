@@ -57,6 +57,7 @@ def _default_resource() -> Any:
         _DEFAULT_RESOURCE.append(Resource.create())
     return _DEFAULT_RESOURCE[0]
 
+
 MIN_SCALE = -10
 """The coarsest scale accepted: OTel's, buckets of 2**1024."""
 
