@@ -33,7 +33,7 @@ CURVE_POINTS_PER_DECADE = 24
 # (32 per power of two at precision 5) are a pixel wide or less on a log axis
 # spanning microseconds to seconds, so they would come out blank; these are
 # unions of whole buckets, so each bar's count is exact for the range drawn.
-BARS_PER_OCTAVE = 8
+BARS_PER_OCTAVE = 4
 DIFF_PANELS = 6  # targets in plot_diff by default
 LABEL_CHARS = 34  # a symbol longer than this is shortened in the middle
 
@@ -187,21 +187,29 @@ def _percentile_axis(ax: Any, largest_x: float) -> None:
 
 
 def _duration_axis(axis: Any, low: float, high: float) -> None:
-    """A log duration axis (x or y) labelled in human units. When ``low`` is
-    0 the axis is symmetric-log, linear between 0 and 1 ns, so that
-    zero-length durations (a 0-ns bucket) are drawn rather than lost."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """Makes ``axis`` (an x or y axis) a log duration axis from ``low`` to
+    ``high`` ns (with a margin), labelled in human units. When ``low`` is 0
+    the axis is symmetric-log, linear between 0 and 1 ns, so that
+    zero-length durations (the 0-ns bucket) are drawn rather than lost."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, SymmetricalLogLocator
 
-    set_scale = axis.axes.set_xscale if axis is axis.axes.xaxis else axis.axes.set_yscale
-    if low <= 0:
-        set_scale("symlog", linthresh=1.0, linscale=0.4)
-    else:
-        set_scale("log")
+    is_x = axis is axis.axes.xaxis
+    set_scale, set_limits = (
+        (axis.axes.set_xscale, axis.axes.set_xlim) if is_x else (axis.axes.set_yscale, axis.axes.set_ylim)
+    )
     # Within two decades the powers of ten alone leave the axis unlabelled.
     span = math.log10(max(high, 1.0) / max(low, 1.0))
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span < 2 else (1.0,), numticks=12))
+    subs = (1.0, 2.0, 5.0) if span < 2 else (1.0,)
+    if low <= 0:
+        set_scale("symlog", linthresh=1.0, linscale=0.6)
+        # A LogLocator would clamp the limits to positive values.
+        axis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=1.0, subs=subs))
+    else:
+        set_scale("log")
+        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
     axis.set_major_formatter(FuncFormatter(lambda value, _: format_ns(value)))
     axis.set_minor_formatter(NullFormatter())
+    set_limits(0 if low <= 0 else low / 1.6, max(high, 1.0) * 1.6)
 
 
 def _draw_curve(ax: Any, hist: Histogram, label: str, **style: Any) -> Any:
@@ -210,7 +218,8 @@ def _draw_curve(ax: Any, hist: Histogram, label: str, **style: Any) -> Any:
     x, y = percentile_curve(hist)
     if not len(x):
         return None
-    (line,) = ax.plot(x, y, label=label, linewidth=1.6, marker="o", markevery=[len(x) - 1], markersize=4, **style)
+    style = {"linewidth": 1.6, **style}
+    (line,) = ax.plot(x, y, label=label, marker="o", markevery=[len(x) - 1], markersize=4, **style)
     return line
 
 
@@ -284,7 +293,7 @@ def draw_time(ax: Any, snapshot: Snapshot, rows: np.ndarray, styles: list[dict[s
         ax.text(
             max(own_ns, inclusive_ns) + widest * 0.01,
             row_y,
-            f"{own_ns / recorded:.1%}  {format_ns(own_ns)} own, {n:,} calls",
+            f"{own_ns / recorded:.1%}  {format_ns(own_ns)} own, {_calls(n)}",
             va="center",
             fontsize="small",
         )
@@ -327,7 +336,7 @@ def draw_histogram(ax: Any, hist: Histogram, title: str, colour: str = UNMANAGED
     handful of slow calls stays visible beside 100,000 fast ones) against
     the duration on a log axis (symmetric-log when there are 0-ns calls),
     bars of ``display_bins``; p50, p99 and max marked."""
-    ax.set_title(f"{title}: {hist.total:,} calls" if hist.total else title, loc="left", fontsize="medium")
+    ax.set_title(f"{title}: {_calls(hist.total)}" if hist.total else title, loc="left", fontsize="medium")
     ax.set_xlabel("duration")
     ax.set_ylabel("calls (log scale)")
     if not hist.total:
@@ -335,20 +344,28 @@ def draw_histogram(ax: Any, hist: Histogram, title: str, colour: str = UNMANAGED
         return
     lower, upper, counts = display_bins(hist)
     ax.bar(lower, counts, width=upper - lower, align="edge", color=colour, edgecolor=colour, linewidth=0.4)
-    ax.set_yscale("log")
+    _count_axis(ax.yaxis)
     for q, name, colour_q in ((0.5, "p50", "#DD8452"), (0.99, "p99", "#C44E52"), (1.0, "max", "#222222")):
         value = float(hist.quantile(q))
-        # Dotted: a few slow calls' bar under the max line shows through.
-        ax.axvline(
-            value,
-            color=colour_q,
-            linestyle=":" if q == 1.0 else "--",
-            linewidth=1.0,
-            label=f"{name} {format_ns(value)}",
-        )
+        # Under the bars (zorder 1): the bar of a few slow calls stays whole.
+        ax.axvline(value, color=colour_q, linestyle="--", linewidth=1.0, zorder=0.9, label=f"{name} {format_ns(value)}")
     ax.legend(loc="upper right", fontsize="small")
     ax.set_axisbelow(True)
     ax.grid(True, axis="y", which="major", color="#eeeeee", linewidth=0.6)
+
+
+def _calls(count: int) -> str:
+    return f"{count:,} call" + ("" if count == 1 else "s")
+
+
+def _count_axis(axis: Any) -> None:
+    """A log count axis labelled 1, 10, 100, 1,000 ..."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(base=10, numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else ""))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _share_histogram_axes(ax: Any, other: Any, hists: list[Histogram]) -> None:
@@ -366,7 +383,6 @@ def _share_histogram_axes(ax: Any, other: Any, hists: list[Histogram]) -> None:
         _duration_axis(axes.xaxis, low, high)
         # From half a call: a bar of one call is a visible half decade.
         axes.set_ylim(0.5, peak * 3)
-        axes.set_xlim(0 if low == 0 else low / 1.6, high * 1.6)
 
 
 # ---- two runs ----------------------------------------------------------------------
@@ -438,8 +454,14 @@ def _change(before: Histogram | None, after: Histogram | None) -> str:
 def _draw_diff_panel(ax: Any, name: str, before: Histogram | None, after: Histogram | None) -> None:
     ax.set_title(f"{_short(name, 48)}\n{_change(before, after)}", loc="left", fontsize="small")
     drawn = []
-    for hist, label, colour, dash in ((before, "before", BEFORE_COLOUR, "--"), (after, "after", AFTER_COLOUR, "-")):
-        if hist is not None and _draw_curve(ax, hist, label, color=colour, linestyle=dash) is not None:
+    # Before: a wide pale band; after: a thin line over it, so that a curve
+    # that did not move shows as a line inside its band, not as one line.
+    styles = (
+        (before, "before", {"color": BEFORE_COLOUR, "alpha": 0.5, "linewidth": 4.0}),
+        (after, "after", {"color": AFTER_COLOUR}),
+    )
+    for hist, label, style in styles:
+        if hist is not None and _draw_curve(ax, hist, label, **style) is not None:
             drawn.append(hist)
     if not drawn:
         _nothing(ax, "no calls")
