@@ -5,6 +5,7 @@ so every duration is exact): a qsort-like workload of 5 slow calls around
 97,020 fast ones with a callback each, and a target with 0-ns calls."""
 
 import ctypes
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -383,6 +384,23 @@ def test_cli_plot_and_diff_plot_write_pngs(saved, tmp_path):
     assert "libc.so.6!strcmp" in proc.stdout  # the text table still comes first
     assert f"fasthost: wrote {tmp_path / 'd.png'}" in proc.stderr
     assert png_pixels(tmp_path / "d.png").shape[2] == 3
+
+
+def test_cli_diff_plot_of_the_bundled_example_sorting_more_words(tmp_path):
+    # The README's commands on a smaller workload: a real ctypes qsort, its
+    # Python comparator and strcmp.
+    example = Path(__file__).resolve().parent.parent / "examples" / "qsort_callbacks.py"
+    for name, words in (("before", 300), ("after", 600)):
+        proc = fasthost_cli("run", "-o", tmp_path / f"{name}.npz", example, words, 2)
+        assert proc.returncode == 0, proc.stderr
+        assert f"sorted {words} words 2 times" in proc.stdout
+    proc = fasthost_cli("diff", tmp_path / "before.npz", tmp_path / "after.npz", "--plot", tmp_path / "diff.png")
+    assert proc.returncode == 0, proc.stderr
+    before, after = fasthost.load(tmp_path / "before.npz"), fasthost.load(tmp_path / "after.npz")
+    fig = plot_diff(before, after, tmp_path / "again.png")
+    titles = [ax.get_title(loc="left").split("\n")[0] for ax in fig.axes if ax.get_visible()]
+    assert titles == ["libc.so.6!qsort", "libc.so.6!strcmp", "callbacks (Python called from native code)"]
+    assert png_pixels(tmp_path / "diff.png").shape == png_pixels(tmp_path / "again.png").shape
 
 
 @pytest.mark.parametrize("command", [["plot", "{a}", "-o", "{out}"], ["diff", "{a}", "{a}", "--plot", "{out}"]])
