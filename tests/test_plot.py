@@ -344,8 +344,8 @@ def test_diff_plot_has_before_and_after_curves_of_the_changed_target(qsort_like,
         lines["after"].get_ydata(), percentile_curve(slower_strcmp.histogram(target="libc.so.6!strcmp"))[1]
     )
     assert "p50 300 ns \u2192 600 ns" in ax.get_title(loc="left")
-    assert "before = a.npz" in fig._suptitle.get_text()
-    assert "after = b.npz" in fig._suptitle.get_text()
+    assert "before: a.npz" in fig._suptitle.get_text()
+    assert "after: b.npz" in fig._suptitle.get_text()
     assert_titles_inside(fig)
 
 
@@ -362,6 +362,17 @@ def test_diff_plot_marks_targets_only_in_one_run(qsort_like, tmp_path):
     assert [line.get_label() for line in qsort.get_lines()] == ["before"]
     with pytest.raises(ValueError, match=r"must end in \.png"):
         plot_diff(qsort_like, only_strcmp, tmp_path / "diff.pdf")
+
+
+def test_diff_plot_of_one_panel_keeps_long_run_names_inside_the_figure(qsort_like, tmp_path):
+    names = ("a-run-with-a-long-file-name-before-the-change.npz", "another-long-name-after-the-change.npz")
+    fig = plot_diff(qsort_like, qsort_like, tmp_path / "one.png", top=0, labels=names)
+    assert [ax.get_title(loc="left").split("\n")[0] for ax in fig.axes if ax.get_visible()] == [
+        "callbacks (Python called from native code)"
+    ]
+    assert_titles_inside(fig)
+    pixels = png_pixels(tmp_path / "one.png")
+    assert (np.concatenate([pixels[0], pixels[:, 0], pixels[:, -1]]) == 255).all()
 
 
 # ---- the command line --------------------------------------------------------------

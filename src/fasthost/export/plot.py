@@ -416,7 +416,8 @@ def plot_diff(
         panels.append(("callbacks (Python called from native code)", *callbacks))
     columns = min(3, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))
-    fig = _figure(figsize=(5.2 * columns, 3.6 * rows + 0.8))
+    # Wide enough for the title's two lines even with one panel.
+    fig = _figure(figsize=(max(5.2 * columns, 8.0), 3.6 * rows + 1.0))
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, (name, hist_before, hist_after) in zip(axes, panels):
         _draw_diff_panel(ax, name, hist_before, hist_after)
@@ -425,9 +426,9 @@ def plot_diff(
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(
-        f"fasthost diff: before = {labels[0]} ({before.totals['transitions']:,} transitions), "
-        f"after = {labels[1]} ({after.totals['transitions']:,} transitions)",
-        fontsize="large",
+        f"fasthost diff, before: {_short(labels[0], 40)} ({before.totals['transitions']:,} transitions)\n"
+        f"after: {_short(labels[1], 40)} ({after.totals['transitions']:,} transitions)",
+        fontsize="medium",
     )
     fig.savefig(path, dpi=FIGURE_DPI, format="png")
     return fig
