@@ -283,7 +283,7 @@ def draw_time(ax: Any, snapshot: Snapshot, rows: np.ndarray, styles: list[dict[s
         labels.append("callbacks (Python)")
         own.append(totals["callback_exclusive_ns"])
         inclusive.append(totals["callback_ns"])
-        calls.append(totals["calls"]["reverse_enter"])
+        calls.append(int(snapshot.threads["callback_calls"].sum(dtype=np.uint64)))
         colours.append(CALLBACKS_GREY)
     y = np.arange(len(labels))[::-1]  # the busiest at the top
     ax.barh(y, inclusive, height=0.7, color="none", edgecolor=colours, linewidth=1.2)
@@ -320,14 +320,16 @@ def display_bins(hist: Histogram, per_octave: int = BARS_PER_OCTAVE) -> tuple[np
     lower, upper, counts = hist.nonzero()
     if not len(lower):
         return lower, upper, counts
-    # A bucket lies inside one range: bucket widths are powers of two no
-    # wider than a range's, aligned on multiples of their width.
+    # Each bucket lies inside one range: bucket widths are powers of two
+    # aligned on multiples of their width, so a bucket no wider than a range
+    # never straddles two; a wider one (precision < log2(per_octave)) is a
+    # range of its own, from its lower to its upper edge.
     octave = np.floor(np.log2(np.maximum(lower, 1.0)))
     width = np.maximum(2.0**octave / per_octave, 1.0)
     start = np.where(lower < 1, 0.0, 2.0**octave + np.floor((lower - 2.0**octave) / width) * width)
     end = np.where(lower < 1, 1.0, np.maximum(start + width, upper))
     starts, first = np.unique(start, return_index=True)
-    sums = np.add.reduceat(counts.astype(np.float64), first)
+    sums = np.add.reduceat(counts, first)
     return starts, end[first], sums
 
 
