@@ -3,7 +3,7 @@
     fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] script.py [args ...]
     fasthost run [...] -m module [args ...]
     fasthost report OUT.npz [--top N] [--json]
-    fasthost plot OUT.npz -o hist.png [--top N]
+    fasthost plot OUT.npz -o plot.png [--top N]
     fasthost diff A.npz B.npz [--top N] [--plot OUT.png]
 
 Errors (a missing or corrupt file, bad arguments) print one line on stderr
