@@ -375,6 +375,19 @@ def test_diff_plot_of_one_panel_keeps_long_run_names_inside_the_figure(qsort_lik
     assert (np.concatenate([pixels[0], pixels[:, 0], pixels[:, -1]]) == 255).all()
 
 
+# ---- the README's pictures ---------------------------------------------------------
+
+
+def test_readme_shows_both_plots_as_small_pngs():
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    for name in ("docs/plot.png", "docs/diff.png"):
+        assert f"]({name})" in readme
+        pixels = png_pixels(root / name)
+        assert pixels.shape[0] > 400
+        assert (root / name).stat().st_size < 200_000
+
+
 # ---- the command line --------------------------------------------------------------
 
 

@@ -48,12 +48,3 @@ def test_readme_opens_with_the_two_commands():
         "pip install . && python -m fasthost run examples/qsort_callbacks.py",
         'pip install ".[test]" && python -m pytest',
     ]
-
-
-def test_readme_shows_both_plots_as_small_pngs():
-    text = README.read_text()
-    for name in ("docs/plot.png", "docs/diff.png"):
-        assert f"]({name})" in text
-        data = (ROOT / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n"
-        assert len(data) < 200_000
