@@ -3,8 +3,8 @@
     fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] script.py [args ...]
     fasthost run [...] -m module [args ...]
     fasthost report OUT.npz [--top N] [--json]
-    fasthost plot OUT.npz -o hist.png [--top N]
-    fasthost diff A.npz B.npz [--top N]
+    fasthost plot OUT.npz -o plot.png [--top N]
+    fasthost diff A.npz B.npz [--top N] [--plot OUT.png]
 
 Errors (a missing or corrupt file, bad arguments) print one line on stderr
 and exit with status 2. Paths are checked before any work starts: an
@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 import traceback
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import fasthost
 from fasthost.capture.modes import Captures
@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the JSON summary instead")
     report.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
 
-    plot = commands.add_parser("plot", help="draw the latency histogram of a saved snapshot as PNG")
+    plot = commands.add_parser(
+        "plot", help="draw a saved snapshot as PNG: percentile curves per target, time per target, histograms"
+    )
     plot.add_argument("file")
     plot.add_argument("-o", "--output", required=True, help="the PNG file to write")
     plot.add_argument("--top", type=int, default=10, help="targets in the per-target panel (default: 10)")
@@ -101,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("before")
     diff.add_argument("after")
     diff.add_argument("--top", type=int, default=20, help="targets in the table (default: 20)")
+    diff.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="also draw the before/after percentile curves of the targets with the most time as PNG",
+    )
     diff.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
     return parser
 
@@ -328,18 +335,35 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_png(path: str) -> None:
+    """Raises UsageError (one line) for a PNG output that cannot be
+    written (see _check_output) or is not named .png; and, before any
+    snapshot is read, when matplotlib is missing."""
+    if not path.lower().endswith(".png"):
+        raise UsageError(f"the plot is a PNG: its file name must end in .png, got {path!r}")
+    _check_output(path)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("plots need matplotlib: pip install 'fasthost[plot]' (or pip install matplotlib)") from None
+
+
+def _draw(args: argparse.Namespace, path: str, draw: Callable[[], object]) -> None:
+    """Runs ``draw``, which writes the PNG ``path``; a failure to write it
+    is one line."""
+    _progress(args, f"drawing {path}")
+    try:
+        draw()
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"fasthost: wrote {path}", file=sys.stderr)
+
+
 def _plot(args: argparse.Namespace) -> int:
     size = _input_size(args.file)
-    _check_output(args.output)  # before reading what may be a large snapshot
+    _check_png(args.output)  # before reading what may be a large snapshot
     snap = _load(args, args.file, size)
-    _progress(args, f"drawing {args.output}")
-    try:
-        snap.plot(args.output, top=args.top)
-    except ImportError as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    print(f"fasthost: wrote {args.output}", file=sys.stderr)
+    _draw(args, args.output, lambda: snap.plot(args.output, top=args.top))
     return 0
 
 
@@ -349,7 +373,15 @@ def _diff(args: argparse.Namespace) -> int:
     # Both checked before either is read: a bad second file is not found
     # out only after loading the first.
     before_size, after_size = _input_size(args.before), _input_size(args.after)
+    if args.plot is not None:
+        _check_png(args.plot)
     before, after = _load(args, args.before, before_size), _load(args, args.after, after_size)
     _progress(args, "comparing targets")
     sys.stdout.write(compare_targets(before, after, top=args.top))
+    if args.plot is not None:
+        from fasthost.export.plot import DIFF_PANELS, plot_diff
+
+        labels = (os.path.basename(args.before), os.path.basename(args.after))
+        panels = min(args.top, DIFF_PANELS)
+        _draw(args, args.plot, lambda: plot_diff(before, after, args.plot, top=panels, labels=labels))
     return 0

@@ -405,12 +405,21 @@ class Snapshot:
 
     @_unrecorded
     def plot(self, path_or_ax: Any, top: int = 10) -> Any:
-        """Draws the inclusive latency histogram (log x, p50/p99 marked) and,
-        when given a path, a per-target panel of the ``top`` targets.
+        """Draws the snapshot with matplotlib (durations in ns, shown in
+        human units).
 
-        ``path_or_ax``: a file path (PNG written, the figure returned) or a
-        matplotlib ``Axes`` (only the histogram is drawn on it). Raises
-        ``ImportError`` naming the ``plot`` extra without matplotlib."""
+        ``path_or_ax``: a ``.png`` file path, to which four panels are
+        written (the figure is returned): percentile curves of the ``top``
+        targets by total time and of the callbacks (latency against
+        ``1/(1-q)``, HdrHistogram's convention); where the recorded time
+        went, per target (exclusive time inside inclusive time); and the
+        histograms of unmanaged calls and of callbacks on log count axes.
+        Or a matplotlib ``Axes``, on which only the unmanaged calls'
+        histogram is drawn (the Axes is returned). Raises ``ValueError`` for
+        a path not ending in .png or a ``top`` that is not an int >= 0,
+        ``TypeError`` for anything else than a path or an Axes,
+        ``ImportError`` naming the ``plot`` extra without matplotlib and
+        ``OSError`` when the file cannot be written."""
         from fasthost.export.plot import plot
 
         return plot(self, path_or_ax, top)
