@@ -57,8 +57,8 @@ def compare_targets(before: Snapshot, after: Snapshot, top: int = 20) -> str:
     lines = [
         f"transitions: {ta['transitions']:,} -> {tb['transitions']:,} ({_change(ta['transitions'], tb['transitions'])})"
         f"   errors: {ta['errors']:,} -> {tb['errors']:,}",
-        f"unmanaged time: {format_ns(ta['unmanaged_ns'])} -> {format_ns(tb['unmanaged_ns'])} "
-        f"({_change(ta['unmanaged_ns'], tb['unmanaged_ns'])})",
+        f"recorded time: {format_ns(ta['recorded_ns'])} -> {format_ns(tb['recorded_ns'])} "
+        f"({_change(ta['recorded_ns'], tb['recorded_ns'])}; each ns counted once)",
         "",
     ]
     if not matched:

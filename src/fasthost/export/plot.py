@@ -110,10 +110,9 @@ def _check_top(top: Any) -> None:
 
 def _title(snapshot: Snapshot) -> str:
     totals = snapshot.totals
-    recorded = totals["exclusive_ns"] + totals["callback_exclusive_ns"]
     return (
         f"fasthost: {totals['transitions']:,} transitions, {totals['errors']:,} errors, "
-        f"{totals['threads']} thread(s), {format_ns(recorded)} recorded "
+        f"{totals['threads']} thread(s), {format_ns(totals['recorded_ns'])} recorded "
         f"(unmanaged {format_ns(totals['unmanaged_ns'])}, callbacks {format_ns(totals['callback_ns'])})"
     )
 
@@ -262,7 +261,7 @@ def draw_time(ax: Any, snapshot: Snapshot, rows: np.ndarray, styles: list[dict[s
     Python time. The exclusive times add up to the recorded time, so the
     shares printed beside the bars add up to 100 %."""
     totals = snapshot.totals
-    recorded = totals["exclusive_ns"] + totals["callback_exclusive_ns"]
+    recorded = totals["recorded_ns"]
     ax.set_title("where the time goes: own time (filled), with callbacks (outline)", loc="left", fontsize="medium")
     if not recorded:
         _nothing(ax, "no time recorded")
@@ -300,7 +299,7 @@ def draw_time(ax: Any, snapshot: Snapshot, rows: np.ndarray, styles: list[dict[s
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize="small")
     ax.set_xlim(0, widest * 1.45)  # room for the figures beside the widest bar
-    ax.set_xlabel(f"time (share of the {format_ns(recorded)} recorded)")
+    ax.set_xlabel(f"time (share of the {format_ns(totals['recorded_ns'])} recorded)")
     from matplotlib.ticker import FuncFormatter
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: format_ns(value)))

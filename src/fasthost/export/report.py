@@ -147,9 +147,16 @@ def report(snapshot: Snapshot, top: int = 20) -> str:
     ]
     errors = {name: n for name, n in totals["results"].items() if name != "S_OK" and n}
     lines.append("errors: " + ("  ".join(f"{name} {n:,}" for name, n in errors.items()) if errors else "none"))
+    # The recorded time first: each nanosecond once. The inclusive sums
+    # count a nested call at every level (strcmp inside qsort's callback is
+    # in both), so they are no share of anything and say so.
     lines.append(
-        f"time:   unmanaged {format_ns(totals['unmanaged_ns'])} (exclusive {format_ns(totals['exclusive_ns'])}), "
-        f"callbacks {format_ns(totals['callback_ns'])} (exclusive {format_ns(totals['callback_exclusive_ns'])})"
+        f"time:   {format_ns(totals['recorded_ns'])} recorded: {format_ns(totals['exclusive_ns'])} in unmanaged "
+        f"code, {format_ns(totals['callback_exclusive_ns'])} in callbacks (each ns counted once)"
+    )
+    lines.append(
+        f"        inclusive sums, nested calls counted at each level: unmanaged {format_ns(totals['unmanaged_ns'])}, "
+        f"callbacks {format_ns(totals['callback_ns'])}"
     )
     if totals["dropped_samples"]:
         lines.append(f"        {totals['dropped_samples']:,} samples not binned (out of memory)")

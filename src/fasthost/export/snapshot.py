@@ -340,14 +340,17 @@ class Snapshot:
         (opening calls: leave + reverse_enter), ``errors`` (non-S_OK
         results), ``threads``, ``targets``, and ``unmanaged_ns`` /
         ``exclusive_ns`` / ``callback_ns`` / ``callback_exclusive_ns`` totals
-        in ns (``exclusive_ns + callback_exclusive_ns`` is the recorded time,
-        each nanosecond counted once)."""
+        in ns, and ``recorded_ns`` = ``exclusive_ns + callback_exclusive_ns``:
+        the time spent in recorded frames, each nanosecond counted once (the
+        inclusive sums count a nested call at every level)."""
         per_call = self.results.sum(axis=(0, 2))
         per_result = self.results.sum(axis=(0, 1))
         results = {hr.name: int(per_result[i]) for i, hr in enumerate(RESULT_ORDER)}
         results[HResult.HOST_E_ABANDONED.name] += int(self.threads["exit_abandoned"].sum())
         results[HResult.E_OUTOFMEMORY.name] += int(self.meta.get("unregistered_out_of_memory", 0))
         calls = {name: int(per_call[i]) for i, name in enumerate(CALL_ORDER)}
+        exclusive = int(self.thread_targets["exclusive_ns"].sum(dtype=np.uint64))
+        callback_exclusive = int(self.threads["callback_exclusive_ns"].sum(dtype=np.uint64))
         return {
             "calls": calls,
             "results": results,
@@ -356,9 +359,10 @@ class Snapshot:
             "threads": len(self.threads),
             "targets": int((~self.targets["overflow"]).sum()),
             "unmanaged_ns": int(self.thread_targets["total_ns"].sum(dtype=np.uint64)),
-            "exclusive_ns": int(self.thread_targets["exclusive_ns"].sum(dtype=np.uint64)),
+            "exclusive_ns": exclusive,
             "callback_ns": int(self.threads["callback_total_ns"].sum(dtype=np.uint64)),
-            "callback_exclusive_ns": int(self.threads["callback_exclusive_ns"].sum(dtype=np.uint64)),
+            "callback_exclusive_ns": callback_exclusive,
+            "recorded_ns": exclusive + callback_exclusive,
             "dropped_samples": int(self.threads["dropped_samples"].sum()),
             "callsites_dropped": int(self.meta.get("callsites_dropped", 0)),
             "poisoned": bool(self.meta.get("poisoned", False)),
