@@ -28,6 +28,7 @@ SORTED_VALUES = 20
 INJECTED = "</script><script>window.__pwned=1</script>"
 HOSTILE_THREAD = "<img src=x onerror=__pwned=2>"  # within the 31 bytes a thread name keeps
 INT_COMPARATOR = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+WINDOW_WIDTH = 1280
 DATA = re.compile(r'<script type="application/json" id="fasthost-data">(.*?)</script>', re.S)
 
 
@@ -150,6 +151,10 @@ def test_callbacks_under_qsort_are_its_calls_with_nested_frames(snap):
     assert callbacks["calls_with_callbacks"] == QSORT_CALLS
     assert callbacks["nested_ns"] == int(row["total_ns"]) - int(row["exclusive_ns"]) > 0
     assert callbacks["thread_callbacks"]["n"] == snap.calls("reverse_enter") >= QSORT_CALLS * (SORTED_VALUES - 1)
+    # Those calls' quantiles stay within qsort's exact extremes.
+    assert int(row["min_ns"]) <= callbacks["inclusive"]["p50"]["ns"] <= callbacks["inclusive"]["p99"]["ns"]
+    assert callbacks["inclusive"]["p99"]["ns"] <= int(row["max_ns"])
+    assert callbacks["own"]["p99"]["ns"] <= callbacks["inclusive"]["p99"]["ns"]
     assert by_symbol(_data(snap))["libm.so.6!cos"]["callbacks"]["calls_with_callbacks"] == 0
 
 
@@ -275,7 +280,7 @@ def browser():
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--window-size=1280,1120",
+        f"--window-size={WINDOW_WIDTH},1000",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -301,7 +306,14 @@ def table_rows(driver) -> list[tuple[str, str]]:
 def keep_screenshot(driver, tmp_path: Path, name: str) -> Path:
     """The screenshot under pytest's tmp dir, and in $FASTHOST_ARTEFACTS when set."""
     shot = tmp_path / name
-    assert driver.save_screenshot(str(shot))
+    # The whole page, not the window: a viewport as tall as the document.
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    metrics = {"width": WINDOW_WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        assert driver.save_screenshot(str(shot))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     artefacts = os.environ.get("FASTHOST_ARTEFACTS")
     if artefacts:
         os.makedirs(artefacts, exist_ok=True)

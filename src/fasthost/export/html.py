@@ -161,7 +161,7 @@ def _target(snapshot: Snapshot, row: np.void) -> dict[str, Any]:
     }
     entry["callers"] = [] if overflow else [_with_texts(site) for site in called_from(snapshot, target, CALLERS_SHOWN)]
     entry["callers_total"] = 0 if overflow else int((snapshot.callsites["target"] == target).sum())
-    entry["callbacks"] = _callbacks(snapshot, "overflow" if overflow else target, total, exclusive)
+    entry["callbacks"] = _callbacks(snapshot, "overflow" if overflow else target, row)
     return entry
 
 
@@ -173,7 +173,7 @@ def _with_texts(site: dict[str, Any]) -> dict[str, Any]:
     return {**site, **texts}
 
 
-def _callbacks(snapshot: Snapshot, target: int | str, total_ns: int, exclusive_ns: int) -> dict[str, Any]:
+def _callbacks(snapshot: Snapshot, target: int | str, row: np.void) -> dict[str, Any]:
     """What the core keeps of the callbacks made under one target: the
     calls that had frames nested inside (their inclusive and own-time
     distributions), the time in those frames (total - exclusive), and the
@@ -187,9 +187,15 @@ def _callbacks(snapshot: Snapshot, target: int | str, total_ns: int, exclusive_n
         for name, kind in (("inclusive", NESTED_INCLUSIVE), ("exclusive", NESTED_EXCLUSIVE))
     }
     with_callbacks = int(nested["inclusive"].sum())
+    # The calls with callbacks are some of the target's calls: their
+    # quantiles stay within its exact extremes, as a call site's do.
+    low = int(row["min_ns"]) if row["calls"] else None
+    high = int(row["max_ns"]) if row["calls"] else None
     nested_hists = {
-        name: Histogram._from_counts(snapshot.precision, counts, None, None, 0) for name, counts in nested.items()
+        name: Histogram._from_counts(snapshot.precision, counts, low if name == "inclusive" else None, high, 0)
+        for name, counts in nested.items()
     }
+    total_ns, exclusive_ns = int(row["total_ns"]), int(row["exclusive_ns"])
     thread_rows = snapshot.threads[threads & (snapshot.threads["callback_calls"] > 0)]
     thread_callbacks = Histogram._from_counts(
         snapshot.precision,
@@ -202,19 +208,19 @@ def _callbacks(snapshot: Snapshot, target: int | str, total_ns: int, exclusive_n
         "calls_with_callbacks": with_callbacks,
         "nested_ns": total_ns - exclusive_ns,
         "nested_text": format_ns(total_ns - exclusive_ns),
-        "inclusive": _quantile_texts(nested_hists["inclusive"]),
-        "own": _quantile_texts(nested_hists["exclusive"]),
+        "inclusive": _quantiles(nested_hists["inclusive"]),
+        "own": _quantiles(nested_hists["exclusive"]),
         "threads": int(threads.sum()),
         "thread_callbacks": distribution(thread_callbacks),
     }
 
 
-def _quantile_texts(hist: Histogram) -> dict[str, str]:
+def _quantiles(hist: Histogram) -> dict[str, dict[str, Any]]:
+    """p50 ... p99.9 of ``hist`` in ns and as text; empty for no samples."""
     if not hist.total:
         return {}
-    return {
-        name[: -len("_ns")]: format_ns(float(v)) for name, v in zip(QUANTILES, hist.quantile(list(QUANTILES.values())))
-    }
+    values = hist.quantile(list(QUANTILES.values()))
+    return {name[: -len("_ns")]: {"ns": float(v), "text": format_ns(float(v))} for name, v in zip(QUANTILES, values)}
 
 
 def _thread(snapshot: Snapshot, index: int) -> dict[str, Any]:
