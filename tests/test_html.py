@@ -78,6 +78,27 @@ def snap() -> fasthost.Snapshot:
     return _record()
 
 
+HOSTILE_FILE = "</script><b>site</b>.py"
+SITE_CALLS = 12
+
+
+@pytest.fixture(scope="module")
+def callers_page(tmp_path_factory) -> Path:
+    """A page whose target has a call site in a file named like markup:
+    math.cos called SITE_CALLS times from line 3 of HOSTILE_FILE, under
+    the builtins capture (which records call sites)."""
+    code = compile(f"import math\nfor _ in range({SITE_CALLS}):\n    math.cos(0.5)\n", HOSTILE_FILE, "exec")
+    fasthost.start(clock="monotonic")
+    try:
+        with fasthost.capture_builtins():
+            exec(code, {})
+    finally:
+        fasthost.stop()
+    path = tmp_path_factory.mktemp("html") / "callers.html"
+    fasthost.snapshot().html(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def page(snap, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("html") / "report.html"
@@ -173,6 +194,13 @@ def test_a_symbol_made_of_script_tags_stays_inert(snap):
     assert text.lower().count("</script") == blank.lower().count("</script") == 2
     assert "<img" not in text
     assert INJECTED in by_symbol(embedded(text))
+
+
+def test_callers_are_the_targets_call_sites(callers_page):
+    text = callers_page.read_text(encoding="utf-8")
+    assert "<b>" not in text
+    (site,) = by_symbol(embedded(text))["math.cos"]["callers"]
+    assert (site["file"], site["line"], site["function"], site["calls"]) == (HOSTILE_FILE, 3, "<module>", SITE_CALLS)
 
 
 def test_top_limits_the_rows_and_counts_the_rest(snap):
@@ -402,3 +430,15 @@ def test_chromium_screenshot_of_the_bundled_example(browser, tmp_path):
     assert browser.find_element(By.CSS_SELECTOR, "[data-role=selected]").text == "libc.so.6!qsort"
     assert console_errors(browser) == []
     assert keep_screenshot(browser, tmp_path, "html-report.png").stat().st_size > 0
+
+
+def test_chromium_lists_a_targets_callers_as_text(browser, callers_page):
+    from selenium.webdriver.common.by import By
+
+    browser.get(callers_page.resolve().as_uri())
+    (row,) = [r for r in browser.find_elements(By.CSS_SELECTOR, "#targets tbody tr") if "math.cos" in r.text]
+    row.click()
+    cells = browser.find_elements(By.CSS_SELECTOR, "#detail table tbody tr td")
+    assert [c.text for c in cells[:2]] == [f"{HOSTILE_FILE}:3 <module>", str(SITE_CALLS)]
+    assert browser.execute_script("return document.querySelectorAll('#detail b').length") == 0
+    assert console_errors(browser) == []
