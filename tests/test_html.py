@@ -284,6 +284,13 @@ def test_run_html_to_a_missing_folder_stops_before_the_script(tmp_path):
     assert not marker.exists()
 
 
+def test_run_html_onto_the_snapshot_file_is_a_usage_error(tmp_path):
+    proc = fasthost_cli("run", "-o", "same", "--html", "./same", ROOT / "examples" / "qsort_callbacks.py", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "fasthost: error: --html and -o name the same file: ./same"
+    assert not (tmp_path / "same").exists()
+
+
 def test_report_json_and_html_together_is_a_usage_error(snap, tmp_path):
     snap.save(tmp_path / "run.npz")
     proc = fasthost_cli("report", tmp_path / "run.npz", "--json", "--html", tmp_path / "x.html")

@@ -158,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
     _check_output(args.output)
     if args.html:
         _check_output(args.html)
+        if os.path.realpath(args.html) == os.path.realpath(args.output):
+            raise UsageError(f"--html and -o name the same file: {args.html}")
     try:
         main = prepare_module(args.module, args.args) if args.module else prepare_script(args.script, args.args)
     except ImportError as exc:
