@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 import traceback
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import fasthost
 from fasthost.capture.modes import Captures
@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--html", metavar="OUT.html", help="also write the self-contained HTML report there")
     run.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
     run.add_argument("--clock", default="auto", choices=("auto", "tsc", "monotonic"), help="time source")
+    run.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        help="serve the live recording to Prometheus on 127.0.0.1:PORT/metrics while the program runs "
+        "(0: a free port, printed on stderr; needs fasthost[prometheus])",
+    )
     run.add_argument("-m", dest="module", help="run a module as a script, like python -m")
     run.add_argument("script", nargs="?", help="the script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 # ---- run ----------------------------------------------------------------------
 
 
-_RUN_OPTIONS_WITH_VALUES = frozenset({"-o", "--output", "--html", "--capture", "--clock", "--top"})
+_RUN_OPTIONS_WITH_VALUES = frozenset({"-o", "--output", "--html", "--capture", "--clock", "--top", "--serve"})
 
 
 def _split_module_args(argv: list[str]) -> list[str] | None:
@@ -170,10 +177,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot compile {args.script}: {exc}") from None
 
     status = 0
+    server = _serve(args.serve)
     fasthost.start(clock=args.clock)
     try:
         status = _run_captured(main, captures)
     finally:
+        if server is not None:
+            server.stop()
         fasthost.stop()
         snap = fasthost.snapshot()
         try:
@@ -193,6 +203,22 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n" + snap.report(top=args.top))
         sys.stdout.flush()
     return status
+
+
+def _serve(port: int | None) -> Any:
+    """The Prometheus endpoint ``run --serve PORT`` asks for (None
+    without it), started before the program so that a scrape never
+    misses its start."""
+    if port is None:
+        return None
+    try:
+        server = fasthost.serve(port)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"--serve: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"--serve: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    print(f"fasthost: serving Prometheus metrics at {server.url}", file=sys.stderr)
+    return server
 
 
 # Why a capture can record nothing, and what to use instead.
