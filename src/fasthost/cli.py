@@ -1,8 +1,8 @@
 """The command line: ``python -m fasthost`` (or ``fasthost``).
 
-    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] script.py [args ...]
+    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] [--html OUT.html] script.py [args ...]
     fasthost run [...] -m module [args ...]
-    fasthost report OUT.npz [--top N] [--json]
+    fasthost report OUT.npz [--top N] [--json | --html OUT.html]
     fasthost plot OUT.npz -o plot.png [--top N]
     fasthost diff A.npz B.npz [--top N] [--plot OUT.png]
 
@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-o", "--output", default=DEFAULT_OUTPUT, help=f"snapshot file to write (default: {DEFAULT_OUTPUT})"
     )
+    run.add_argument("--html", metavar="OUT.html", help="also write the self-contained HTML report there")
     run.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
     run.add_argument("--clock", default="auto", choices=("auto", "tsc", "monotonic"), help="time source")
     run.add_argument(
@@ -88,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the report of a saved snapshot")
     report.add_argument("file")
     report.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
-    report.add_argument("--json", action="store_true", help="print the JSON summary instead")
+    shape = report.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the JSON summary instead")
+    shape.add_argument("--html", metavar="OUT.html", help="write the self-contained HTML report there instead")
     report.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
 
     plot = commands.add_parser(
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 # ---- run ----------------------------------------------------------------------
 
 
-_RUN_OPTIONS_WITH_VALUES = frozenset({"-o", "--output", "--capture", "--clock", "--top", "--serve"})
+_RUN_OPTIONS_WITH_VALUES = frozenset({"-o", "--output", "--html", "--capture", "--clock", "--top", "--serve"})
 
 
 def _split_module_args(argv: list[str]) -> list[str] | None:
@@ -167,6 +170,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("fasthost is already recording in this process")
     # Before the script runs: finding out afterwards would lose its run.
     _check_output(args.output)
+    if args.html:
+        _check_output(args.html)
+        if os.path.realpath(args.html) == os.path.realpath(args.output):
+            raise UsageError(f"--html and -o name the same file: {args.html}")
     try:
         main = prepare_module(args.module, args.args) if args.module else prepare_script(args.script, args.args)
     except ImportError as exc:
@@ -193,6 +200,11 @@ def _run(args: argparse.Namespace) -> int:
             status = status or 2
         else:
             print(f"fasthost: wrote {args.output}", file=sys.stderr)
+        if args.html:
+            failure = _write_html(snap, args.html, args.top)
+            if failure:
+                print(f"fasthost: error: {failure}", file=sys.stderr)
+                status = status or 2
         if captures.captures and snap.totals["transitions"] == 0:
             print(_nothing_seen(captures.captures), file=sys.stderr)
         sys.stdout.write("\n" + snap.report(top=args.top))
@@ -326,9 +338,16 @@ def _load(args: argparse.Namespace, path: str, size: int) -> fasthost.Snapshot:
 
 
 def _report(args: argparse.Namespace) -> int:
-    snap = _load(args, args.file, _input_size(args.file))
+    size = _input_size(args.file)
+    if args.html:
+        _check_output(args.html)  # before reading what may be a large snapshot
+    snap = _load(args, args.file, size)
     _progress(args, "computing percentiles")
-    if args.json:
+    if args.html:
+        failure = _write_html(snap, args.html, args.top)
+        if failure:
+            raise UsageError(failure)
+    elif args.json:
         print(json.dumps(snap.to_dict(top=args.top), indent=2))
     else:
         sys.stdout.write(snap.report(top=args.top))
@@ -357,6 +376,17 @@ def _draw(args: argparse.Namespace, path: str, draw: Callable[[], object]) -> No
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(f"fasthost: wrote {path}", file=sys.stderr)
+
+
+def _write_html(snap: fasthost.Snapshot, path: str, top: int) -> str | None:
+    """Writes the HTML report of ``snap`` to ``path`` and says so on
+    stderr; the one-line reason when it cannot be written, else None."""
+    try:
+        size = snap.html(path, top=top)
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    print(f"fasthost: wrote {path} ({size / 1000:.1f} kB)", file=sys.stderr)
+    return None
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -16,7 +16,16 @@ from fasthost.export.schema import KINDS, RESULT_FIELDS
 if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
 
-__all__ = ["QUANTILES", "called_from", "format_ns", "latency_summary", "report", "target_histogram", "to_dict"]
+__all__ = [
+    "QUANTILES",
+    "called_from",
+    "format_ns",
+    "header_lines",
+    "latency_summary",
+    "report",
+    "target_histogram",
+    "to_dict",
+]
 
 QUANTILES = {"p50_ns": 0.5, "p90_ns": 0.9, "p99_ns": 0.99, "p999_ns": 0.999}
 
@@ -138,6 +147,20 @@ def _check_top(top: Any) -> None:
 def report(snapshot: Snapshot, top: int = 20) -> str:
     """See :meth:`Snapshot.report`."""
     _check_top(top)
+    lines = header_lines(snapshot)
+    lines.append("")
+    lines += _target_table(snapshot, top)
+    for kind in ("inclusive", "callback"):
+        hist = snapshot.histogram(kind)
+        if hist.total:
+            lines.append("")
+            lines += _text_histogram(hist, "unmanaged calls (inclusive)" if kind == "inclusive" else "callbacks")
+    return "\n".join(lines) + "\n"
+
+
+def header_lines(snapshot: Snapshot) -> list[str]:
+    """The report's first lines: threads, transitions, errors by HRESULT
+    name, calls by kind, and the time in unmanaged calls and callbacks."""
     totals = snapshot.totals
     calls = totals["calls"]
     lines = [
@@ -163,14 +186,7 @@ def report(snapshot: Snapshot, top: int = 20) -> str:
     dropped_sites = int(snapshot.meta.get("callsites_dropped", 0))
     if dropped_sites:
         lines.append(f"        {dropped_sites:,} calls without a call site (past max_targets call sites per thread)")
-    lines.append("")
-    lines += _target_table(snapshot, top)
-    for kind in ("inclusive", "callback"):
-        hist = snapshot.histogram(kind)
-        if hist.total:
-            lines.append("")
-            lines += _text_histogram(hist, "unmanaged calls (inclusive)" if kind == "inclusive" else "callbacks")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _target_table(snapshot: Snapshot, top: int) -> list[str]:

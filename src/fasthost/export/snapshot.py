@@ -428,6 +428,19 @@ class Snapshot:
 
         return plot(self, path_or_ax, top)
 
+    @_unrecorded
+    def html(self, path: str | os.PathLike[str], top: int = 50) -> int:
+        """Writes a self-contained HTML report to ``path`` (one file, no
+        network): header figures, a sortable table of the ``top`` targets,
+        each target's latency distribution (percentile curve and log-count
+        histogram), callers and callbacks, and the threads with their
+        errors by HRESULT. Returns the file's size in bytes. Raises
+        ``ValueError`` for a bad ``top``, ``OSError`` when the file cannot
+        be written."""
+        from fasthost.export.html import write_html
+
+        return write_html(self, path, top)
+
     # ---- comparison -----------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Snapshot):
