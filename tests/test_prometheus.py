@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -245,3 +246,61 @@ def test_run_serve_on_a_taken_port_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"fasthost: error: --serve: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_a_target_named_overflow_is_scraped_as_its_own_calls():
+    # Found failing: a target registered as "overflow" (the name snapshot
+    # histograms give the overflow row) made every scrape an HTTP 500
+    # ("no target 'overflow'") when no thread had overflowed.
+    fasthost.register_target(0x1001, "overflow")
+    fasthost.start()
+    try:
+        for _ in range(7):
+            fasthost.leave_runtime(0x1001)
+            fasthost.enter_runtime()
+        with fasthost.serve() as server:
+            samples = scrape(server)
+    finally:
+        fasthost.stop()
+    assert samples["fasthost_target_calls_total"] == {(("target", "overflow"),): 7.0}
+    assert samples["fasthost_target_latency_seconds_count"] == {(("target", "overflow"),): 7.0}
+
+
+def test_scrapes_during_calls_from_many_threads_are_consistent_snapshots():
+    # Each scrape is one snapshot: per target, the calls counter equals the
+    # histogram's count and the +Inf bucket, and the targets' calls add up
+    # to the successful closes, while four threads keep calling and the
+    # targets past top=2 (and past max_targets=4 per thread) go to other.
+    fasthost.start(max_targets=4)
+    stop = threading.Event()
+
+    def calls(first: int) -> None:
+        while not stop.is_set():
+            for target in range(first, first + 6):
+                fasthost.leave_runtime(target)
+                fasthost.enter_runtime()
+
+    threads = [threading.Thread(target=calls, args=(0x1000 + 3 * i,)) for i in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        with fasthost.serve(top=2) as server:
+            scrapes = [scrape(server) for _ in range(10)]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        fasthost.stop()
+    for samples in scrapes:
+        by_target = samples["fasthost_target_calls_total"]
+        assert len(by_target) == 3  # the top 2, then other
+        count = {labels: n for labels, n in samples["fasthost_target_latency_seconds_count"].items()}
+        assert count == by_target
+        inf = {
+            (("target", dict(labels)["target"]),): n
+            for labels, n in samples["fasthost_target_latency_seconds_bucket"].items()
+            if dict(labels)["le"] == "+Inf"
+        }
+        assert inf == by_target
+        closes = samples["fasthost_transitions_total"][(("call", "enter"), ("result", "S_OK"))]
+        assert sum(by_target.values()) == closes
