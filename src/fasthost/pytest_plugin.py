@@ -583,7 +583,7 @@ def _count_calls(benchmark: Any) -> _Window:
         # the builtins capture on 3.9-3.11 (the runs would count with no
         # transitions), and its own calls and pstats' are not the
         # benchmark's; how many runs it makes depends on calibration.
-        @property  # type: ignore[misc]
+        @property
         def cprofile(self) -> Any:
             value = self.__dict__.get("cprofile")
             if value:
