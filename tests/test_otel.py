@@ -265,22 +265,32 @@ def test_periodic_reader_exports_the_live_recording_on_an_interval(receiver):
     assert CALLS in seen
 
 
-def test_a_periodic_readers_exports_are_not_recorded_as_the_programs_calls(receiver):
+def export_and_shut_down(reader, receiver, requests: int) -> None:
+    """Lets ``reader`` export until ``receiver`` got ``requests`` (30 s at
+    most), then shuts it down."""
+    deadline = time.monotonic() + 30
+    while len(receiver.requests) < requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.shutdown()
+
+
+@pytest.fixture
+def session():
+    """A recording session for the test, stopped and reset after it."""
+    fasthost.start()
+    yield
+    fasthost.stop()
+    fasthost.reset()
+
+
+def test_a_periodic_readers_exports_are_not_recorded_as_the_programs_calls(receiver, session):
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
     reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=receiver.endpoint), export_interval_millis=50)
-    fasthost.start()
-    try:
-        otel.register(reader)
-        with fasthost.capture_builtins():
-            deadline = time.monotonic() + 30
-            while len(receiver.requests) < 5 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            reader.shutdown()
-        threads = fasthost.snapshot().threads
-    finally:
-        fasthost.stop()
-        fasthost.reset()
+    otel.register(reader)
+    with fasthost.capture_builtins():
+        export_and_shut_down(reader, receiver, 5)
+    threads = fasthost.snapshot().threads
     assert len(receiver.requests) >= 5
     recorded = {str(row["name"]): int(row["leave"]) for row in threads}
     # Five HTTP exports make thousands of builtin calls; the reader's thread
@@ -304,25 +314,16 @@ def test_register_refuses_bad_options_before_any_collection():
     "(one call as long as the export interval) and the resource detectors' thread pool: the pause is "
     "per thread (set by the thread itself), so register() cannot pause threads that already run",
 )
-def test_a_periodic_reader_made_under_a_capture_records_none_of_its_threads(receiver):
+def test_a_periodic_reader_made_under_a_capture_records_none_of_its_threads(receiver, session):
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-    fasthost.start()
-    try:
-        with fasthost.capture_builtins():
-            # `fasthost run --capture builtins app.py`, where the app sets up its OTel export.
-            reader = PeriodicExportingMetricReader(
-                OTLPMetricExporter(endpoint=receiver.endpoint), export_interval_millis=200
-            )
-            otel.register(reader)
-            deadline = time.monotonic() + 30
-            while len(receiver.requests) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            reader.shutdown()
-        threads = fasthost.snapshot().threads
-    finally:
-        fasthost.stop()
-        fasthost.reset()
+    with fasthost.capture_builtins():
+        # `fasthost run --capture builtins app.py`, where the app sets up its OTel export.
+        exporter = OTLPMetricExporter(endpoint=receiver.endpoint)
+        reader = PeriodicExportingMetricReader(exporter, export_interval_millis=200)
+        otel.register(reader)
+        export_and_shut_down(reader, receiver, 2)
+    threads = fasthost.snapshot().threads
     assert len(receiver.requests) >= 2
     # The program's threads: this one, and the receiver's (the OTLP endpoint here, another process in life).
     program = {threading.main_thread().native_id, receiver.thread.native_id}
