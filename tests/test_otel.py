@@ -358,3 +358,20 @@ def test_cumulative_points_keep_one_start_time_per_session(session):
     assert len(first) == 1
     assert len(after_reset) == 1
     assert after_reset != first
+
+
+def test_other_has_the_exact_min_and_max_of_the_targets_it_adds_up(manual_clock):
+    # Found failing: other's min and max were its buckets' edges (768 and
+    # 5119 ns for durations of 777 to 5003 ns), while the snapshot keeps
+    # every target's exact extremes, the overflow row's too.
+    fasthost.stop()
+    fasthost.start(clock="manual", max_targets=3)
+    for target, ns in ((0xA, 100_000), (0xB, 1001), (0xB, 5003), (0xC, 777), (0xD, 901)):
+        fasthost.leave_runtime(target)
+        manual_clock.advance_manual_time(ns)
+        fasthost.enter_runtime()
+    snap = fasthost.snapshot()
+    assert snap.targets["overflow"].any()  # 0xD
+    [other] = [p for p in by_name(otel.metrics_data(snap, top=1))["fasthost.target.latency"].data.data_points
+               if dict(p.attributes) == {"target": "other"}]  # fmt: skip
+    assert (other.count, other.sum, other.min, other.max) == (4, 1001 + 5003 + 777 + 901, 777.0, 5003.0)

@@ -114,9 +114,14 @@ def metrics(snapshot: Snapshot, top: int = 20) -> Metrics:
         whole = snapshot.histogram("inclusive")
         counts = whole.counts - sum((row.histogram.counts for row in rows), np.zeros_like(whole.counts))
         other = [sum(figures[i] for _, figures in rest) for i in range(3)]
-        # The rest's exact extremes are not kept apart: the buckets bound them.
+        # Every target's exact extremes are in the snapshot (the overflow row's too).
+        named = {row.label for row in rows}
+        targets = snapshot.targets
+        folded = targets[(targets["calls"] > 0) & (targets["overflow"] | ~np.isin(targets["symbol"], list(named)))]
+        low = int(folded["min_ns"].min()) if len(folded) else None
+        high = int(folded["max_ns"].max()) if len(folded) else None
         rest_ns = whole.sum - sum(row.histogram.sum for row in rows)
-        histogram = Histogram._from_counts(snapshot.precision, counts, None, None, rest_ns)
+        histogram = Histogram._from_counts(snapshot.precision, counts, low, high, rest_ns)
         rows.append(TargetMetrics(OTHER, other[0], other[1], other[2], histogram))
     return Metrics(
         transitions=transitions,
