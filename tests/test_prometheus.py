@@ -350,3 +350,20 @@ def test_other_never_decreases_between_scrapes_without_a_reset(manual_clock):
         calls(0xB, 10_000, 10)  # B now has 101 us: it is the top, A is other
         after = scrape(server)["fasthost_target_calls_total"][(("target", "other"),)]
     assert after >= before
+
+
+def test_a_scrape_filtered_by_name_gets_that_family():
+    # Found failing: /metrics?name[]=... (prometheus_client's filter) gave
+    # an empty page: the registry knew no names for the collector.
+    fasthost.start()
+    try:
+        fasthost.leave_runtime(0x61)
+        fasthost.enter_runtime()
+        filtered = "?name[]=fasthost_target_calls_total"
+        with fasthost.serve() as server, urllib.request.urlopen(server.url + filtered, timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        fasthost.stop()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert list(families) == ["fasthost_target_calls"]
+    assert [(s.labels, s.value) for s in families["fasthost_target_calls"].samples] == [({"target": "0x61"}, 1.0)]

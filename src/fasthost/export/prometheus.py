@@ -65,42 +65,51 @@ class FasthostCollector:
     def __init__(self, top: int = 20):
         self.top = check_top(top)
 
+    def describe(self) -> Iterator[Any]:
+        """The metric families, without samples: prometheus_client reads
+        their names from here to answer a filtered scrape
+        (``/metrics?name[]=fasthost_target_calls_total``)."""
+        yield from _families()
+
     def collect(self) -> Iterator[Any]:
         """The metric families of a snapshot taken now."""
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-
         from fasthost.export.snapshot import snapshot
 
         figures = metrics(snapshot(), self.top)
-        transitions = CounterMetricFamily(
-            "fasthost_transitions", "Transition calls by kind and HRESULT", labels=["call", "result"]
-        )
+        transitions, abandoned, calls, seconds, exclusive, latency = _families()
         for (call, result), count in figures.transitions.items():
             transitions.add_metric([call, result], count)
-        yield transitions
-        yield CounterMetricFamily(
-            "fasthost_frames_abandoned_at_thread_exit",
-            "Frames still open when their thread ended",
-            value=figures.abandoned_at_exit,
-        )
-        calls = CounterMetricFamily("fasthost_target_calls", "Unmanaged calls per target", labels=["target"])
-        seconds = CounterMetricFamily(
-            "fasthost_target_seconds", "Inclusive time in unmanaged calls per target", labels=["target"]
-        )
-        exclusive = CounterMetricFamily(
-            "fasthost_target_exclusive_seconds",
-            "Time in the target's own native code (callbacks left out)",
-            labels=["target"],
-        )
-        latency = HistogramMetricFamily(
-            "fasthost_target_latency_seconds", "Durations of unmanaged calls per target", labels=["target"]
-        )
+        abandoned.add_metric([], figures.abandoned_at_exit)
         for row in figures.targets:
             calls.add_metric([row.label], row.calls)
             seconds.add_metric([row.label], row.total_ns * _NS)
             exclusive.add_metric([row.label], row.exclusive_ns * _NS)
             latency.add_metric([row.label], octave_buckets(row.histogram), row.histogram.sum * _NS)
-        yield from (calls, seconds, exclusive, latency)
+        yield from (transitions, abandoned, calls, seconds, exclusive, latency)
+
+
+def _families() -> list[Any]:
+    """The exported metric families, empty, in the order they are exposed."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    return [
+        CounterMetricFamily("fasthost_transitions", "Transition calls by kind and HRESULT", labels=["call", "result"]),
+        CounterMetricFamily(
+            "fasthost_frames_abandoned_at_thread_exit", "Frames still open when their thread ended", labels=[]
+        ),
+        CounterMetricFamily("fasthost_target_calls", "Unmanaged calls per target", labels=["target"]),
+        CounterMetricFamily(
+            "fasthost_target_seconds", "Inclusive time in unmanaged calls per target", labels=["target"]
+        ),
+        CounterMetricFamily(
+            "fasthost_target_exclusive_seconds",
+            "Time in the target's own native code (callbacks left out)",
+            labels=["target"],
+        ),
+        HistogramMetricFamily(
+            "fasthost_target_latency_seconds", "Durations of unmanaged calls per target", labels=["target"]
+        ),
+    ]
 
 
 class _QuietHandler(WSGIRequestHandler):
