@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -201,9 +202,27 @@ def test_serving_thread_records_nothing_under_a_builtins_capture():
         fasthost.stop()
     # The main thread's urlopen calls are the program's; the server's
     # accept/recv/send and its snapshots are not recorded at all.
-    threads = fasthost.snapshot().threads
-    assert "fasthost-prometheus" not in [str(n) for n in threads["name"]]
+    tids = [int(tid) for tid in fasthost.snapshot().threads["tid"]]
+    assert tids == [threading.main_thread().native_id]
     assert after > before
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_serving_thread_records_nothing_not_even_its_start(capture):
+    # Found failing on 3.12+: the serving thread recorded the 9 builtin
+    # calls of threading's bootstrap, made before it could pause itself
+    # (sys.monitoring sees every thread at once), and under its OS name
+    # ("python"), so the test above, by thread name, did not see them.
+    if capture == "native" and sys.version_info < (3, 12):
+        pytest.skip("capture_native() is 3.12+")
+    fasthost.start()
+    try:
+        with getattr(fasthost, f"capture_{capture}")(), fasthost.serve() as server:
+            scrape(server)
+    finally:
+        fasthost.stop()
+    tids = [int(tid) for tid in fasthost.snapshot().threads["tid"]]
+    assert tids == [threading.main_thread().native_id]
 
 
 def test_octave_buckets_are_exact_cumulative_counts_at_two_to_the_k_minus_one():
@@ -245,3 +264,106 @@ def test_run_serve_on_a_taken_port_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"fasthost: error: --serve: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_a_target_named_overflow_is_scraped_as_its_own_calls():
+    # Found failing: a target registered as "overflow" (the name snapshot
+    # histograms give the overflow row) made every scrape an HTTP 500
+    # ("no target 'overflow'") when no thread had overflowed.
+    fasthost.register_target(0x1001, "overflow")
+    fasthost.start()
+    try:
+        for _ in range(7):
+            fasthost.leave_runtime(0x1001)
+            fasthost.enter_runtime()
+        with fasthost.serve() as server:
+            samples = scrape(server)
+    finally:
+        fasthost.stop()
+    assert samples["fasthost_target_calls_total"] == {(("target", "overflow"),): 7.0}
+    assert samples["fasthost_target_latency_seconds_count"] == {(("target", "overflow"),): 7.0}
+
+
+def test_scrapes_during_calls_from_many_threads_only_grow_and_end_exact():
+    # While four threads keep calling (targets past top=2, and past
+    # max_targets=4 per thread, go to other), every scrape has the top 2
+    # and other, and no counter ever goes down; once they stopped, the
+    # calls counter of each label equals its histogram's count and +Inf
+    # bucket, and the labels add up to the successful closes. (Mid-flight
+    # a snapshot is exact per counter, not across counters: see README.)
+    fasthost.start(max_targets=4)
+    stop = threading.Event()
+
+    def calls(first: int) -> None:
+        while not stop.is_set():
+            for target in range(first, first + 6):
+                fasthost.leave_runtime(target)
+                fasthost.enter_runtime()
+
+    threads = [threading.Thread(target=calls, args=(0x1000 + 3 * i,)) for i in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        with fasthost.serve(top=2) as server:
+            scrapes = [scrape(server) for _ in range(10)]
+            stop.set()
+            for thread in threads:
+                thread.join()
+            final = scrape(server)
+    finally:
+        stop.set()
+        fasthost.stop()
+    totals = [sum(samples["fasthost_target_calls_total"].values()) for samples in scrapes]
+    assert totals == sorted(totals)
+    closes = [samples["fasthost_transitions_total"][(("call", "enter"), ("result", "S_OK"))] for samples in scrapes]
+    assert closes == sorted(closes)
+    for samples in [*scrapes, final]:
+        assert len(samples["fasthost_target_calls_total"]) == 3  # the top 2, then other
+    by_target = final["fasthost_target_calls_total"]
+    assert final["fasthost_target_latency_seconds_count"] == by_target
+    inf = {
+        (("target", dict(labels)["target"]),): n
+        for labels, n in final["fasthost_target_latency_seconds_bucket"].items()
+        if dict(labels)["le"] == "+Inf"
+    }
+    assert inf == by_target
+    assert sum(by_target.values()) == final["fasthost_transitions_total"][(("call", "enter"), ("result", "S_OK"))]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design: the top N by inclusive time are re-ranked at each scrape, so a target that climbs out of "
+    "'other' takes its count with it: 'other' goes down with no reset(), which rate() reads as a counter reset; "
+    "monotonic series need sticky labels (once named or once 'other', always), a choice for the exporter's owner",
+)
+def test_other_never_decreases_between_scrapes_without_a_reset(manual_clock):
+    def calls(target: int, count: int, ns: int) -> None:
+        for _ in range(count):
+            fasthost.leave_runtime(target)
+            manual_clock.advance_manual_time(ns)
+            fasthost.enter_runtime()
+
+    with fasthost.serve(top=1) as server:
+        calls(0xA, 10, 1000)  # A is the top target (10 us), B is other
+        calls(0xB, 100, 10)  # (1 us)
+        before = scrape(server)["fasthost_target_calls_total"][(("target", "other"),)]
+        calls(0xB, 10_000, 10)  # B now has 101 us: it is the top, A is other
+        after = scrape(server)["fasthost_target_calls_total"][(("target", "other"),)]
+    assert after >= before
+
+
+def test_a_scrape_filtered_by_name_gets_that_family():
+    # Found failing: /metrics?name[]=... (prometheus_client's filter) gave
+    # an empty page: the registry knew no names for the collector.
+    fasthost.start()
+    try:
+        fasthost.leave_runtime(0x61)
+        fasthost.enter_runtime()
+        filtered = "?name[]=fasthost_target_calls_total"
+        with fasthost.serve() as server, urllib.request.urlopen(server.url + filtered, timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        fasthost.stop()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert list(families) == ["fasthost_target_calls"]
+    assert [(s.labels, s.value) for s in families["fasthost_target_calls"].samples] == [({"target": "0x61"}, 1.0)]

@@ -29,21 +29,47 @@ __all__ = ["CAPTURE_VARIABLE", "FasthostHook"]
 CAPTURE_VARIABLE = "FASTHOST_PYPERF_CAPTURE"
 
 
-def _loops_of_current_value() -> int:
-    """Benchmarked calls in the value pyperf is about to time: its
-    ``WorkerTask``'s loops x inner_loops. pyperf does not pass them to
-    hooks, so they are read from the worker's frame up the stack
-    (pyperf 2.7-2.11: ``_compute_values`` -> ``ExitStack`` -> here); 1
-    when it is not found."""
+def _current_task() -> Any:
+    """The ``WorkerTask`` about to time a value, or None. pyperf does not
+    pass it to hooks, so it is read from the worker's frame up the stack
+    (pyperf 2.7-2.11: ``_compute_values`` -> ``ExitStack`` -> here)."""
     from pyperf._worker import WorkerTask
 
     frame = sys._getframe(1)
     while frame is not None:
         task = frame.f_locals.get("self")
         if isinstance(task, WorkerTask):
-            return int(getattr(task, "loops", 1) or 1) * int(getattr(task, "inner_loops", 1) or 1)
+            return task
         frame = frame.f_back  # type: ignore[assignment]
-    return 1
+    return None
+
+
+def _loops(task: Any) -> tuple[int, int]:
+    """(loops, inner_loops) of ``task`` (1, 1 when it is None): pyperf's
+    loop calls the function ``loops`` times per value, and each call does
+    ``inner_loops`` benchmarked calls."""
+    if task is None:
+        return 1, 1
+    return int(getattr(task, "loops", 1) or 1), int(getattr(task, "inner_loops", 1) or 1)
+
+
+def _benchmarked_target(task: Any) -> int:
+    """The target a native capture records for the function that
+    ``bench_func()`` benchmarks when that function is native itself
+    (``bench_func("sqrt", math.sqrt, 2.0)``), else 0. pyperf's loop calls
+    it, so its call site is pyperf's, yet those calls are the benchmark's;
+    found in the closure of pyperf's task function (pyperf 2.7-2.11)."""
+    from fasthost import _core
+
+    task_func = getattr(task, "task_func", None)
+    code, cells = getattr(task_func, "__code__", None), getattr(task_func, "__closure__", None)
+    if code is None or not cells or "func" not in code.co_freevars:
+        return 0
+    try:
+        function = cells[code.co_freevars.index("func")].cell_contents
+    except ValueError:  # an empty cell
+        return 0
+    return int(_core._callable_target(function))
 
 
 class FasthostHook:
@@ -68,11 +94,16 @@ class FasthostHook:
             fasthost.start()
         self._before: Any = None
         self._calls = 0
+        self._runs = 0  # calls of the function by pyperf's loop in the current value
+        self._benchmarked = 0
         self._transitions = 0
         self._histogram: Any = None
 
     def __enter__(self) -> FasthostHook:
-        self._calls += _loops_of_current_value()
+        task = _current_task()
+        self._runs, inner_loops = _loops(task)
+        self._calls += self._runs * inner_loops
+        self._benchmarked = _benchmarked_target(task)
         self._before = self._fasthost.snapshot()
         self._captures.start()  # last: nothing of the hook's runs under it
         return self
@@ -80,7 +111,7 @@ class FasthostHook:
     def __exit__(self, *exc: object) -> None:
         self._captures.stop()  # first, for the same reason
         delta = self._fasthost.snapshot().diff(self._before)
-        transitions, histogram = _benchmark_figures(delta)
+        transitions, histogram = _benchmark_figures(delta, self._benchmarked, self._runs)
         self._transitions += transitions
         self._histogram = histogram if self._histogram is None else self._histogram.merge(histogram)
 
@@ -104,11 +135,13 @@ class FasthostHook:
 _EXIT_STACK = frozenset({"enter_context", "_push_cm_exit", "_push_exit_callback", "_create_exit_wrapper", "__exit__"})
 
 
-def _benchmark_figures(delta: Any) -> tuple[int, Any]:
+def _benchmark_figures(delta: Any, benchmarked: int = 0, runs: int = 0) -> tuple[int, Any]:
     """(transitions, inclusive histogram in ns) of ``delta`` without the
     calls pyperf's own code made (its timer and loop, and the ExitStack
     that enters the hooks): by call site where one was recorded; a target
-    whose every call came from there is left out of the histogram too."""
+    whose every call came from there is left out of the histogram too.
+    ``runs`` calls of ``benchmarked`` (the benchmarked function's target,
+    when it is native itself) from pyperf's loop are the benchmark's."""
     import contextlib
 
     import numpy as np
@@ -127,6 +160,8 @@ def _benchmark_figures(delta: Any) -> tuple[int, Any]:
         mine = np.array([pyperfs(str(f), str(g)) for f, g in zip(sites["file"], sites["function"])], dtype=bool)
         for target, n in zip(sites["target"][mine].tolist(), sites["calls"][mine].tolist()):
             left_out[target] = left_out.get(target, 0) + n
+    if benchmarked and benchmarked in left_out:
+        left_out[benchmarked] = max(left_out[benchmarked] - runs, 0)
     transitions = delta.totals["transitions"] - sum(left_out.values())
     histogram = delta.histogram("inclusive")
     for row in delta.targets:

@@ -403,14 +403,16 @@ class Recording:
         return self.result
 
 
-def _harness_calls(delta: Any, benchmarked: int = 0) -> dict[int, int]:
+def _harness_calls(delta: Any, benchmarked: int = 0, runs: int = 0) -> dict[int, int]:
     """Target address -> calls made from pytest-benchmark's own code or
     this plugin's (its timer, its loops, the call counting): the captures
     that see every builtin record them too, and their number depends on
     rounds and calibration, not on the code under test. Known by the call
-    site, so only where call sites were recorded. Calls of ``benchmarked``
-    (the benchmarked function's target, when it is native itself) are the
-    benchmark's, though pytest-benchmark's runner makes them."""
+    site, so only where call sites were recorded. When the benchmarked
+    function is native itself (target ``benchmarked``), ``runs`` of its
+    calls from those sites are the benchmark's, one per run, though
+    pytest-benchmark's runner makes them; any more are the harness's (the
+    runner's timer, when ``time.perf_counter`` is what is benchmarked)."""
     import os
 
     import numpy as np
@@ -423,8 +425,9 @@ def _harness_calls(delta: Any, benchmarked: int = 0) -> dict[int, int]:
     mine = np.array([str(f).startswith(harness[0]) or str(f) == harness[1] for f in sites["file"]], dtype=bool)
     out: dict[int, int] = {}
     for target, n in zip(sites["target"][mine].tolist(), sites["calls"][mine].tolist()):
-        if target != benchmarked:
-            out[target] = out.get(target, 0) + n
+        out[target] = out.get(target, 0) + n
+    if benchmarked and benchmarked in out:
+        out[benchmarked] = max(out[benchmarked] - runs, 0)
     return out
 
 
@@ -437,7 +440,7 @@ def figures_for(delta: Any, calls: int, benchmarked: int = 0) -> dict[str, Any]:
     figures on every run."""
     totals = delta.totals
     per = max(calls, 1)
-    harness = _harness_calls(delta, benchmarked)
+    harness = _harness_calls(delta, benchmarked, calls)
     left_out = sum(harness.values())
     hist = delta.histogram("inclusive")
     p50, p99 = (float(q) for q in hist.quantile([0.5, 0.99])) if hist.total else (None, None)
@@ -505,6 +508,7 @@ class _Window:
         self.calls = 0
         self.before: Any = None
         self.after: Any = None
+        self.closed = False  # the figures have ended: runs from now on are not counted
         self.target = 0  # the benchmarked function's, when it is native (benchmark(math.cos, x))
 
     def around(self, function: Any, run: Any) -> Any:
@@ -512,11 +516,20 @@ class _Window:
         from fasthost import _core
 
         self.target = _core._callable_target(function)
+        self.closed = False
         self.before = fasthost.snapshot()
         try:
             return run()
         finally:
+            self.close()
+
+    def close(self) -> None:
+        """Ends the figures here (once per ``benchmark(...)`` call)."""
+        if not self.closed and self.before is not None:
+            import fasthost
+
             self.after = fasthost.snapshot()
+            self.closed = True
 
     def delta(self, whole_test: Any) -> Any:
         """The transitions made inside the benchmark call, or ``whole_test``
@@ -540,7 +553,8 @@ def _count_calls(benchmark: Any) -> _Window:
 
     def counted(function: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
-            window.calls += 1
+            if not window.closed:
+                window.calls += 1
             return function(*args, **kwargs)
 
         call.__wrapped__ = function  # type: ignore[attr-defined]
@@ -557,10 +571,28 @@ def _count_calls(benchmark: Any) -> _Window:
             runner = base._make_runner(self, getattr(function, "__wrapped__", function), args, kwargs)
 
             def counting_runner(loops_range: Any, *rest: Any, **options: Any) -> Any:
-                window.calls += len(loops_range) if loops_range else 1
+                if not window.closed:
+                    window.calls += len(loops_range) if loops_range else 1
                 return runner(loops_range, *rest, **options)
 
             return counting_runner
+
+        # pytest-benchmark reads its cprofile option once, after the timed
+        # runs, just before its cProfile runs (--benchmark-cprofile): the
+        # figures end there. Those runs are not timed, cProfile displaces
+        # the builtins capture on 3.9-3.11 (the runs would count with no
+        # transitions), and its own calls and pstats' are not the
+        # benchmark's; how many runs it makes depends on calibration.
+        @property
+        def cprofile(self) -> Any:
+            value = self.__dict__.get("cprofile")
+            if value:
+                window.close()
+            return value
+
+        @cprofile.setter
+        def cprofile(self, value: Any) -> None:
+            self.__dict__["cprofile"] = value
 
     CountingBenchmark.__name__ = base.__name__
     benchmark.__class__ = CountingBenchmark

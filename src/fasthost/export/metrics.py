@@ -10,6 +10,7 @@ histogram buckets all add).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,17 +82,29 @@ def metrics(snapshot: Snapshot, top: int = 20) -> Metrics:
         for r, result in enumerate(RESULT_ORDER)
     }
     by_symbol: dict[str, list[int]] = {}
+    addresses: dict[str, list[int]] = {}
     for row in snapshot.targets:
         label = OTHER if row["overflow"] else str(row["symbol"])
         figures = by_symbol.setdefault(label, [0, 0, 0])
         figures[0] += int(row["calls"])
         figures[1] += int(row["total_ns"])
         figures[2] += int(row["exclusive_ns"])
+        if not row["overflow"]:
+            addresses.setdefault(label, []).append(int(row["target"]))
     overflow = by_symbol.pop(OTHER, None)
     ranked = sorted(by_symbol.items(), key=lambda item: (-item[1][1], item[0]))
     kept, rest = ranked[:top], ranked[top:]
+    # By address, not by symbol: a symbol can be any name a program
+    # registers, "overflow" too, which snapshot.histogram() reads as the
+    # overflow row.
     rows = [
-        TargetMetrics(label, calls, total_ns, exclusive_ns, snapshot.histogram("inclusive", target=label))
+        TargetMetrics(
+            label,
+            calls,
+            total_ns,
+            exclusive_ns,
+            functools.reduce(Histogram.merge, (snapshot.histogram("inclusive", target=a) for a in addresses[label])),
+        )
         for label, (calls, total_ns, exclusive_ns) in kept
     ]
     if overflow is not None:
@@ -101,9 +114,14 @@ def metrics(snapshot: Snapshot, top: int = 20) -> Metrics:
         whole = snapshot.histogram("inclusive")
         counts = whole.counts - sum((row.histogram.counts for row in rows), np.zeros_like(whole.counts))
         other = [sum(figures[i] for _, figures in rest) for i in range(3)]
-        # The rest's exact extremes are not kept apart: the buckets bound them.
+        # Every target's exact extremes are in the snapshot (the overflow row's too).
+        named = {row.label for row in rows}
+        targets = snapshot.targets
+        folded = targets[(targets["calls"] > 0) & (targets["overflow"] | ~np.isin(targets["symbol"], list(named)))]
+        low = int(folded["min_ns"].min()) if len(folded) else None
+        high = int(folded["max_ns"].max()) if len(folded) else None
         rest_ns = whole.sum - sum(row.histogram.sum for row in rows)
-        histogram = Histogram._from_counts(snapshot.precision, counts, None, None, rest_ns)
+        histogram = Histogram._from_counts(snapshot.precision, counts, low, high, rest_ns)
         rows.append(TargetMetrics(OTHER, other[0], other[1], other[2], histogram))
     return Metrics(
         transitions=transitions,

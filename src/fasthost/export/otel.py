@@ -25,6 +25,7 @@ one whose edges are within 2**-(p+1) of it (relative).
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,26 @@ def _default_resource() -> Any:
             raise ImportError(_NEEDS_SDK) from None
         _DEFAULT_RESOURCE.append(Resource.create())
     return _DEFAULT_RESOURCE[0]
+
+
+_SESSION_STARTS: dict[tuple[int, int], int] = {}  # (pid, epoch) -> wall-clock start, ns
+
+
+def _start_ns(snapshot: Snapshot, now_ns: int) -> int:
+    """When ``snapshot``'s session began, wall clock in ns: ``now_ns``
+    minus the session's age, fixed at the first snapshot of each session
+    of this process. OTel consumers read a changed start time as a counter
+    reset, and that difference moves with the time between the snapshot
+    and ``now_ns``. A reset() or start() is a new session (a new epoch)."""
+    estimate = now_ns - int(snapshot.meta.get("session_ns", 0))
+    session = snapshot.meta.get("session") or {}
+    if session.get("pid") != os.getpid():
+        return estimate  # a snapshot saved by another process
+    key = (int(session["pid"]), int(session.get("epoch", 0)))
+    if key not in _SESSION_STARTS:
+        _SESSION_STARTS.clear()  # one session at a time in a process
+        _SESSION_STARTS[key] = estimate
+    return _SESSION_STARTS[key]
 
 
 MIN_SCALE = -10
@@ -111,7 +132,7 @@ def exponential_buckets(histogram: Histogram, scale: int = 0) -> tuple[int, int,
     return zero_count, offset, counts
 
 
-def _points(figures: Metrics, scale: int, now_ns: int) -> list[Any]:
+def _points(figures: Metrics, scale: int, start_ns: int, now_ns: int) -> list[Any]:
     """The SDK metrics of ``figures``, all cumulative since the session began."""
     from opentelemetry.sdk.metrics.export import (
         AggregationTemporality,
@@ -123,7 +144,6 @@ def _points(figures: Metrics, scale: int, now_ns: int) -> list[Any]:
         Sum,
     )
 
-    start_ns = now_ns - figures.session_ns
     cumulative = AggregationTemporality.CUMULATIVE
 
     def counter(name: str, description: str, unit: str, points: list[tuple[dict[str, str], int]]) -> Any:
@@ -189,7 +209,8 @@ def metrics_data(snapshot: Snapshot | None = None, *, top: int = 20, scale: int 
 
         snapshot = take()
     scale = _check_scale(scale, snapshot.precision)
-    points = _points(metrics(snapshot, top), scale, time.time_ns())
+    now_ns = time.time_ns()
+    points = _points(metrics(snapshot, top), scale, _start_ns(snapshot, now_ns), now_ns)
     scope = ScopeMetrics(InstrumentationScope("fasthost", __version__), points, "")
     return MetricsData([ResourceMetrics(resource or _default_resource(), [scope], "")])
 

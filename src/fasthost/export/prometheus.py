@@ -11,6 +11,7 @@ histograms, and for the error of ``histogram_quantile``).
 
 from __future__ import annotations
 
+import _thread
 import socket
 import threading
 from collections.abc import Iterator
@@ -64,42 +65,51 @@ class FasthostCollector:
     def __init__(self, top: int = 20):
         self.top = check_top(top)
 
+    def describe(self) -> Iterator[Any]:
+        """The metric families, without samples: prometheus_client reads
+        their names from here to answer a filtered scrape
+        (``/metrics?name[]=fasthost_target_calls_total``)."""
+        yield from _families()
+
     def collect(self) -> Iterator[Any]:
         """The metric families of a snapshot taken now."""
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-
         from fasthost.export.snapshot import snapshot
 
         figures = metrics(snapshot(), self.top)
-        transitions = CounterMetricFamily(
-            "fasthost_transitions", "Transition calls by kind and HRESULT", labels=["call", "result"]
-        )
+        transitions, abandoned, calls, seconds, exclusive, latency = _families()
         for (call, result), count in figures.transitions.items():
             transitions.add_metric([call, result], count)
-        yield transitions
-        yield CounterMetricFamily(
-            "fasthost_frames_abandoned_at_thread_exit",
-            "Frames still open when their thread ended",
-            value=figures.abandoned_at_exit,
-        )
-        calls = CounterMetricFamily("fasthost_target_calls", "Unmanaged calls per target", labels=["target"])
-        seconds = CounterMetricFamily(
-            "fasthost_target_seconds", "Inclusive time in unmanaged calls per target", labels=["target"]
-        )
-        exclusive = CounterMetricFamily(
-            "fasthost_target_exclusive_seconds",
-            "Time in the target's own native code (callbacks left out)",
-            labels=["target"],
-        )
-        latency = HistogramMetricFamily(
-            "fasthost_target_latency_seconds", "Durations of unmanaged calls per target", labels=["target"]
-        )
+        abandoned.add_metric([], figures.abandoned_at_exit)
         for row in figures.targets:
             calls.add_metric([row.label], row.calls)
             seconds.add_metric([row.label], row.total_ns * _NS)
             exclusive.add_metric([row.label], row.exclusive_ns * _NS)
             latency.add_metric([row.label], octave_buckets(row.histogram), row.histogram.sum * _NS)
-        yield from (calls, seconds, exclusive, latency)
+        yield from (transitions, abandoned, calls, seconds, exclusive, latency)
+
+
+def _families() -> list[Any]:
+    """The exported metric families, empty, in the order they are exposed."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    return [
+        CounterMetricFamily("fasthost_transitions", "Transition calls by kind and HRESULT", labels=["call", "result"]),
+        CounterMetricFamily(
+            "fasthost_frames_abandoned_at_thread_exit", "Frames still open when their thread ended", labels=[]
+        ),
+        CounterMetricFamily("fasthost_target_calls", "Unmanaged calls per target", labels=["target"]),
+        CounterMetricFamily(
+            "fasthost_target_seconds", "Inclusive time in unmanaged calls per target", labels=["target"]
+        ),
+        CounterMetricFamily(
+            "fasthost_target_exclusive_seconds",
+            "Time in the target's own native code (callbacks left out)",
+            labels=["target"],
+        ),
+        HistogramMetricFamily(
+            "fasthost_target_latency_seconds", "Durations of unmanaged calls per target", labels=["target"]
+        ),
+    ]
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -116,9 +126,9 @@ class Server:
     bound port, ``url`` the address to scrape; ``stop()`` (or leaving a
     ``with`` block) shuts it down and closes its socket."""
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread):
+    def __init__(self, server: WSGIServer, finished: threading.Event):
         self._server = server
-        self._thread = thread
+        self._finished = finished  # set when the serving thread has returned
         self.address = str(server.server_address[0])
         self.port = int(server.server_address[1])
 
@@ -131,9 +141,9 @@ class Server:
     def stop(self) -> None:
         """Stops serving and closes the socket (waits for a scrape being
         answered). Calling it again does nothing."""
-        if self._thread.is_alive():
+        if not self._finished.is_set():
             self._server.shutdown()
-            self._thread.join()
+            self._finished.wait()
         self._server.server_close()
 
     def __enter__(self) -> Server:
@@ -170,14 +180,21 @@ def serve(port: int = 0, addr: str = "127.0.0.1", *, top: int = 20) -> Server:
     # One thread answers every scrape (no thread per request), so that all
     # of the endpoint's work runs where recording is paused.
     server = make_server(addr, port, make_wsgi_app(registry), server_class=server_class, handler_class=_QuietHandler)
-    paused = threading.Event()
+    paused, finished = threading.Event(), threading.Event()
 
     def answer_scrapes() -> None:
         _core._pause()  # this thread's calls are fasthost's, not the program's
-        paused.set()
-        server.serve_forever(poll_interval=0.2)
+        try:
+            paused.set()
+            server.serve_forever(poll_interval=0.2)
+        finally:
+            finished.set()
 
-    thread = threading.Thread(target=answer_scrapes, name="fasthost-prometheus", daemon=True)
-    thread.start()
+    # A bare thread, not a threading.Thread: the latter's bootstrap makes
+    # builtin calls (its ident, its started Event) before the target runs,
+    # which a capture that sees every thread (sys.monitoring, 3.12+) would
+    # record as the program's. Here pausing is the thread's first act. Like
+    # a daemon thread, it does not keep the process alive.
+    _thread.start_new_thread(answer_scrapes, ())
     paused.wait()
-    return Server(server, thread)
+    return Server(server, finished)
