@@ -5,6 +5,7 @@
     fasthost report OUT.npz [--top N] [--json]
     fasthost plot OUT.npz -o hist.png [--top N]
     fasthost diff A.npz B.npz [--top N]
+    fasthost combine DIR_OR_FILE... -o OUT.npz
 
 Errors (a missing or corrupt file, bad arguments) print one line on stderr
 and exit with status 2. Paths are checked before any work starts: an
@@ -90,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--top", type=int, default=10, help="targets in the per-target panel (default: 10)")
     plot.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
 
+    combine = commands.add_parser(
+        "combine", help="combine snapshots (files, or folders of .npz files) into one, each session once"
+    )
+    combine.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE")
+    combine.add_argument("-o", "--output", required=True, help="the snapshot file to write")
+    combine.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
+
     diff = commands.add_parser("diff", help="compare two saved snapshots target by target")
     diff.add_argument("before")
     diff.add_argument("after")
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             args.args = module_args
         if getattr(args, "top", 0) < 0:
             raise UsageError("--top must be >= 0")
-        command = {"run": _run, "report": _report, "plot": _plot, "diff": _diff}[args.command]
+        command = {"run": _run, "report": _report, "plot": _plot, "diff": _diff, "combine": _combine}[args.command]
         return command(args)
     except UsageError as exc:
         print(f"fasthost: error: {exc}", file=sys.stderr)
@@ -327,3 +335,52 @@ def _diff(args: argparse.Namespace) -> int:
     _progress(args, "comparing targets")
     sys.stdout.write(compare_targets(before, after, top=args.top))
     return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from fasthost.export.combine import distinct
+
+    _check_output(args.output)
+    paths = _snapshot_files(args.inputs)
+    sizes = [_input_size(path) for path in paths]  # all checked before any is read
+    snaps = [_load(args, path, size) for path, size in zip(paths, sizes)]
+    precisions = {snap.precision for snap in snaps}
+    if len(precisions) > 1:
+        first = {snap.precision: path for path, snap in zip(paths, snaps)}
+        raise UsageError(
+            "cannot combine snapshots of different precisions exactly: "
+            + ", ".join(f"{first[p]} has precision {p}" for p in sorted(first))
+        )
+    try:
+        kept, dropped = distinct(snaps, paths)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for index, instead in dropped:
+        print(f"fasthost: left out {paths[index]}: its session is in {paths[instead]}", file=sys.stderr)
+    combined = fasthost.merge([snaps[i] for i in kept])
+    try:
+        combined.save(args.output)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(
+        f"fasthost: wrote {args.output}: {len(kept)} file(s), {combined.totals['processes']} process(es), "
+        f"{combined.totals['transitions']:,} transitions",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _snapshot_files(inputs: list[str]) -> list[str]:
+    """The files ``inputs`` name: a folder stands for the ``.npz`` files in
+    it (not below), in name order. Raises UsageError for a folder without
+    any."""
+    paths = []
+    for name in inputs:
+        if os.path.isdir(name):
+            found = sorted(os.path.join(name, f) for f in os.listdir(name) if f.endswith(".npz"))
+            if not found:
+                raise UsageError(f"no .npz files in {name}")
+            paths += found
+        else:
+            paths.append(name)
+    return paths
