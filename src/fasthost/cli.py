@@ -1,6 +1,6 @@
 """The command line: ``python -m fasthost`` (or ``fasthost``).
 
-    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] script.py [args ...]
+    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] [--no-follow] script.py [args ...]
     fasthost run [...] -m module [args ...]
     fasthost report OUT.npz [--top N] [--json]
     fasthost plot OUT.npz -o hist.png [--top N]
@@ -28,6 +28,8 @@ from typing import NoReturn
 
 import fasthost
 from fasthost.capture.modes import Captures
+from fasthost.follow import Follow
+from fasthost.follow import write as follow_write
 from fasthost.runner import Main, prepare_module, prepare_script
 
 __all__ = ["main"]
@@ -75,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
     run.add_argument("--clock", default="auto", choices=("auto", "tsc", "monotonic"), help="time source")
+    run.add_argument(
+        "--no-follow",
+        dest="follow",
+        action="store_false",
+        help="record only this process, not the Python processes it starts (fork, multiprocessing, "
+        "subprocess), which by default record with the same options and are combined into the output",
+    )
     run.add_argument("-m", dest="module", help="run a module as a script, like python -m")
     run.add_argument("script", nargs="?", help="the script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
@@ -171,12 +180,24 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot compile {args.script}: {exc}") from None
 
     status = 0
-    fasthost.start(clock=args.clock)
+    run_pid = os.getpid()
+    start_options = {"clock": args.clock}
+    follow = Follow(captures.captures, start_options) if args.follow else None
+    if follow is not None:
+        follow.start()
+    fasthost.start(**start_options)
     try:
         status = _run_captured(main, captures)
     finally:
         fasthost.stop()
+        if os.getpid() != run_pid:
+            # A child forked by the program ended here (it returned or raised
+            # SystemExit): its data is its own file's, never the run's output.
+            follow_write()
+            return status  # noqa: B012  # the child's own status, whatever ends it
         snap = fasthost.snapshot()
+        if follow is not None:
+            snap = _with_children(snap, follow)
         try:
             snap.save(args.output)
         except OSError as exc:
@@ -189,6 +210,36 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n" + snap.report(top=args.top))
         sys.stdout.flush()
     return status
+
+
+def _with_children(snap: fasthost.Snapshot, follow: Follow) -> fasthost.Snapshot:
+    """The run's snapshot and its children's, combined; says on stderr how
+    many processes contributed and which children wrote nothing."""
+    try:
+        outcome = follow.finish()
+    except ValueError as exc:
+        print(f"fasthost: error: a child's data is unreadable, left out: {exc}", file=sys.stderr)
+        return snap
+    if not outcome.snapshots and not outcome.silent:
+        return snap
+    from fasthost.export.combine import merge
+
+    parts = merge([snap, *outcome.snapshots])
+    if outcome.silent:
+        parts["meta"]["children_without_data"] = outcome.silent
+    combined = fasthost.Snapshot(**parts)
+    if outcome.silent:
+        running = f" ({len(outcome.running)} still running)" if outcome.running else ""
+        print(
+            f"fasthost: {len(outcome.silent)} child process(es) wrote no data{running}: "
+            f"pid {', '.join(map(str, outcome.silent))} (killed, os._exit, or not finished)",
+            file=sys.stderr,
+        )
+    print(
+        f"fasthost: combined {combined.totals['processes']} processes ({len(outcome.snapshots)} children wrote data)",
+        file=sys.stderr,
+    )
+    return combined
 
 
 # Why a capture can record nothing, and what to use instead.
