@@ -216,7 +216,9 @@ def test_combine_counts_a_session_saved_twice_once(tmp_path):
     assert proc.returncode == 0, proc.stderr
     combined = fasthost.load(out)
     assert combined.totals["calls"]["leave"] == 8 + 5
-    assert "left out" in proc.stderr and "a-early.npz" in proc.stderr and "other-copy.npz" in proc.stderr
+    assert "left out" in proc.stderr
+    assert "a-early.npz" in proc.stderr
+    assert "other-copy.npz" in proc.stderr
     # A combined file and the files it holds: each session still once.
     again = tmp_path / "out" / "again.npz"
     assert fasthost_cli("combine", out, tmp_path / "a-late.npz", "-o", again).returncode == 0
@@ -230,7 +232,8 @@ def test_combine_refuses_files_that_share_only_some_sessions(tmp_path):
     proc = fasthost_cli("combine", tmp_path / "one-two.npz", tmp_path / "two-three.npz", "-o", tmp_path / "o.npz")
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("fasthost: error: ") and "share 1 recording session(s) but not all" in line
+    assert line.startswith("fasthost: error: ")
+    assert "share 1 recording session(s) but not all" in line
     assert not (tmp_path / "o.npz").exists()
 
 
@@ -240,7 +243,9 @@ def test_combine_refuses_different_precisions_in_one_line(tmp_path):
     proc = fasthost_cli("combine", tmp_path / "p3.npz", tmp_path / "p5.npz", "-o", tmp_path / "o.npz")
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
-    assert "different precisions" in line and "p3.npz has precision 3" in line and "p5.npz has precision 5" in line
+    assert "different precisions" in line
+    assert "p3.npz has precision 3" in line
+    assert "p5.npz has precision 5" in line
 
 
 def test_combine_of_a_folder_without_snapshots_is_one_line(tmp_path):
@@ -295,4 +300,5 @@ def test_report_and_to_dict_group_threads_by_process_once_there_are_several(tmp_
     assert summary["totals"]["processes"] == 2
     text = merged.report()
     assert text.startswith("fasthost: 2 processes, 3 thread(s), 6 transitions")
-    assert f"pid {pid}" in text and f"pid {os.getpid()}" in text
+    assert f"pid {pid}" in text
+    assert f"pid {os.getpid()}" in text
