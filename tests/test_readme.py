@@ -48,3 +48,17 @@ def test_readme_opens_with_the_two_commands():
         "pip install . && python -m fasthost run examples/qsort_callbacks.py",
         'pip install ".[test]" && python -m pytest',
     ]
+
+
+def test_many_processes_example_records_every_call_of_the_pool_and_the_subprocess(tmp_path):
+    out = tmp_path / "pool.npz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fasthost", "run", "-o", str(out), str(ROOT / "examples" / "pool_workers.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pool: 4000 calls" in proc.stdout
+    assert re.search(r"^fasthost: \d processes, \d thread\(s\), 4,101 transitions, 0 errors$", proc.stdout, re.M)
+    assert re.search(r"libm\.so\.6!cos\s+4,101 ", proc.stdout)
