@@ -302,3 +302,27 @@ def test_report_and_to_dict_group_threads_by_process_once_there_are_several(tmp_
     assert text.startswith("fasthost: 2 processes, 3 thread(s), 6 transitions")
     assert f"pid {pid}" in text
     assert f"pid {os.getpid()}" in text
+
+
+NESTED = (
+    PRELUDE
+    + """
+cos_calls(5)
+inner = subprocess.run([sys.executable, "-m", "fasthost", "run", "-o", sys.argv[1], sys.argv[2]],
+                       capture_output=True, text=True)
+print(inner.stderr, file=sys.stderr)
+tell(run=os.getpid(), inner_status=inner.returncode)
+"""
+)
+
+
+def test_a_run_started_by_a_followed_program_records_on_its_own(tmp_path):
+    out, inner = tmp_path / "outer.npz", tmp_path / "inner.npz"
+    child = write(tmp_path, "child.py", CHILD)
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "nested.py", NESTED), inner, child)
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert told["inner_status"] == 0
+    assert calls_by_pid(fasthost.load(out)) == {told["run"]: 5}
+    assert fasthost.load(inner).totals["calls"]["leave"] == 13
+    assert "wrote no data" not in proc.stderr

@@ -29,6 +29,7 @@ from typing import NoReturn
 import fasthost
 from fasthost.capture.modes import Captures
 from fasthost.follow import Follow
+from fasthost.follow import detach as follow_detach
 from fasthost.follow import write as follow_write
 from fasthost.runner import Main, prepare_module, prepare_script
 
@@ -166,6 +167,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("run needs a script or -m module")
     if args.script and not args.module and not os.path.isfile(args.script):
         raise UsageError(f"no such script: {args.script}")
+    follow_detach()  # a run started by a followed program records on its own
     if fasthost.running():
         raise UsageError("fasthost is already recording in this process")
     # Before the script runs: finding out afterwards would lose its run.

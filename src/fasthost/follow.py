@@ -24,13 +24,14 @@ resource tracker) record nothing themselves; the forkserver's children do.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
 import sys
 from typing import Any
 
-__all__ = ["ENVIRONMENT", "Follow", "Outcome", "write"]
+__all__ = ["ENVIRONMENT", "Follow", "Outcome", "detach", "write"]
 
 ENVIRONMENT = "FASTHOST_FOLLOW"
 """The variable that makes a Python process record: JSON of the run folder,
@@ -176,6 +177,25 @@ def write() -> None:
         _Process.writing = False
         if _Process.signal_pending is not None:
             _die(_Process.signal_pending)
+
+
+def detach() -> None:
+    """Stops following in this process, which records nothing for the run
+    that started it and writes no file for it (``fasthost run`` started by
+    a followed program: the inner run records on its own, into its own
+    output). Does nothing in a process that is not following."""
+    if _Process.options is None or _Process.is_run:
+        return
+    import fasthost
+
+    if _Process.captures is not None:
+        _Process.captures.stop()
+        _Process.captures = None
+    fasthost.stop()
+    if _Process.token is not None:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(_Process.options["dir"], _Process.token + STARTED))
+    _Process.options, _Process.token = None, None
 
 
 def _write_and_die(signum: int, frame: Any) -> None:
