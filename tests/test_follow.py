@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -21,15 +22,16 @@ from .test_cli import fasthost_cli
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 
-PRELUDE = """
-import ctypes, ctypes.util, json, multiprocessing, os, signal, subprocess, sys
-libm = ctypes.CDLL(ctypes.util.find_library("m"))
-libm.cos.restype = ctypes.c_double
-libm.cos.argtypes = [ctypes.c_double]
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
-def cos_calls(n):
-    for _ in range(n):
-        libm.cos(0.5)
+# cos_calls(n): n calls of libm's cos through ctypes, from the README's example.
+PRELUDE = f"""
+import json, multiprocessing, os, signal, subprocess, sys
+sys.path.insert(0, {str(EXAMPLES)!r})
+from pool_workers import cos_calls
+
+def work(n):  # a pool task: who did it
+    cos_calls(n)
     return os.getpid()
 
 def tell(**facts):  # what the test needs to know, on stdout
@@ -50,7 +52,7 @@ POOL = (
     + """
 if __name__ == "__main__":
     with multiprocessing.get_context(sys.argv[1]).Pool(2) as pool:  # ends with terminate(): SIGTERM
-        workers = pool.map(cos_calls, [100] * 10, chunksize=1)
+        workers = pool.map(work, [100] * 10, chunksize=1)
     cos_calls(7)
     subprocess.run([sys.executable, sys.argv[2]], check=True)
     tell(run=os.getpid(), workers=workers)
