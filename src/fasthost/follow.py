@@ -161,6 +161,8 @@ def write() -> None:
     if _Process.options is None or _Process.is_run or _Process.token is None or _Process.written:
         return
     _Process.written = _Process.writing = True
+    if not os.path.isdir(_Process.options["dir"]):
+        return  # the run ended first and named this process as still running
     try:
         import fasthost
 
