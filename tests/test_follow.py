@@ -328,3 +328,25 @@ def test_a_run_started_by_a_followed_program_records_on_its_own(tmp_path):
     assert calls_by_pid(fasthost.load(out)) == {told["run"]: 5}
     assert fasthost.load(inner).totals["calls"]["leave"] == 13
     assert "wrote no data" not in proc.stderr
+
+
+OUTLIVING = (
+    PRELUDE
+    + """
+# The child records from its start-up, says so, and ends only once the run has (its stdin closes).
+child = subprocess.Popen([sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+child.stdout.readline()
+tell(run=os.getpid(), child=child.pid)
+"""
+)
+
+
+def test_a_child_still_running_at_the_end_is_named_and_writes_nothing_later(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "outliving.py", OUTLIVING))  # waits for its stderr
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert f"1 child process(es) wrote no data (1 still running): pid {told['child']}" in proc.stderr
+    assert fasthost.load(out).meta["children_without_data"] == [told["child"]]
+    assert "could not write" not in proc.stderr

@@ -160,10 +160,11 @@ def write() -> None:
     the run reports this process as one that wrote no data."""
     if _Process.options is None or _Process.is_run or _Process.token is None or _Process.written:
         return
-    _Process.written = _Process.writing = True
-    if not os.path.isdir(_Process.options["dir"]):
-        return  # the run ended first and named this process as still running
+    _Process.writing = True  # first: a SIGTERM from here on waits for the file
+    _Process.written = True
     try:
+        if not os.path.isdir(_Process.options["dir"]):
+            return  # the run ended first and named this process as still running
         import fasthost
 
         if _Process.captures is not None:
