@@ -5,12 +5,15 @@ transitions nest U (qsort) -> M (comparator) -> U (strcmp).
 Profile it with fasthost, which instruments the ctypes calls and the
 callback without touching this file:
 
-    python -m fasthost run examples/qsort_callbacks.py
+    python -m fasthost run examples/qsort_callbacks.py [WORDS [ROUNDS]]
+
+(2000 words, 5 rounds by default.)
 """
 
 import ctypes
 import ctypes.util
 import random
+import sys
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.strcmp.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
@@ -40,4 +43,4 @@ def main(n=2000, rounds=5):
 
 
 if __name__ == "__main__":
-    main()
+    main(*(int(arg) for arg in sys.argv[1:3]))

@@ -443,3 +443,29 @@ def test_durations_read_in_the_unit_that_keeps_them_below_1000(ns, text):
     from fasthost.export.report import format_ns
 
     assert format_ns(ns) == text
+
+
+def test_recorded_time_counts_each_nanosecond_once_where_inclusive_sums_count_nesting(tmp_path):
+    # The bundled example nests U (qsort) -> M (comparator) -> U (strcmp):
+    # qsort's frames hold everything recorded, so the recorded time is
+    # exactly their inclusive total; the inclusive sum adds strcmp again.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fasthost.export.report import format_ns
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "qsort_callbacks.py"
+    out = tmp_path / "run.npz"
+    subprocess.run(
+        [sys.executable, "-m", "fasthost", "run", "-o", str(out), str(example), "300", "2"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    snap = fasthost.load(out)
+    totals = snap.totals
+    by_symbol = {str(row["symbol"]): row for row in snap.targets}
+    qsort, strcmp = by_symbol["libc.so.6!qsort"], by_symbol["libc.so.6!strcmp"]
+    assert totals["recorded_ns"] == int(qsort["total_ns"])
+    assert totals["recorded_ns"] == totals["exclusive_ns"] + totals["callback_exclusive_ns"]
+    assert totals["unmanaged_ns"] == int(qsort["total_ns"]) + int(strcmp["total_ns"])
+    assert f"time:   {format_ns(totals['recorded_ns'])} recorded:" in snap.report()

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "src" / "fasthost"
 
 # Everything the wheel may hold under fasthost/, besides the Python modules.
-WHEEL_EXTRAS = {"py.typed", "_core.pyi", "_testing.pyi", "capi.pxd", "include/fasthost.h"}
+WHEEL_EXTRAS = {"py.typed", "_core.pyi", "_testing.pyi", "capi.pxd", "include/fasthost.h", "export/report.html"}
 EXTENSIONS = ("_core", "_testing")
 BUILD_SOURCES = re.compile(r"\.(c|h|pyx|pxi|pxd)$")
 
@@ -37,7 +37,16 @@ def dists(tmp_path_factory):
     pytest.importorskip("build", reason="the packaging test needs `build` (in the [test] extra)")
     tree = tmp_path_factory.mktemp("tree")
     junk = shutil.ignore_patterns(
-        "__pycache__", "*.py[cod]", "*.so", "*.egg-info", "build", "_core.c", "_testing.c", "*.html"
+        # Cython's annotation pages (cython -a), not the HTML report's page
+        "__pycache__",
+        "*.py[cod]",
+        "*.so",
+        "*.egg-info",
+        "build",
+        "_core.c",
+        "_testing.c",
+        "_core.html",
+        "_testing.html",
     )
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "LICENSE", "README.md"):
         shutil.copy2(ROOT / name, tree / name)
@@ -109,6 +118,7 @@ def test_sdist_builds_and_tests_the_project(dists):
         "src/fasthost/_core.pyx",
         "src/fasthost/_testing.pyx",
         "src/fasthost/_testing_native.h",
+        "src/fasthost/export/report.html",
         "src/fasthost/core/fh_runtime.h",
         "src/fasthost/capture/fh_capture.h",
         "tests/conftest.py",

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
@@ -61,3 +63,26 @@ def test_many_processes_example_records_every_call_of_the_pool_and_the_subproces
     assert "pool: 4000 calls" in proc.stdout
     assert re.search(r"^fasthost: \d processes, \d thread\(s\), 4,101 transitions, 0 errors$", proc.stdout, re.M)
     assert re.search(r"libm\.so\.6!cos\s+4,101 ", proc.stdout)
+
+
+def readme_example(heading: str) -> str:
+    """The first Python example under the README's ``### heading``."""
+    section = README.read_text().split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[0]
+
+
+@pytest.mark.parametrize(
+    ("heading", "module", "printed"),
+    [
+        ("Prometheus", "prometheus_client", """['fasthost_target_calls_total{target="libm.so.6!cos"} 1000.0']"""),
+        ("OpenTelemetry", "opentelemetry.sdk", "libm.so.6!cos 1000 0 1000"),
+    ],
+)
+def test_exporter_examples_run_and_print_what_the_readme_says(tmp_path, heading, module, printed):
+    pytest.importorskip(module, reason="the test extra installs the exporters' packages")
+    assert f"prints `{printed}`" in " ".join(README.read_text().split())
+    script = tmp_path / "example.py"
+    script.write_text(readme_example(heading))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == printed

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from fasthost.capture.native import capture_native
     from fasthost.export.histogram import Histogram
     from fasthost.export.memory import memory_usage
+    from fasthost.export.prometheus import serve
     from fasthost.export.snapshot import Snapshot, load, merge, snapshot
     from fasthost.export.symbols import register_target, unregister_target
     from fasthost.hresult import HResult
@@ -52,6 +53,7 @@ _WHERE = {
     **dict.fromkeys(_EXPORT, "fasthost.export"),
     "capture_builtins": "fasthost.capture.builtins",
     "capture_native": "fasthost.capture.native",
+    "serve": "fasthost.export.prometheus",
     "HResult": "fasthost.hresult",
 }
 
@@ -76,6 +78,7 @@ __all__ = [
     "reverse_enter_runtime",
     "reverse_leave_runtime",
     "running",
+    "serve",
     "snapshot",
     "start",
     "stop",

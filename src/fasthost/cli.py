@@ -1,10 +1,11 @@
 """The command line: ``python -m fasthost`` (or ``fasthost``).
 
-    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] [--no-follow] script.py [args ...]
+    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] [--html OUT.html] [--serve PORT]
+                 [--no-follow] script.py [args ...]
     fasthost run [...] -m module [args ...]
-    fasthost report OUT.npz [--top N] [--json]
-    fasthost plot OUT.npz -o hist.png [--top N]
-    fasthost diff A.npz B.npz [--top N]
+    fasthost report OUT.npz [--top N] [--json | --html OUT.html]
+    fasthost plot OUT.npz -o plot.png [--top N]
+    fasthost diff A.npz B.npz [--top N] [--plot OUT.png]
     fasthost combine DIR_OR_FILE... -o OUT.npz
 
 Errors (a missing or corrupt file, bad arguments) print one line on stderr
@@ -24,7 +25,7 @@ import os
 import stat
 import sys
 import traceback
-from typing import NoReturn
+from typing import Any, Callable, NoReturn
 
 import fasthost
 from fasthost.capture.modes import Captures
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-o", "--output", default=DEFAULT_OUTPUT, help=f"snapshot file to write (default: {DEFAULT_OUTPUT})"
     )
+    run.add_argument("--html", metavar="OUT.html", help="also write the self-contained HTML report there")
     run.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
     run.add_argument("--clock", default="auto", choices=("auto", "tsc", "monotonic"), help="time source")
     run.add_argument(
@@ -85,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         help="record only this process, not the Python processes it starts (fork, multiprocessing, "
         "subprocess), which by default record with the same options and are combined into the output",
     )
+    run.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        help="serve the live recording to Prometheus on 127.0.0.1:PORT/metrics while the program runs "
+        "(0: a free port, printed on stderr; needs fasthost[prometheus])",
+    )
     run.add_argument("-m", dest="module", help="run a module as a script, like python -m")
     run.add_argument("script", nargs="?", help="the script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
@@ -92,10 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the report of a saved snapshot")
     report.add_argument("file")
     report.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
-    report.add_argument("--json", action="store_true", help="print the JSON summary instead")
+    shape = report.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the JSON summary instead")
+    shape.add_argument("--html", metavar="OUT.html", help="write the self-contained HTML report there instead")
     report.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
 
-    plot = commands.add_parser("plot", help="draw the latency histogram of a saved snapshot as PNG")
+    plot = commands.add_parser(
+        "plot", help="draw a saved snapshot as PNG: percentile curves per target, time per target, histograms"
+    )
     plot.add_argument("file")
     plot.add_argument("-o", "--output", required=True, help="the PNG file to write")
     plot.add_argument("--top", type=int, default=10, help="targets in the per-target panel (default: 10)")
@@ -112,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("before")
     diff.add_argument("after")
     diff.add_argument("--top", type=int, default=20, help="targets in the table (default: 20)")
+    diff.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="also draw the before/after percentile curves of the targets with the most time as PNG",
+    )
     diff.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
     return parser
 
@@ -136,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 # ---- run ----------------------------------------------------------------------
 
 
-_RUN_OPTIONS_WITH_VALUES = frozenset({"-o", "--output", "--capture", "--clock", "--top"})
+_RUN_OPTIONS_WITH_VALUES = frozenset({"-o", "--output", "--html", "--capture", "--clock", "--top", "--serve"})
 
 
 def _split_module_args(argv: list[str]) -> list[str] | None:
@@ -172,6 +190,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("fasthost is already recording in this process")
     # Before the script runs: finding out afterwards would lose its run.
     _check_output(args.output)
+    if args.html:
+        _check_output(args.html)
+        if os.path.realpath(args.html) == os.path.realpath(args.output):
+            raise UsageError(f"--html and -o name the same file: {args.html}")
     try:
         main = prepare_module(args.module, args.args) if args.module else prepare_script(args.script, args.args)
     except ImportError as exc:
@@ -187,16 +209,20 @@ def _run(args: argparse.Namespace) -> int:
     follow = Follow(captures.captures, start_options) if args.follow else None
     if follow is not None:
         follow.start()
+    server = _serve(args.serve)
     fasthost.start(**start_options)
     try:
         status = _run_captured(main, captures)
     finally:
-        fasthost.stop()
         if os.getpid() != run_pid:
             # A child forked by the program ended here (it returned or raised
-            # SystemExit): its data is its own file's, never the run's output.
+            # SystemExit): its data is its own file's, never the run's output
+            # (nor the run's server: its thread is not in the child).
             follow_write()
             return status  # noqa: B012  # the child's own status, whatever ends it
+        if server is not None:
+            server.stop()
+        fasthost.stop()
         snap = fasthost.snapshot()
         if follow is not None:
             snap = _with_children(snap, follow)
@@ -207,6 +233,11 @@ def _run(args: argparse.Namespace) -> int:
             status = status or 2
         else:
             print(f"fasthost: wrote {args.output}", file=sys.stderr)
+        if args.html:
+            failure = _write_html(snap, args.html, args.top)
+            if failure:
+                print(f"fasthost: error: {failure}", file=sys.stderr)
+                status = status or 2
         if captures.captures and snap.totals["transitions"] == 0:
             print(_nothing_seen(captures.captures), file=sys.stderr)
         sys.stdout.write("\n" + snap.report(top=args.top))
@@ -242,6 +273,22 @@ def _with_children(snap: fasthost.Snapshot, follow: Follow) -> fasthost.Snapshot
         file=sys.stderr,
     )
     return combined
+
+
+def _serve(port: int | None) -> Any:
+    """The Prometheus endpoint ``run --serve PORT`` asks for (None
+    without it), started before the program so that a scrape never
+    misses its start."""
+    if port is None:
+        return None
+    try:
+        server = fasthost.serve(port)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"--serve: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"--serve: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    print(f"fasthost: serving Prometheus metrics at {server.url}", file=sys.stderr)
+    return server
 
 
 # Why a capture can record nothing, and what to use instead.
@@ -354,27 +401,62 @@ def _load(args: argparse.Namespace, path: str, size: int) -> fasthost.Snapshot:
 
 
 def _report(args: argparse.Namespace) -> int:
-    snap = _load(args, args.file, _input_size(args.file))
+    size = _input_size(args.file)
+    if args.html:
+        _check_output(args.html)  # before reading what may be a large snapshot
+    snap = _load(args, args.file, size)
     _progress(args, "computing percentiles")
-    if args.json:
+    if args.html:
+        failure = _write_html(snap, args.html, args.top)
+        if failure:
+            raise UsageError(failure)
+    elif args.json:
         print(json.dumps(snap.to_dict(top=args.top), indent=2))
     else:
         sys.stdout.write(snap.report(top=args.top))
     return 0
 
 
+def _check_png(path: str) -> None:
+    """Raises UsageError (one line) for a PNG output that cannot be
+    written (see _check_output) or is not named .png; and, before any
+    snapshot is read, when matplotlib is missing."""
+    if not path.lower().endswith(".png"):
+        raise UsageError(f"the plot is a PNG: its file name must end in .png, got {path!r}")
+    _check_output(path)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("plots need matplotlib: pip install 'fasthost[plot]' (or pip install matplotlib)") from None
+
+
+def _draw(args: argparse.Namespace, path: str, draw: Callable[[], object]) -> None:
+    """Runs ``draw``, which writes the PNG ``path``; a failure to write it
+    is one line."""
+    _progress(args, f"drawing {path}")
+    try:
+        draw()
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"fasthost: wrote {path}", file=sys.stderr)
+
+
+def _write_html(snap: fasthost.Snapshot, path: str, top: int) -> str | None:
+    """Writes the HTML report of ``snap`` to ``path`` and says so on
+    stderr; the one-line reason when it cannot be written, else None."""
+    try:
+        size = snap.html(path, top=top)
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    print(f"fasthost: wrote {path} ({size / 1000:.1f} kB)", file=sys.stderr)
+    return None
+
+
 def _plot(args: argparse.Namespace) -> int:
     size = _input_size(args.file)
-    _check_output(args.output)  # before reading what may be a large snapshot
+    _check_png(args.output)  # before reading what may be a large snapshot
     snap = _load(args, args.file, size)
-    _progress(args, f"drawing {args.output}")
-    try:
-        snap.plot(args.output, top=args.top)
-    except ImportError as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    print(f"fasthost: wrote {args.output}", file=sys.stderr)
+    _draw(args, args.output, lambda: snap.plot(args.output, top=args.top))
     return 0
 
 
@@ -384,9 +466,17 @@ def _diff(args: argparse.Namespace) -> int:
     # Both checked before either is read: a bad second file is not found
     # out only after loading the first.
     before_size, after_size = _input_size(args.before), _input_size(args.after)
+    if args.plot is not None:
+        _check_png(args.plot)
     before, after = _load(args, args.before, before_size), _load(args, args.after, after_size)
     _progress(args, "comparing targets")
     sys.stdout.write(compare_targets(before, after, top=args.top))
+    if args.plot is not None:
+        from fasthost.export.plot import DIFF_PANELS, plot_diff
+
+        labels = (os.path.basename(args.before), os.path.basename(args.after))
+        panels = min(args.top, DIFF_PANELS)
+        _draw(args, args.plot, lambda: plot_diff(before, after, args.plot, top=panels, labels=labels))
     return 0
 
 

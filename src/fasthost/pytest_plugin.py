@@ -126,12 +126,18 @@ class FasthostPlugin:
         self.summary: list[str] = []
         self.summary_lines: list[str] = []  # what --fasthost-save did
         self.failures: list[str] = []  # one line per benchmark beyond a threshold
-        from fasthost.capture.modes import Captures
+        from fasthost.capture.modes import INTERPRETER_CAPTURES, Captures, parse_captures
 
         try:
-            self._captures = Captures(config.getoption("fasthost_capture"))
+            captures = parse_captures(config.getoption("fasthost_capture"))
         except ValueError as exc:
             raise pytest.UsageError(f"--fasthost-capture {exc}") from None
+        # The ctypes and cffi adapters are on for the whole session (they
+        # instrument libraries as they load, at collection too); a capture
+        # that hooks the interpreter only while a test's body runs (see
+        # pytest_runtest_call).
+        self._captures = Captures([c for c in captures if c not in INTERPRETER_CAPTURES])
+        self._test_captures = Captures([c for c in captures if c in INTERPRETER_CAPTURES])
         self._thresholds: list[Threshold] = config.getoption("fasthost_compare_fail") or []
         if self._thresholds and not config.getoption("fasthost_compare"):
             raise pytest.UsageError("--fasthost-compare-fail needs --fasthost-compare")
@@ -225,6 +231,22 @@ class FasthostPlugin:
 
             fasthost.stop()
 
+    # trylast: the innermost wrapper, so that other plugins' code around the
+    # test is not recorded either.
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        # The builtins and native captures see every call of the process. On
+        # for the session, they would record pytest's own (collection,
+        # fixtures, reporting) into whatever recording runs, and those call
+        # sites would fill the per-thread table before a benchmark ran:
+        # pytest-benchmark's calls could then no longer be told apart by
+        # their call site, and the figures would change from run to run.
+        self._test_captures.start()
+        try:
+            yield
+        finally:
+            self._test_captures.stop()
+
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         if not self.config.getoption("fasthost"):
@@ -273,6 +295,14 @@ class FasthostPlugin:
                     f"{node:<{width}}  {f['transitions_per_call']:>10.3f}  calls={f['calls']:<8} "
                     f"p99={_ns(p99)}  errors={errors}"
                 )
+        inexact = sorted(node for node, f in self.figures.items() if f.get("callsites_dropped"))
+        for node in inexact:
+            terminalreporter.write_line(
+                f"fasthost: {node}: {self.figures[node]['callsites_dropped']} call(s) found the call-site table "
+                "full (max_targets per thread): pytest-benchmark's own calls among them are counted as the "
+                "benchmark's",
+                yellow=True,
+            )
         if self.summary:
             terminalreporter.section("fasthost: comparison with the baseline")
             for line in self.summary:
@@ -522,6 +552,9 @@ def figures_for(delta: Any, calls: int, benchmarked: int = 0) -> dict[str, Any]:
             for row in top
         ],
         "calls_per_call_by_target": _calls_by_target(targets, per),
+        # Closes that found the call-site table full: the harness's calls
+        # among them cannot be told apart, so the figures may include some.
+        "callsites_dropped": int(delta.meta.get("callsites_dropped", 0)),
     }
 
 

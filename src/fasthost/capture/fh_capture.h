@@ -188,11 +188,14 @@ static FH_NOINLINE int fh_hook_grow(fh_hook_stack *hs)
     return 1;
 }
 
-static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kind)
+static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kind, uint32_t where, int32_t depth,
+                               uintptr_t site)
 {
     if (FH_UNLIKELY(hs->count == hs->capacity) && !fh_hook_grow(hs))
         return 0;
-    hs->entries[hs->count] = (fh_hook_entry){.closer = closer, .kind = kind, .position = fh_current_depth(), .site = 0};
+    /* Written once, whole: the entry is on every call's path. */
+    hs->entries[hs->count] = (fh_hook_entry){
+        .closer = closer, .kind = kind, .where = where, .position = fh_current_depth(), .depth = depth, .site = site};
     __atomic_store_n(&hs->count, hs->count + 1u, __ATOMIC_RELAXED);
     return 1;
 }
@@ -251,15 +254,14 @@ static FH_NOINLINE int fh_hook_call(PyFrameObject *frame, PyObject *callable)
     if (!fh_hook_wants(callable) || fh_hook_paused)
         return 0;
     uintptr_t target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
-    if (!fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN))
-        return 0;
+    uint32_t where = 0;
+    PyObject *code = NULL;
     if (fh_sites_on && frame != NULL) {
-        uint32_t where;
-        PyObject *code = fh_frame_site(frame, &where);
+        code = fh_frame_site(frame, &where);
         fh_site_keep(code);
-        fh_hook_own.entries[fh_hook_own.count - 1u].where = where;
-        fh_hook_own.entries[fh_hook_own.count - 1u].site = (uintptr_t)code;
     }
+    if (!fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN, where, 0, (uintptr_t)code))
+        return 0;
     fh_leave_runtime(target);
     return 0;
 }
@@ -292,7 +294,7 @@ static inline void fh_hook_close(uintptr_t closer, int callback)
 
 static FH_NOINLINE int fh_hook_callback(PyFrameObject *frame)
 {
-    if (fh_top_is_unmanaged() && fh_hook_push(&fh_hook_own, (uintptr_t)frame, FH_HOOK_CALLBACK))
+    if (fh_top_is_unmanaged() && fh_hook_push(&fh_hook_own, (uintptr_t)frame, FH_HOOK_CALLBACK, 0, 0, 0))
         fh_reverse_enter_runtime();
     return 0;
 }
@@ -302,7 +304,7 @@ static int fh_hook_drain(int what, PyFrameObject *frame, PyObject *arg)
 {
     if (what == PyTrace_C_CALL) {
         if (fh_hook_wants(arg))
-            fh_hook_push(&fh_hook_own, fh_hook_closer(arg), FH_HOOK_UNOPENED);
+            fh_hook_push(&fh_hook_own, fh_hook_closer(arg), FH_HOOK_UNOPENED, 0, 0, 0);
     } else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
         fh_hook_close(fh_hook_closer(arg), 0);
     } else if (what == PyTrace_RETURN) {

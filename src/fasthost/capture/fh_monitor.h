@@ -226,17 +226,6 @@ static inline int fh_mon_python_depth(void)
     return tstate->py_recursion_limit - tstate->py_recursion_remaining;
 }
 
-/* Remembers an open; NULL (and nothing may be opened) without memory. */
-static inline fh_hook_entry *fh_mon_push(uintptr_t closer, uint32_t kind, uint32_t where, int depth)
-{
-    if (!fh_hook_push(&fh_hook_own, closer, kind))
-        return NULL;
-    fh_hook_entry *entry = &fh_hook_own.entries[fh_hook_own.count - 1u];
-    entry->where = where;
-    entry->depth = depth;
-    return entry;
-}
-
 /* A draining capture whose last frame just closed gives its tool id back. */
 static FH_NOINLINE void fh_mon_after_drain_close(void)
 {
@@ -295,20 +284,20 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_
         Py_RETURN_NONE;
     int mode = fh_mon_mode;
     uintptr_t target = mode != 0 && !fh_hook_paused ? fh_mon_target(callable, mode) : 0;
+    uint32_t where = fh_mon_offset(args[1]);
     if (target == 0) {
         if (fh_hook_own.count != 0)
-            fh_mon_push((uintptr_t)args[0], FH_HOOK_UNOPENED, fh_mon_offset(args[1]), 0);
+            fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_UNOPENED, where, 0, 0);
         Py_RETURN_NONE;
     }
-    fh_hook_entry *entry =
-        fh_mon_push((uintptr_t)args[0], FH_HOOK_BUILTIN, fh_mon_offset(args[1]), 0);
-    if (entry == NULL)
-        Py_RETURN_NONE;
+    uintptr_t site = 0;
     if (fh_sites_on) {
         fh_site_keep(args[0]);
-        entry->site = (uintptr_t)args[0];
+        site = (uintptr_t)args[0];
     }
-    fh_leave_runtime(target);
+    /* Nothing is opened without memory for the entry that closes it. */
+    if (fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_BUILTIN, where, 0, site))
+        fh_leave_runtime(target);
     Py_RETURN_NONE;
 }
 
@@ -355,7 +344,7 @@ static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, Py_ssize
         kind = FH_HOOK_CALLBACK_UNOPENED;
     else
         Py_RETURN_NONE;
-    if (fh_mon_push((uintptr_t)args[0], kind, 0, fh_mon_python_depth()) != NULL && kind == FH_HOOK_CALLBACK)
+    if (fh_hook_push(&fh_hook_own, (uintptr_t)args[0], kind, 0, fh_mon_python_depth(), 0) && kind == FH_HOOK_CALLBACK)
         fh_reverse_enter_runtime();
     Py_RETURN_NONE;
 }

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-__all__ = ["CAPTURES", "Captures", "parse_captures"]
+__all__ = ["CAPTURES", "INTERPRETER_CAPTURES", "Captures", "parse_captures"]
 
 CAPTURES = ("ctypes", "cffi", "builtins", "native")
-_INTERPRETER = ("builtins", "native")  # the captures that hook the interpreter: one at a time
+INTERPRETER_CAPTURES = ("builtins", "native")  # the captures that hook the interpreter: one at a time
 
 
 def parse_captures(spec: str | None) -> list[str]:
@@ -48,7 +48,7 @@ class Captures:
         from fasthost.capture import cffi, ctypes
 
         try:
-            for name in sorted(self.captures, key=lambda c: c in _INTERPRETER):
+            for name in sorted(self.captures, key=lambda c: c in INTERPRETER_CAPTURES):
                 if name == "ctypes":
                     self._stops.append(ctypes.disable)
                     ctypes.enable()

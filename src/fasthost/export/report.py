@@ -16,7 +16,16 @@ from fasthost.export.schema import KINDS, RESULT_FIELDS
 if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
 
-__all__ = ["QUANTILES", "called_from", "format_ns", "latency_summary", "report", "target_histogram", "to_dict"]
+__all__ = [
+    "QUANTILES",
+    "called_from",
+    "format_ns",
+    "header_lines",
+    "latency_summary",
+    "report",
+    "target_histogram",
+    "to_dict",
+]
 
 QUANTILES = {"p50_ns": 0.5, "p90_ns": 0.9, "p99_ns": 0.99, "p999_ns": 0.999}
 
@@ -166,6 +175,23 @@ def _check_top(top: Any) -> None:
 def report(snapshot: Snapshot, top: int = 20) -> str:
     """See :meth:`Snapshot.report`."""
     _check_top(top)
+    lines = header_lines(snapshot)
+    lines.append("")
+    lines += _target_table(snapshot, top)
+    if snapshot.totals["processes"] > 1:
+        lines.append("")
+        lines += _process_table(snapshot)
+    for kind in ("inclusive", "callback"):
+        hist = snapshot.histogram(kind)
+        if hist.total:
+            lines.append("")
+            lines += _text_histogram(hist, "unmanaged calls (inclusive)" if kind == "inclusive" else "callbacks")
+    return "\n".join(lines) + "\n"
+
+
+def header_lines(snapshot: Snapshot) -> list[str]:
+    """The report's first lines: threads, transitions, errors by HRESULT
+    name, calls by kind, and the time in unmanaged calls and callbacks."""
     totals = snapshot.totals
     calls = totals["calls"]
     processes = f"{totals['processes']} processes, " if totals["processes"] > 1 else ""
@@ -176,9 +202,16 @@ def report(snapshot: Snapshot, top: int = 20) -> str:
     ]
     errors = {name: n for name, n in totals["results"].items() if name != "S_OK" and n}
     lines.append("errors: " + ("  ".join(f"{name} {n:,}" for name, n in errors.items()) if errors else "none"))
+    # The recorded time first: each nanosecond once. The inclusive sums
+    # count a nested call at every level (strcmp inside qsort's callback is
+    # in both), so they are no share of anything and say so.
     lines.append(
-        f"time:   unmanaged {format_ns(totals['unmanaged_ns'])} (exclusive {format_ns(totals['exclusive_ns'])}), "
-        f"callbacks {format_ns(totals['callback_ns'])} (exclusive {format_ns(totals['callback_exclusive_ns'])})"
+        f"time:   {format_ns(totals['recorded_ns'])} recorded: {format_ns(totals['exclusive_ns'])} in unmanaged "
+        f"code, {format_ns(totals['callback_exclusive_ns'])} in callbacks (each ns counted once)"
+    )
+    lines.append(
+        f"        inclusive sums, nested calls counted at each level: unmanaged {format_ns(totals['unmanaged_ns'])}, "
+        f"callbacks {format_ns(totals['callback_ns'])}"
     )
     if totals["dropped_samples"]:
         lines.append(f"        {totals['dropped_samples']:,} samples not binned (out of memory)")
@@ -188,17 +221,7 @@ def report(snapshot: Snapshot, top: int = 20) -> str:
     silent = snapshot.meta.get("children_without_data", [])
     if silent:
         lines.append(_silent_children(silent))
-    lines.append("")
-    lines += _target_table(snapshot, top)
-    if totals["processes"] > 1:
-        lines.append("")
-        lines += _process_table(snapshot)
-    for kind in ("inclusive", "callback"):
-        hist = snapshot.histogram(kind)
-        if hist.total:
-            lines.append("")
-            lines += _text_histogram(hist, "unmanaged calls (inclusive)" if kind == "inclusive" else "callbacks")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _target_table(snapshot: Snapshot, top: int) -> list[str]:

@@ -359,14 +359,17 @@ class Snapshot:
         results), ``threads``, ``processes`` (that recorded: the pids of
         its threads and of its sessions), ``targets``, and ``unmanaged_ns`` /
         ``exclusive_ns`` / ``callback_ns`` / ``callback_exclusive_ns`` totals
-        in ns (``exclusive_ns + callback_exclusive_ns`` is the recorded time,
-        each nanosecond counted once)."""
+        in ns, and ``recorded_ns`` = ``exclusive_ns + callback_exclusive_ns``:
+        the time spent in recorded frames, each nanosecond counted once (the
+        inclusive sums count a nested call at every level)."""
         per_call = self.results.sum(axis=(0, 2))
         per_result = self.results.sum(axis=(0, 1))
         results = {hr.name: int(per_result[i]) for i, hr in enumerate(RESULT_ORDER)}
         results[HResult.HOST_E_ABANDONED.name] += int(self.threads["exit_abandoned"].sum())
         results[HResult.E_OUTOFMEMORY.name] += int(self.meta.get("unregistered_out_of_memory", 0))
         calls = {name: int(per_call[i]) for i, name in enumerate(CALL_ORDER)}
+        exclusive = int(self.thread_targets["exclusive_ns"].sum(dtype=np.uint64))
+        callback_exclusive = int(self.threads["callback_exclusive_ns"].sum(dtype=np.uint64))
         return {
             "calls": calls,
             "results": results,
@@ -376,9 +379,10 @@ class Snapshot:
             "processes": len(self.pids),
             "targets": int((~self.targets["overflow"]).sum()),
             "unmanaged_ns": int(self.thread_targets["total_ns"].sum(dtype=np.uint64)),
-            "exclusive_ns": int(self.thread_targets["exclusive_ns"].sum(dtype=np.uint64)),
+            "exclusive_ns": exclusive,
             "callback_ns": int(self.threads["callback_total_ns"].sum(dtype=np.uint64)),
-            "callback_exclusive_ns": int(self.threads["callback_exclusive_ns"].sum(dtype=np.uint64)),
+            "callback_exclusive_ns": callback_exclusive,
+            "recorded_ns": exclusive + callback_exclusive,
             "dropped_samples": int(self.threads["dropped_samples"].sum()),
             "callsites_dropped": int(self.meta.get("callsites_dropped", 0)),
             "poisoned": bool(self.meta.get("poisoned", False)),
@@ -433,15 +437,37 @@ class Snapshot:
 
     @_unrecorded
     def plot(self, path_or_ax: Any, top: int = 10) -> Any:
-        """Draws the inclusive latency histogram (log x, p50/p99 marked) and,
-        when given a path, a per-target panel of the ``top`` targets.
+        """Draws the snapshot with matplotlib (durations in ns, shown in
+        human units).
 
-        ``path_or_ax``: a file path (PNG written, the figure returned) or a
-        matplotlib ``Axes`` (only the histogram is drawn on it). Raises
-        ``ImportError`` naming the ``plot`` extra without matplotlib."""
+        ``path_or_ax``: a ``.png`` file path, to which four panels are
+        written (the figure is returned): percentile curves of the ``top``
+        targets by total time and of the callbacks (latency against
+        ``1/(1-q)``, HdrHistogram's convention); where the recorded time
+        went, per target (exclusive time inside inclusive time); and the
+        histograms of unmanaged calls and of callbacks on log count axes.
+        Or a matplotlib ``Axes``, on which only the unmanaged calls'
+        histogram is drawn (the Axes is returned). Raises ``ValueError`` for
+        a path not ending in .png or a ``top`` that is not an int >= 0,
+        ``TypeError`` for anything else than a path or an Axes,
+        ``ImportError`` naming the ``plot`` extra without matplotlib and
+        ``OSError`` when the file cannot be written."""
         from fasthost.export.plot import plot
 
         return plot(self, path_or_ax, top)
+
+    @_unrecorded
+    def html(self, path: str | os.PathLike[str], top: int = 50) -> int:
+        """Writes a self-contained HTML report to ``path`` (one file, no
+        network): header figures, a sortable table of the ``top`` targets,
+        each target's latency distribution (percentile curve and log-count
+        histogram), callers and callbacks, and the threads with their
+        errors by HRESULT. Returns the file's size in bytes. Raises
+        ``ValueError`` for a bad ``top``, ``OSError`` when the file cannot
+        be written."""
+        from fasthost.export.html import write_html
+
+        return write_html(self, path, top)
 
     # ---- comparison -----------------------------------------------------
     def __eq__(self, other: object) -> bool:
