@@ -3,6 +3,7 @@ on a real qsort, diff/merge, save/load, report, plot, memory."""
 
 import ctypes
 import json
+import os
 import threading
 import time
 import zipfile
@@ -258,7 +259,8 @@ def test_load_reads_files_written_before_callbacks_had_self_time(recording, tmp_
     snap = fasthost.snapshot()
     path = tmp_path / "old.npz"
     snap.save(path)
-    old_fields = [name for name in snap.threads.dtype.names if name != "callback_exclusive_ns"]
+    # Those files had no pid column either (format 1).
+    old_fields = [name for name in snap.threads.dtype.names if name not in ("callback_exclusive_ns", "pid")]
     old = np.zeros(len(snap.threads), dtype=[(n, snap.threads.dtype[n]) for n in old_fields])
     for name in old_fields:
         old[name] = snap.threads[name]
@@ -267,6 +269,7 @@ def test_load_reads_files_written_before_callbacks_had_self_time(recording, tmp_
     assert loaded.threads["callback_calls"].tolist() == snap.threads["callback_calls"].tolist()
     # All that an older file can say: its callbacks' inclusive time.
     assert loaded.threads["callback_exclusive_ns"].tolist() == snap.threads["callback_total_ns"].tolist()
+    assert loaded.threads["pid"].tolist() == [os.getpid()] * len(snap.threads)  # the session's
     assert loaded.targets.tolist() == snap.targets.tolist()
 
 

@@ -1,4 +1,4 @@
-"""Files written before the schema refactor load, column for column.
+"""Files written before the schema refactor (format 1) load, column for column.
 
 tests/data/snapshot-040d183.npz was written by fasthost at commit 040d183
 (the last commit before the C->Python contract moved to core/fh_schema.h)
@@ -39,8 +39,17 @@ FORMAT_1_THREADS = [
 ]  # fmt: skip
 
 
+# Format 2 put the recording process's pid first.
+FORMAT_2_THREADS = [("pid", "<u4"), *FORMAT_1_THREADS]
+
+
 def test_thread_dtype_is_the_file_formats():
-    assert schema.THREAD_DTYPE.descr == FORMAT_1_THREADS
+    assert schema.THREAD_DTYPE.descr == FORMAT_2_THREADS
+
+
+def test_a_format_1_file_gives_its_threads_the_pid_of_its_session():
+    snap = fasthost.load(OLD_FILE)
+    assert snap.threads["pid"].tolist() == [snap.meta["session"]["pid"]] * len(snap.threads)
 
 
 def test_a_file_written_before_the_refactor_loads_with_its_numbers():

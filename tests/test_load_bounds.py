@@ -383,6 +383,14 @@ BAD_META = [
     ("merged", True),
     ("merged", "2"),
     ("owner", "someone"),  # not a key fasthost writes
+    ("session", {"pid": 1, "epoch": 1, "id": "not hex"}),
+    ("session", {"pid": 1, "epoch": 1, "id": 5}),
+    ("session", {"pid": 1, "epoch": 1, "id": "0123456789abcdef", "host": "x"}),
+    ("sources", {"pid": 1}),
+    ("sources", [{"pid": 1, "epoch": 1, "id": "0123456789abcdef"}]),  # no session_ns
+    ("sources", [{"pid": -1, "epoch": 1, "id": "0123456789abcdef", "session_ns": 0}]),
+    ("children_without_data", [1, "2"]),
+    ("children_without_data", 3),
 ]
 
 

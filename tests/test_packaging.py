@@ -89,6 +89,13 @@ def test_wheel_holds_every_python_module(dists):
     assert modules <= package_files(dists[0])
 
 
+def test_wheel_puts_the_follow_hook_in_site_packages(dists):
+    """``run`` makes Python child processes record through this .pth,
+    which only works at the top of site-packages."""
+    assert "fasthost-follow.pth" in dists[0]
+    assert "src/fasthost-follow.pth" in dists[1]
+
+
 def test_wheel_has_the_license(dists):
     assert any(re.fullmatch(r"fasthost-[^/]+\.dist-info/(licenses/)?LICENSE", name) for name in dists[0])
 

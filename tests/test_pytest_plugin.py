@@ -517,3 +517,37 @@ def test_benchmark_cprofile_leaves_the_figures_exact(pytester, rounds):
     for name, each in figures.items():
         assert each["calls_per_call_by_target"] == {"math.sqrt": 2.0, "math.cos": 1.0}, name
         assert each["transitions_per_call"] == 3.0, name
+
+
+# Tests that make known ctypes calls, spread over xdist's workers.
+SESSION_TESTS = """
+import ctypes, ctypes.util
+import pytest
+import fasthost.ctypes
+
+libm = fasthost.ctypes.instrument(ctypes.CDLL(ctypes.util.find_library("m")))
+libm.cos.restype = ctypes.c_double
+libm.cos.argtypes = [ctypes.c_double]
+
+
+@pytest.mark.parametrize("calls", range(1, 9))
+def test_cos(calls):
+    for _ in range(calls):
+        libm.cos(0.5)
+"""
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_save_writes_one_session_snapshot_combining_xdist_workers(pytester, workers):
+    if workers:
+        pytest.importorskip("xdist")
+    pytester.makepyfile(test_session=SESSION_TESTS)
+    spread = ("-n", str(workers)) if workers else ()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *spread, "--fasthost-save=session.npz")
+    result.assert_outcomes(passed=8)
+    snap = fasthost.load(pytester.path / "session.npz")
+    assert snap.totals["calls"]["leave"] == sum(range(1, 9))  # every test's calls, each once
+    cos = snap.targets[snap.targets["symbol"] == "libm.so.6!cos"]
+    assert int(cos["calls"].sum()) == sum(range(1, 9))
+    assert len(snap.pids) == (workers or 1)
+    result.stdout.fnmatch_lines([f"fasthost: saved session.npz: {workers or 1} process(es)*"])

@@ -23,14 +23,19 @@ def test_api_example_runs_and_shows_nesting(tmp_path):
     assert calls["reverse_enter"] == calls["reverse_leave"] >= 4  # qsort of 5 values compares at least 4 times
 
 
-def test_quickstart_profiles_the_bundled_example_and_prints_its_report(tmp_path):
-    out = tmp_path / "run.npz"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fasthost", "run", "-o", str(out), str(ROOT / "examples" / "qsort_callbacks.py")],
+def run_example(name, out):
+    """``python -m fasthost run -o out examples/name``, finished."""
+    return subprocess.run(
+        [sys.executable, "-m", "fasthost", "run", "-o", str(out), str(ROOT / "examples" / name)],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_quickstart_profiles_the_bundled_example_and_prints_its_report(tmp_path):
+    out = tmp_path / "run.npz"
+    proc = run_example("qsort_callbacks.py", out)
     assert proc.returncode == 0, proc.stderr
     assert "sorted 2000 words 5 times" in proc.stdout  # the script ran
     assert "0 errors" in proc.stdout
@@ -50,6 +55,14 @@ def test_readme_opens_with_the_two_commands():
         "pip install . && python -m fasthost run examples/qsort_callbacks.py",
         'pip install ".[test]" && python -m pytest',
     ]
+
+
+def test_many_processes_example_records_every_call_of_the_pool_and_the_subprocess(tmp_path):
+    proc = run_example("pool_workers.py", tmp_path / "pool.npz")
+    assert proc.returncode == 0, proc.stderr
+    assert "pool: 4000 calls" in proc.stdout
+    assert re.search(r"^fasthost: \d processes, \d thread\(s\), 4,101 transitions, 0 errors$", proc.stdout, re.M)
+    assert re.search(r"libm\.so\.6!cos\s+4,101 ", proc.stdout)
 
 
 def readme_example(heading: str) -> str:

@@ -1,10 +1,12 @@
 """The command line: ``python -m fasthost`` (or ``fasthost``).
 
-    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] [--html OUT.html] script.py [args ...]
+    fasthost run [--capture ctypes,cffi,builtins,native|none] [-o OUT.npz] [--html OUT.html] [--serve PORT]
+                 [--no-follow] script.py [args ...]
     fasthost run [...] -m module [args ...]
     fasthost report OUT.npz [--top N] [--json | --html OUT.html]
     fasthost plot OUT.npz -o plot.png [--top N]
     fasthost diff A.npz B.npz [--top N] [--plot OUT.png]
+    fasthost combine DIR_OR_FILE... -o OUT.npz
 
 Errors (a missing or corrupt file, bad arguments) print one line on stderr
 and exit with status 2. Paths are checked before any work starts: an
@@ -27,6 +29,9 @@ from typing import Any, Callable, NoReturn
 
 import fasthost
 from fasthost.capture.modes import Captures
+from fasthost.follow import Follow
+from fasthost.follow import detach as follow_detach
+from fasthost.follow import write as follow_write
 from fasthost.runner import Main, prepare_module, prepare_script
 
 __all__ = ["main"]
@@ -76,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--top", type=int, default=20, help="targets in the report (default: 20)")
     run.add_argument("--clock", default="auto", choices=("auto", "tsc", "monotonic"), help="time source")
     run.add_argument(
+        "--no-follow",
+        dest="follow",
+        action="store_false",
+        help="record only this process, not the Python processes it starts (fork, multiprocessing, "
+        "subprocess), which by default record with the same options and are combined into the output",
+    )
+    run.add_argument(
         "--serve",
         type=int,
         metavar="PORT",
@@ -102,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--top", type=int, default=10, help="targets in the per-target panel (default: 10)")
     plot.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
 
+    combine = commands.add_parser(
+        "combine", help="combine snapshots (files, or folders of .npz files) into one, each session once"
+    )
+    combine.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE")
+    combine.add_argument("-o", "--output", required=True, help="the snapshot file to write")
+    combine.add_argument("--progress", action="store_true", help="show progress on stderr (default: on a terminal)")
+
     diff = commands.add_parser("diff", help="compare two saved snapshots target by target")
     diff.add_argument("before")
     diff.add_argument("after")
@@ -125,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             args.args = module_args
         if getattr(args, "top", 0) < 0:
             raise UsageError("--top must be >= 0")
-        command = {"run": _run, "report": _report, "plot": _plot, "diff": _diff}[args.command]
+        command = {"run": _run, "report": _report, "plot": _plot, "diff": _diff, "combine": _combine}[args.command]
         return command(args)
     except UsageError as exc:
         print(f"fasthost: error: {exc}", file=sys.stderr)
@@ -166,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("run needs a script or -m module")
     if args.script and not args.module and not os.path.isfile(args.script):
         raise UsageError(f"no such script: {args.script}")
+    follow_detach()  # a run started by a followed program records on its own
     if fasthost.running():
         raise UsageError("fasthost is already recording in this process")
     # Before the script runs: finding out afterwards would lose its run.
@@ -184,15 +204,28 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot compile {args.script}: {exc}") from None
 
     status = 0
+    run_pid = os.getpid()
+    start_options = {"clock": args.clock}
+    follow = Follow(captures.captures, start_options) if args.follow else None
+    if follow is not None:
+        follow.start()
     server = _serve(args.serve)
-    fasthost.start(clock=args.clock)
+    fasthost.start(**start_options)
     try:
         status = _run_captured(main, captures)
     finally:
+        if os.getpid() != run_pid:
+            # A child forked by the program ended here (it returned or raised
+            # SystemExit): its data is its own file's, never the run's output
+            # (nor the run's server: its thread is not in the child).
+            follow_write()
+            return status  # noqa: B012  # the child's own status, whatever ends it
         if server is not None:
             server.stop()
         fasthost.stop()
         snap = fasthost.snapshot()
+        if follow is not None:
+            snap = _with_children(snap, follow)
         try:
             snap.save(args.output)
         except OSError as exc:
@@ -210,6 +243,36 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n" + snap.report(top=args.top))
         sys.stdout.flush()
     return status
+
+
+def _with_children(snap: fasthost.Snapshot, follow: Follow) -> fasthost.Snapshot:
+    """The run's snapshot and its children's, combined; says on stderr how
+    many processes contributed and which children wrote nothing."""
+    try:
+        outcome = follow.finish()
+    except ValueError as exc:
+        print(f"fasthost: error: a child's data is unreadable, left out: {exc}", file=sys.stderr)
+        return snap
+    if not outcome.snapshots and not outcome.silent:
+        return snap
+    from fasthost.export.combine import merge
+
+    parts = merge([snap, *outcome.snapshots])
+    if outcome.silent:
+        parts["meta"]["children_without_data"] = outcome.silent
+    combined = fasthost.Snapshot(**parts)
+    if outcome.silent:
+        running = f" ({len(outcome.running)} still running)" if outcome.running else ""
+        print(
+            f"fasthost: {len(outcome.silent)} child process(es) wrote no data{running}: "
+            f"pid {', '.join(map(str, outcome.silent))} (killed, os._exit, or not finished)",
+            file=sys.stderr,
+        )
+    print(
+        f"fasthost: combined {combined.totals['processes']} processes ({len(outcome.snapshots)} children wrote data)",
+        file=sys.stderr,
+    )
+    return combined
 
 
 def _serve(port: int | None) -> Any:
@@ -415,3 +478,52 @@ def _diff(args: argparse.Namespace) -> int:
         panels = min(args.top, DIFF_PANELS)
         _draw(args, args.plot, lambda: plot_diff(before, after, args.plot, top=panels, labels=labels))
     return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from fasthost.export.combine import distinct
+
+    _check_output(args.output)
+    paths = _snapshot_files(args.inputs)
+    sizes = [_input_size(path) for path in paths]  # all checked before any is read
+    snaps = [_load(args, path, size) for path, size in zip(paths, sizes)]
+    precisions = {snap.precision for snap in snaps}
+    if len(precisions) > 1:
+        first = {snap.precision: path for path, snap in zip(paths, snaps)}
+        raise UsageError(
+            "cannot combine snapshots of different precisions exactly: "
+            + ", ".join(f"{first[p]} has precision {p}" for p in sorted(first))
+        )
+    try:
+        kept, dropped = distinct(snaps, paths)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for index, instead in dropped:
+        print(f"fasthost: left out {paths[index]}: its session is in {paths[instead]}", file=sys.stderr)
+    combined = fasthost.merge([snaps[i] for i in kept])
+    try:
+        combined.save(args.output)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(
+        f"fasthost: wrote {args.output}: {len(kept)} file(s), {combined.totals['processes']} process(es), "
+        f"{combined.totals['transitions']:,} transitions",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _snapshot_files(inputs: list[str]) -> list[str]:
+    """The files ``inputs`` name: a folder stands for the ``.npz`` files in
+    it (not below), in name order. Raises UsageError for a folder without
+    any."""
+    paths = []
+    for name in inputs:
+        if os.path.isdir(name):
+            found = sorted(os.path.join(name, f) for f in os.listdir(name) if f.endswith(".npz"))
+            if not found:
+                raise UsageError(f"no .npz files in {name}")
+            paths += found
+        else:
+            paths.append(name)
+    return paths

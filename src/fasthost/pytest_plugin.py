@@ -8,6 +8,10 @@
   errors, p50/p99/max of unmanaged durations, top targets. They go into
   ``--benchmark-save``/``--benchmark-json`` output, and into
   ``--fasthost-json``, which also works under pytest-xdist.
+- ``--fasthost-save PATH`` records the whole session and saves its
+  snapshot; under pytest-xdist each worker sends its snapshot to the
+  controller through ``workeroutput`` and the controller saves them
+  combined.
 - ``--fasthost-compare`` compares transitions per call (and p99) with a
   saved run; ``--fasthost-compare-fail=transitions:5%`` turns that into a
   regression gate that does not depend on timing noise. The baseline is
@@ -84,6 +88,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--fasthost-json", metavar="PATH", help="write every recorded test's figures to PATH")
     group.addoption(
+        "--fasthost-save",
+        metavar="PATH",
+        help="record the whole session and save its snapshot to PATH (under pytest-xdist: the workers' "
+        "snapshots combined)",
+    )
+    group.addoption(
         "--fasthost-compare",
         metavar="NUM|PATH",
         nargs="?",
@@ -114,6 +124,7 @@ class FasthostPlugin:
         self.config = config
         self.figures: dict[str, dict[str, Any]] = {}
         self.summary: list[str] = []
+        self.summary_lines: list[str] = []  # what --fasthost-save did
         self.failures: list[str] = []  # one line per benchmark beyond a threshold
         from fasthost.capture.modes import INTERPRETER_CAPTURES, Captures, parse_captures
 
@@ -132,6 +143,10 @@ class FasthostPlugin:
             raise pytest.UsageError("--fasthost-compare-fail needs --fasthost-compare")
         self._baseline_source = ""
         self._baseline: dict[str, dict[str, Any]] = {}  # fullname -> the saved run's fasthost figures
+        self._save_path: str | None = config.getoption("fasthost_save")
+        self._recording_session = False  # whether this process started recording for --fasthost-save
+        self._worker_snapshots: list[Any] = []  # the controller's, from each xdist worker
+        self._silent_workers: list[str] = []  # xdist workers that sent no snapshot
 
     # ---- session-wide capture ---------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -142,9 +157,79 @@ class FasthostPlugin:
         if self.config.getoption("fasthost_compare") and not hasattr(self.config, "workerinput"):
             self._baseline_source, self._baseline = self._load_baseline()
         self._captures.start()
+        if self._save_path and not self._is_xdist_controller():
+            import fasthost
+
+            if not fasthost.running():
+                fasthost.start()
+                self._recording_session = True
+
+    def _is_xdist_controller(self) -> bool:
+        """Whether this process hands the tests to xdist workers (and runs none)."""
+        return self.config.pluginmanager.hasplugin("dsession")
+
+    # ---- --fasthost-save: one snapshot of the session, over xdist's workers ---------
+    def _session_snapshot(self) -> Any:
+        import fasthost
+
+        if self._recording_session:
+            fasthost.stop()
+        return fasthost.snapshot()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist, on the controller: a worker ended; keep its snapshot."""
+        if not self._save_path:
+            return
+        data = getattr(node, "workeroutput", {}).get("fasthost_snapshot")
+        if data is None:
+            self._silent_workers.append(str(getattr(node, "gateway", node).id))
+            return
+        import tempfile
+
+        import fasthost
+
+        with tempfile.TemporaryDirectory(prefix="fasthost-xdist-") as folder:
+            path = f"{folder}/worker.npz"
+            with open(path, "wb") as f:
+                f.write(data)
+            self._worker_snapshots.append(fasthost.load(path))
+
+    def _save_session(self) -> None:
+        """Writes the session's snapshot (a worker sends it to the controller
+        instead, as pytest-cov sends its data through ``workeroutput``)."""
+        import fasthost
+
+        path = self._save_path
+        assert path is not None
+        if hasattr(self.config, "workerinput"):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="fasthost-xdist-") as folder:
+                self._session_snapshot().save(f"{folder}/worker.npz")
+                with open(f"{folder}/worker.npz", "rb") as f:
+                    self.config.workeroutput["fasthost_snapshot"] = f.read()  # type: ignore[attr-defined]
+            return
+        if self._is_xdist_controller():
+            if not self._worker_snapshots:
+                self.summary_lines.append(f"fasthost: no worker sent a snapshot: {path} not written")
+                return
+            snap = fasthost.merge(self._worker_snapshots)
+        else:
+            snap = self._session_snapshot()
+        snap.save(path)
+        silent = f"; workers without data: {', '.join(self._silent_workers)}" if self._silent_workers else ""
+        self.summary_lines.append(
+            f"fasthost: saved {path}: {snap.totals['processes']} process(es), {snap.totals['threads']} thread(s), "
+            f"{snap.totals['transitions']:,} transitions{silent}"
+        )
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._captures.stop()
+        if self._recording_session:
+            import fasthost
+
+            fasthost.stop()
 
     # trylast: the innermost wrapper, so that other plugins' code around the
     # test is not recorded either.
@@ -182,6 +267,8 @@ class FasthostPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self._save_path:
+            self._save_session()
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: its figures travel in the reports
         path = self.config.getoption("fasthost_json")
@@ -196,6 +283,8 @@ class FasthostPlugin:
 
     @pytest.hookimpl(trylast=True)  # after pytest-benchmark's table: the verdict comes last
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.summary_lines:
+            terminalreporter.write_line(line)
         if self.figures and not self.config.getoption("fasthost_compare"):
             terminalreporter.section("fasthost: transitions per benchmarked call")
             width = max(len(node) for node in self.figures)

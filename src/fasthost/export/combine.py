@@ -17,7 +17,7 @@ from fasthost.export.schema import CALLBACK, INCLUSIVE, TARGET_COUNTERS, THREAD_
 if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
 
-__all__ = ["diff", "merge"]
+__all__ = ["diff", "distinct", "merge", "sources"]
 
 
 def _thread_keys(threads: np.ndarray) -> list[tuple[int, int]]:
@@ -204,19 +204,22 @@ def merge(snapshots: list[Snapshot]) -> dict[str, Any]:
 
     thread_offsets = np.cumsum([0] + [len(s.threads) for s in snapshots])
     pair_offsets = np.cumsum([0] + [len(s.thread_targets) for s in snapshots])
-    pairs, rows = [], []
-    for snap, thread_offset, pair_offset in zip(snapshots, thread_offsets, pair_offsets):
+    remaps, symbols = _unify_targets(snapshots)
+    pairs, rows, site_parts = [], [], []
+    for snap, thread_offset, pair_offset, remap in zip(snapshots, thread_offsets, pair_offsets, remaps):
         p = snap.thread_targets.copy()
         p["thread"] += thread_offset
+        named = ~p["overflow"]
+        p["target"][named] = _remapped(p["target"][named], remap)
         pairs.append(p)
         r = snap.hist_rows.copy()
         r["thread"] += thread_offset
         r["target"][r["target"] >= 0] += pair_offset
         rows.append(r)
+        sites = snap.callsites.copy()
+        sites["target"] = _remapped(sites["target"], remap)
+        site_parts.append((sites, snap.callsite_counts))
 
-    symbols: dict[int, str] = {}
-    for snap in snapshots:
-        symbols.update(snap.symbols)
     configs = [s.config for s in snapshots]
     sessions = [s.meta.get("session") for s in snapshots]
     meta = {
@@ -229,8 +232,12 @@ def merge(snapshots: list[Snapshot]) -> dict[str, Any]:
         "unregistered_out_of_memory": sum(int(s.meta.get("unregistered_out_of_memory", 0)) for s in snapshots),
         "merged": len(snapshots),
         "callsites_dropped": sum(int(s.meta.get("callsites_dropped", 0)) for s in snapshots),
+        "sources": [source for s in snapshots for source in sources(s)],
     }
-    callsites, callsite_counts = _callsites.combine([(s.callsites, s.callsite_counts) for s in snapshots])
+    silent = sorted({pid for s in snapshots for pid in s.meta.get("children_without_data", ())})
+    if silent:
+        meta["children_without_data"] = silent
+    callsites, callsite_counts = _callsites.combine(site_parts)
     return {
         "callsites": callsites,
         "callsite_counts": callsite_counts,
@@ -242,3 +249,103 @@ def merge(snapshots: list[Snapshot]) -> dict[str, Any]:
         "symbols": symbols,
         "meta": meta,
     }
+
+
+def _unify_targets(snapshots: list[Snapshot]) -> tuple[list[dict[int, int]], dict[int, str]]:
+    """Per snapshot, the target addresses to rewrite so that one name is
+    one target over all of them, and the merged symbol table.
+
+    An address means something only in the process that recorded it:
+    ``libm.so.6!cos`` sits at another address in every process that loaded
+    libm after exec (address space randomisation), and one address can be
+    ``cos`` in one process and ``sin`` in another. A name keeps the
+    address it had in the first snapshot that has it; later snapshots'
+    addresses of that name are rewritten to it, and an address another
+    name already holds is given a free one from the top of the range. A
+    snapshot's own addresses are never folded into each other."""
+    by_name: dict[str, int] = {}
+    names: dict[int, str] = {}
+    taken = {int(a) for s in snapshots for a in s.thread_targets["target"]} | {a for s in snapshots for a in s.symbols}
+    free = 2**64 - 1
+    remaps = []
+    for snap in snapshots:
+        remap: dict[int, int] = {}
+        claims: dict[str, int] = {}
+        for address, name in sorted(snap.symbols.items()):
+            canonical = by_name.get(name)  # from an earlier snapshot
+            if canonical is None:
+                canonical = address
+                if names.get(address, name) != name:  # another name holds it
+                    while free in taken:
+                        free -= 1
+                    canonical = free
+                    taken.add(free)
+                claims.setdefault(name, canonical)
+            if canonical != address:
+                remap[address] = canonical
+            names[canonical] = name
+        for name, address in claims.items():
+            by_name.setdefault(name, address)
+        remaps.append(remap)
+    return remaps, names
+
+
+def _remapped(addresses: np.ndarray, remap: dict[int, int]) -> np.ndarray:
+    """``addresses`` (uint64) with those in ``remap`` replaced."""
+    if not remap:
+        return addresses
+    return np.array([remap.get(a, a) for a in addresses.tolist()], dtype=np.uint64)
+
+
+def sources(snapshot: Snapshot) -> list[dict[str, Any]]:
+    """The recording sessions ``snapshot`` holds, each as its identity
+    (``pid``, ``epoch``, ``id``) and how long it had run (``session_ns``)
+    when saved. Empty for a snapshot whose sessions are unknown: a file
+    written before sessions had an id, or an interval (``diff``), which is
+    not a whole session."""
+    listed = snapshot.meta.get("sources")
+    if listed is not None:
+        return list(listed)
+    session = snapshot.meta.get("session")
+    if session is None or "id" not in session or "interval_ns" in snapshot.meta:
+        return []
+    return [{**session, "session_ns": int(snapshot.meta.get("session_ns", 0))}]
+
+
+def distinct(snapshots: list[Snapshot], names: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Which of ``snapshots`` to merge so that no session counts twice:
+    (the indexes kept, in order; (dropped, kept instead) pairs).
+
+    Two saves of one session (same pid, epoch and id) hold the same
+    counters at two moments: the later one (longer ``session_ns``) holds
+    all of the earlier one's, which is dropped; an identical copy is
+    dropped too. A merged snapshot is dropped when every session it holds
+    is also, as late or later, in one that is kept. Raises ``ValueError``
+    naming both files (``names``) when two overlap only in part: merging
+    them would count the shared sessions twice, and leaving either out
+    would lose the others."""
+
+    def key(source: dict[str, Any]) -> tuple[int, int, str]:
+        return int(source["pid"]), int(source["epoch"]), str(source["id"])
+
+    held = [{key(source): int(source["session_ns"]) for source in sources(s)} for s in snapshots]
+    # The widest and latest first, so that what they hold is seen before its parts and earlier saves.
+    order = sorted(range(len(snapshots)), key=lambda i: (-len(held[i]), -sum(held[i].values()), i))
+    covered: dict[tuple[int, int, str], tuple[int, int]] = {}  # session -> (session_ns, index kept)
+    kept, dropped = [], []
+    for i in order:
+        inside = [k for k in held[i] if k in covered]
+        if not inside:
+            kept.append(i)
+            covered.update({k: (ns, i) for k, ns in held[i].items()})
+            continue
+        holders = {covered[k][1] for k in inside}
+        if len(inside) == len(held[i]) and all(covered[k][0] >= held[i][k] for k in inside) and len(holders) == 1:
+            dropped.append((i, holders.pop()))
+            continue
+        other = min(holders)
+        raise ValueError(
+            f"{names[i]} and {names[other]} share {len(inside)} recording session(s) but not all: "
+            "combining them would count those twice; combine the files they were made from instead"
+        )
+    return sorted(kept), dropped

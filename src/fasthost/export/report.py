@@ -112,6 +112,7 @@ def to_dict(snapshot: Snapshot, top: int = 20) -> dict[str, Any]:
         targets.append(entry)
     threads = [
         {
+            "pid": int(t["pid"]),
             "tid": int(t["tid"]),
             "name": str(t["name"]),
             "alive": bool(t["alive"]),
@@ -122,7 +123,7 @@ def to_dict(snapshot: Snapshot, top: int = 20) -> dict[str, Any]:
         }
         for t in snapshot.threads
     ]
-    return {
+    summary = {
         "precision": snapshot.precision,
         "config": snapshot.config,
         "totals": totals,
@@ -131,6 +132,33 @@ def to_dict(snapshot: Snapshot, top: int = 20) -> dict[str, Any]:
         "targets": targets,
         "threads": threads,
     }
+    if totals["processes"] > 1:
+        summary["processes"] = [
+            {
+                "pid": pid,
+                "transitions": sum(t["transitions"] for t in own),
+                "errors": sum(t["errors"] for t in own),
+                "unmanaged_ns": _unmanaged_ns(snapshot, pid),
+                "threads": own,
+            }
+            for pid, own in _by_process(snapshot, threads)
+        ]
+    summary["children_without_data"] = list(snapshot.meta.get("children_without_data", []))
+    return summary
+
+
+def _by_process(snapshot: Snapshot, rows: list[Any]) -> list[tuple[int, list[Any]]]:
+    """(pid, the items of ``rows`` that belong to its threads) for every
+    process of ``snapshot``; ``rows`` runs parallel to ``snapshot.threads``."""
+    pids = snapshot.threads["pid"].tolist()
+    return [(pid, [row for row, p in zip(rows, pids) if p == pid]) for pid in snapshot.pids]
+
+
+def _unmanaged_ns(snapshot: Snapshot, pid: int) -> int:
+    """Inclusive time of the unmanaged calls process ``pid`` recorded."""
+    pairs = snapshot.thread_targets
+    of_pid = snapshot.threads["pid"][pairs["thread"]] == pid
+    return int(pairs["total_ns"][of_pid].sum(dtype=np.uint64))
 
 
 def _plain(value: Any) -> Any:
@@ -150,6 +178,9 @@ def report(snapshot: Snapshot, top: int = 20) -> str:
     lines = header_lines(snapshot)
     lines.append("")
     lines += _target_table(snapshot, top)
+    if snapshot.totals["processes"] > 1:
+        lines.append("")
+        lines += _process_table(snapshot)
     for kind in ("inclusive", "callback"):
         hist = snapshot.histogram(kind)
         if hist.total:
@@ -163,8 +194,9 @@ def header_lines(snapshot: Snapshot) -> list[str]:
     name, calls by kind, and the time in unmanaged calls and callbacks."""
     totals = snapshot.totals
     calls = totals["calls"]
+    processes = f"{totals['processes']} processes, " if totals["processes"] > 1 else ""
     lines = [
-        f"fasthost: {totals['threads']} thread(s), {totals['transitions']:,} transitions, "
+        f"fasthost: {processes}{totals['threads']} thread(s), {totals['transitions']:,} transitions, "
         f"{totals['errors']:,} errors" + ("  [POISONED by E_FAIL]" if totals["poisoned"] else ""),
         "calls:  " + "  ".join(f"{name} {n:,}" for name, n in calls.items()),
     ]
@@ -186,6 +218,9 @@ def header_lines(snapshot: Snapshot) -> list[str]:
     dropped_sites = int(snapshot.meta.get("callsites_dropped", 0))
     if dropped_sites:
         lines.append(f"        {dropped_sites:,} calls without a call site (past max_targets call sites per thread)")
+    silent = snapshot.meta.get("children_without_data", [])
+    if silent:
+        lines.append(_silent_children(silent))
     return lines
 
 
@@ -211,6 +246,37 @@ def _target_table(snapshot: Snapshot, top: int) -> list[str]:
         )
         if not row["overflow"]:
             lines += _called_from_lines(snapshot, int(row["target"]), sites[int(row["target"])], width)
+    return lines
+
+
+def _silent_children(pids: list[int]) -> str:
+    """The line that says which child processes wrote no data."""
+    shown = ", ".join(str(pid) for pid in pids[:10]) + (", ..." if len(pids) > 10 else "")
+    return f"        {len(pids)} child process{'es' if len(pids) > 1 else ''} wrote no data: pid {shown}"
+
+
+THREADS_PER_PROCESS = 8  # threads listed under a process in the text report
+
+
+def _process_table(snapshot: Snapshot) -> list[str]:
+    """One row per process (its threads, transitions, errors and unmanaged
+    time), its busiest threads under it."""
+    transitions = (snapshot.threads["leave"] + snapshot.threads["reverse_enter"]).tolist()
+    errors = [int(sum(t[name] for name in RESULT_FIELDS[1:])) for t in snapshot.threads]
+    rows = list(zip(range(len(snapshot.threads)), transitions, errors))
+    lines = [f"{'process':<24} {'threads':>8} {'transitions':>12} {'errors':>8} {'unmanaged':>10}"]
+    for pid, own in _by_process(snapshot, rows):
+        lines.append(
+            f"{'pid ' + str(pid):<24} {len(own):>8,} {sum(r[1] for r in own):>12,} {sum(r[2] for r in own):>8,} "
+            f"{format_ns(_unmanaged_ns(snapshot, pid)):>10}"
+        )
+        own.sort(key=lambda r: -r[1])
+        for index, n, errs in own[:THREADS_PER_PROCESS]:
+            thread = snapshot.threads[index]
+            label = f"  {str(thread['name'])[:14]} ({int(thread['tid'])})"
+            lines.append(f"{label:<24} {'':>8} {n:>12,} {errs:>8,}")
+        if len(own) > THREADS_PER_PROCESS:
+            lines.append(f"  ... and {len(own) - THREADS_PER_PROCESS} more thread(s)")
     return lines
 
 

@@ -78,12 +78,13 @@ if sorted(CALL_COLUMNS) != sorted(CALL_ORDER):
     raise ImportError("fasthost.hresult.CALL_ORDER names calls THREAD_DTYPE lacks: reinstall fasthost")
 
 THREAD_DTYPE = np.dtype(
-    [("tid", np.uint64), ("name", "U32"), ("alive", np.bool_)]
+    [("pid", np.uint32), ("tid", np.uint64), ("name", "U32"), ("alive", np.bool_)]
     + [(call, np.uint64) for call in CALL_COLUMNS]
     + [(result, np.uint64) for result in RESULT_FIELDS]
     + [(name, _column(ctype)) for name, ctype, _ in _THREAD_RECORD]
 )
-"""One row per thread. Call columns (``leave`` ...) count every call of that
+"""One row per thread. ``pid`` is the process that recorded it (threads of
+several processes meet in a merged snapshot). Call columns (``leave`` ...) count every call of that
 kind made while recording, whatever its result; result columns (``ok`` ...
 ``out_of_memory``) count results of all kinds, and ``abandoned`` includes
 ``exit_abandoned``, the frames still open when the thread ended.

@@ -73,6 +73,23 @@ def _unrecorded(function: F) -> F:
 
 
 _THREAD_COLUMNS = frozenset(THREAD_DTYPE.fields or ())
+
+
+class _ProcessId:
+    """64 random bits naming this process for its lifetime (a new value in
+    a forked child): with the pid and the core's epoch it names a session
+    uniquely, so combining files can tell two sessions apart even when a
+    pid was reused, and the same session saved twice from a copy."""
+
+    value = os.urandom(8).hex()
+
+    @classmethod
+    def renew(cls) -> None:
+        cls.value = os.urandom(8).hex()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ProcessId.renew)
 # How the columns of a (thread, target) pair add up over threads, by role.
 _OVER_THREADS = {"counter": np.add, "min": np.minimum, "max": np.maximum}
 
@@ -135,6 +152,7 @@ class Snapshot:
         fields = {name: i for i, name in enumerate(_core.THREAD_FIELDS)}
         values, results = raw["threads"], raw["results"]
         threads = np.zeros(len(values), dtype=THREAD_DTYPE)
+        threads["pid"] = os.getpid()
         for name, i in fields.items():
             shown = THREAD_SHOWN_AS.get(name, name)
             if shown in _THREAD_COLUMNS:
@@ -170,7 +188,7 @@ class Snapshot:
         meta = {
             "precision": int(raw["precision"]),
             "config": raw["config"],
-            "session": {"pid": os.getpid(), "epoch": int(raw["session"])},
+            "session": {"pid": os.getpid(), "epoch": int(raw["session"]), "id": _ProcessId.value},
             "running": raw["running"],
             "poisoned": raw["poisoned"],
             "session_ns": int(raw["session_ns"]),
@@ -338,7 +356,8 @@ class Snapshot:
         """Whole-snapshot sums: ``calls`` by kind, ``results`` by HRESULT name
         (abandoned includes frames open at thread exit), ``transitions``
         (opening calls: leave + reverse_enter), ``errors`` (non-S_OK
-        results), ``threads``, ``targets``, and ``unmanaged_ns`` /
+        results), ``threads``, ``processes`` (that recorded: the pids of
+        its threads and of its sessions), ``targets``, and ``unmanaged_ns`` /
         ``exclusive_ns`` / ``callback_ns`` / ``callback_exclusive_ns`` totals
         in ns, and ``recorded_ns`` = ``exclusive_ns + callback_exclusive_ns``:
         the time spent in recorded frames, each nanosecond counted once (the
@@ -357,6 +376,7 @@ class Snapshot:
             "transitions": calls["leave"] + calls["reverse_enter"],
             "errors": sum(v for k, v in results.items() if k != HResult.S_OK.name),
             "threads": len(self.threads),
+            "processes": len(self.pids),
             "targets": int((~self.targets["overflow"]).sum()),
             "unmanaged_ns": int(self.thread_targets["total_ns"].sum(dtype=np.uint64)),
             "exclusive_ns": exclusive,
@@ -367,6 +387,14 @@ class Snapshot:
             "callsites_dropped": int(self.meta.get("callsites_dropped", 0)),
             "poisoned": bool(self.meta.get("poisoned", False)),
         }
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes this snapshot holds recordings of, in pid order:
+        those of its threads, and those whose session recorded no thread."""
+        pids = {int(p) for p in np.unique(self.threads["pid"])}
+        pids.update(int(source["pid"]) for source in combine.sources(self))
+        return sorted(pids)
 
     # ---- combining ------------------------------------------------------
     @_unrecorded

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "read", "save"]
 
 FORMAT_NAME = "fasthost-snapshot"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: threads carry their ``pid``; sessions an ``id`` (format 1 files load)."""
 
 
 def save(snapshot: Snapshot, path: str | os.PathLike[str]) -> None:
@@ -96,13 +97,16 @@ _OPTIONAL = frozenset({"symbol_names", "callsites", "callsite_counts"})
 # The .npy "descr" numpy writes for each fixed dtype, and the pattern of a
 # str dtype in this machine's byte order (the only order fasthost writes).
 _DESCRS = {key: np.lib.format.dtype_to_descr(dtype) for key, (dtype, _) in _MEMBERS.items() if dtype is not _STR}
-# Files of fasthost 0.x before callbacks had self time lack that column: read
-# with the older layout, and given the callbacks' inclusive time in it, the
-# most that can be said (a callback without frames inside is all self time).
-_THREADS_WITHOUTCALLBACK_SELF = np.dtype([f for f in THREAD_DTYPE.descr if f[0] != "callback_exclusive_ns"])
-_OLDER_DESCRS = {
-    "threads": (np.lib.format.dtype_to_descr(_THREADS_WITHOUTCALLBACK_SELF), _THREADS_WITHOUTCALLBACK_SELF),
-}
+# Older thread layouts, read and upgraded: format 1 had no ``pid`` (given the
+# pid of the file's session, or 0 when it has none), and files of fasthost 0.x
+# from before callbacks had self time also lack that column (given the
+# callbacks' inclusive time, the most that can be said: a callback without
+# frames inside is all self time).
+_THREADS_FORMAT_1 = np.dtype([f for f in THREAD_DTYPE.descr if f[0] != "pid"])
+_THREADS_WITHOUT_CALLBACK_SELF = np.dtype([f for f in _THREADS_FORMAT_1.descr if f[0] != "callback_exclusive_ns"])
+_OLDER_THREADS = [
+    (np.lib.format.dtype_to_descr(dtype), dtype) for dtype in (_THREADS_FORMAT_1, _THREADS_WITHOUT_CALLBACK_SELF)
+]
 _STR_DESCR = re.compile(re.escape(np.dtype("U1").str[0]) + r"U[1-9][0-9]{0,8}")
 
 _U64_MAX = 2**64 - 1
@@ -120,7 +124,10 @@ _META_INTS = {
     "callsites_dropped": (0, _U64_MAX),  # calls past max_targets call sites per thread
 }
 _META_BOOLS = ("running", "poisoned")
-_META_KEYS = frozenset({"config", "session", *_META_INTS, *_META_BOOLS})
+_SESSION_ID = re.compile(r"[0-9a-f]{16}")  # a session's random id (format 2): 64 bits in hex
+_SOURCE_INTS = {**_SESSION_INTS, "session_ns": (0, _U64_MAX)}
+_META_LISTS = ("sources", "children_without_data")
+_META_KEYS = frozenset({"config", "session", *_META_INTS, *_META_BOOLS, *_META_LISTS})
 
 # ---- limits: far above what fasthost writes, checked before anything is read ----------
 
@@ -184,11 +191,7 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     names = arrays.get("symbol_names", np.zeros(0, dtype=str))
     threads = arrays["threads"]
     if threads.dtype != THREAD_DTYPE:
-        upgraded = np.zeros(len(threads), dtype=THREAD_DTYPE)
-        for field in threads.dtype.names:  # type: ignore[union-attr]  # a structured array's names are never None
-            upgraded[field] = threads[field]
-        upgraded["callback_exclusive_ns"] = threads["callback_total_ns"]
-        threads = upgraded
+        threads = _upgraded_threads(threads, meta)
     sites, site_counts = arrays.get("callsites"), arrays.get("callsite_counts")
     return {
         "callsites": sites,
@@ -201,6 +204,19 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
         "symbols": {int(a): str(n) for a, n in zip(arrays["symbol_addresses"].tolist(), names.tolist())},
         "meta": meta,
     }
+
+
+def _upgraded_threads(threads: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """``threads`` of an older layout (``_OLDER_THREADS``) in today's."""
+    upgraded = np.zeros(len(threads), dtype=THREAD_DTYPE)
+    names = threads.dtype.names or ()
+    for field in names:
+        upgraded[field] = threads[field]
+    if "callback_exclusive_ns" not in names:
+        upgraded["callback_exclusive_ns"] = threads["callback_total_ns"]
+    session = meta.get("session")
+    upgraded["pid"] = session["pid"] if session is not None else 0
+    return upgraded
 
 
 # ---- the file and the zip directory -------------------------------------------------------
@@ -410,8 +426,8 @@ class _Member:
                 dtype = np.dtype(descr)
             except TypeError:  # wider than numpy allows (2**29 - 1 characters)
                 raise self.fail(f"has dtype {_short(descr)}, wider than numpy reads") from None
-        elif self.key in _OLDER_DESCRS and descr == _OLDER_DESCRS[self.key][0]:
-            dtype = _OLDER_DESCRS[self.key][1]
+        elif self.key == "threads" and any(descr == older for older, _ in _OLDER_THREADS):
+            dtype = next(older_dtype for older, older_dtype in _OLDER_THREADS if descr == older)
         elif descr != _DESCRS[self.key]:
             wanted = "the fields fasthost writes" if expected.names else str(expected)
             raise self.fail(f"has dtype {_short(descr)}, expected {wanted}")
@@ -522,6 +538,10 @@ def _check_meta(meta: Any, fail: _Fail) -> None:
             why = _config_problem(value, precision)
         elif key == "session":
             why = _session_problem(value)
+        elif key == "sources":
+            why = _list_problem(value, _source_problem)
+        elif key == "children_without_data":
+            why = _list_problem(value, lambda pid: _int_problem(pid, *_SESSION_INTS["pid"]))
         elif key in _META_BOOLS:
             why = None if isinstance(value, bool) else f"must be true or false, got {_short(value)}"
         else:
@@ -550,12 +570,35 @@ def _config_problem(config: Any, precision: int) -> str | None:
 def _session_problem(session: Any) -> str | None:
     if session is None:  # a merged snapshot has no one session
         return None
-    if not isinstance(session, dict) or set(session) != set(_SESSION_INTS):
-        return f"must be null or an object of pid and epoch, got {_short(session)}"
-    for name, (low, high) in _SESSION_INTS.items():
-        why = _int_problem(session[name], low, high)
+    return _identity_problem(session, _SESSION_INTS, optional_id=True)
+
+
+def _source_problem(source: Any) -> str | None:
+    return _identity_problem(source, _SOURCE_INTS, optional_id=False)
+
+
+def _identity_problem(value: Any, ints: dict[str, tuple[int, int]], optional_id: bool) -> str | None:
+    """Problems of a session's identity: ``ints`` and an ``id`` (optional
+    in format 1 files, which had none)."""
+    keys = set(ints) | {"id"}
+    if not isinstance(value, dict) or not (set(value) == keys or (optional_id and set(value) == set(ints))):
+        return f"must be an object of {', '.join(sorted(keys))}, got {_short(value)}"
+    for name, (low, high) in ints.items():
+        why = _int_problem(value[name], low, high)
         if why:
             return f"{name} {why}"
+    if "id" in value and not (isinstance(value["id"], str) and _SESSION_ID.fullmatch(value["id"])):
+        return f"id must be 16 hex digits, got {_short(value['id'])}"
+    return None
+
+
+def _list_problem(value: Any, item_problem: Callable[[Any], str | None]) -> str | None:
+    if not isinstance(value, list):
+        return f"must be a list, got {_short(value)}"
+    for item in value:
+        why = item_problem(item)
+        if why:
+            return f"item {why}"
     return None
 
 

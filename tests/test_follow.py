@@ -1,0 +1,352 @@
+"""``fasthost run`` follows the Python processes it starts, and combines
+their recordings exactly; ``fasthost combine`` counts each session once.
+
+Everything runs for real: multiprocessing pools under each start method,
+a ``subprocess`` Python child, ``os.fork``, SIGKILL; the counts are real
+ctypes calls of libm's ``cos``.
+"""
+
+import json
+import os
+import shutil
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import fasthost
+from fasthost.follow import ENVIRONMENT
+
+from .test_cli import fasthost_cli
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# cos_calls(n): n calls of libm's cos through ctypes, from the README's example.
+PRELUDE = f"""
+import json, multiprocessing, os, signal, subprocess, sys
+sys.path.insert(0, {str(EXAMPLES)!r})
+from pool_workers import cos_calls
+
+def work(n):  # a pool task: who did it
+    cos_calls(n)
+    return os.getpid()
+
+def tell(**facts):  # what the test needs to know, on stdout
+    print("FACTS " + json.dumps(facts), flush=True)
+"""
+
+# A Python child that makes 13 calls and says who it is.
+CHILD = (
+    PRELUDE
+    + """
+cos_calls(13)
+tell(child=os.getpid())
+"""
+)
+
+POOL = (
+    PRELUDE
+    + """
+if __name__ == "__main__":
+    with multiprocessing.get_context(sys.argv[1]).Pool(2) as pool:  # ends with terminate(): SIGTERM
+        workers = pool.map(work, [100] * 10, chunksize=1)
+    cos_calls(7)
+    subprocess.run([sys.executable, sys.argv[2]], check=True)
+    tell(run=os.getpid(), workers=workers)
+"""
+)
+
+
+def facts(stdout):
+    """The facts the script told, merged."""
+    found = {}
+    for line in stdout.splitlines():
+        if line.startswith("FACTS "):
+            found.update(json.loads(line[len("FACTS ") :]))
+    return found
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def calls_by_pid(snap):
+    return {int(pid): int(snap.threads["leave"][snap.threads["pid"] == pid].sum()) for pid in snap.pids}
+
+
+@pytest.fixture(autouse=True)
+def _not_following():
+    assert ENVIRONMENT not in os.environ  # else every child of the test suite would record
+    yield
+    assert ENVIRONMENT not in os.environ
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_pool_and_a_subprocess_child_add_up_exactly_under_each_start_method(tmp_path, method):
+    pool, child = write(tmp_path, "pool.py", POOL), write(tmp_path, "child.py", CHILD)
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, pool, method, child, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    snap = fasthost.load(out)
+    assert snap.totals["calls"]["leave"] == 10 * 100 + 7 + 13
+    assert snap.totals["calls"]["enter"] == 10 * 100 + 7 + 13
+    by_pid = calls_by_pid(snap)
+    assert by_pid[told["run"]] == 7
+    assert by_pid[told["child"]] == 13
+    for worker in set(told["workers"]):
+        assert by_pid[worker] == 100 * told["workers"].count(worker)
+    (cos,) = snap.targets[~snap.targets["overflow"]]  # one target, though each process has its own addresses
+    assert (cos["symbol"], int(cos["calls"])) == ("libm.so.6!cos", 1020)
+    assert snap.histogram(target="libm.so.6!cos").total == 1020
+    assert "wrote no data" not in proc.stderr
+    assert f"fasthost: {len(snap.pids)} processes" in proc.stdout
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("fasthost-run-")]
+
+
+FORKS = (
+    PRELUDE
+    + """
+cos_calls(1000)
+pid = os.fork()
+if pid == 0:
+    cos_calls(7)
+    sys.exit(0)  # through the run's own ending: it must not write the run's output
+_, status = os.waitpid(pid, 0)
+tell(run=os.getpid(), child=pid, status=status)
+"""
+)
+
+
+def test_a_forked_child_that_exits_does_not_clobber_the_runs_output(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "forks.py", FORKS))
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert told["status"] == 0
+    snap = fasthost.load(out)
+    assert calls_by_pid(snap) == {told["run"]: 1000, told["child"]: 7}
+    assert proc.stdout.count("fasthost: 2 processes") == 1  # one report: the run's
+
+
+def test_without_following_a_forked_child_leaves_the_runs_output_alone(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "--no-follow", "-o", out, write(tmp_path, "forks.py", FORKS))
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert calls_by_pid(fasthost.load(out)) == {told["run"]: 1000}
+
+
+DYING = (
+    PRELUDE
+    + """
+cos_calls(10)
+killed = subprocess.run([sys.executable, "-c", '''
+import ctypes, ctypes.util, os, signal, sys
+libm = ctypes.CDLL(ctypes.util.find_library("m"))
+libm.cos(ctypes.c_double(0.5))
+print(os.getpid(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+'''], capture_output=True, text=True)
+pid = os.fork()
+if pid == 0:
+    cos_calls(3)
+    os._exit(0)  # past atexit: nothing written
+os.waitpid(pid, 0)
+tell(run=os.getpid(), killed=int(killed.stdout), killed_status=killed.returncode, exited=pid)
+"""
+)
+
+
+def test_children_that_die_without_writing_are_named_and_the_rest_combine(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "dying.py", DYING))
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert told["killed_status"] == -signal.SIGKILL
+    silent = sorted([told["killed"], told["exited"]])
+    snap = fasthost.load(out)
+    assert calls_by_pid(snap) == {told["run"]: 10}
+    assert snap.meta["children_without_data"] == silent
+    assert f"2 child process(es) wrote no data: pid {silent[0]}, {silent[1]}" in proc.stderr
+    assert f"2 child processes wrote no data: pid {silent[0]}, {silent[1]}" in proc.stdout  # the report
+    assert fasthost.load(out).to_dict()["children_without_data"] == silent
+
+
+def test_a_python_that_was_not_started_by_a_run_does_not_record(tmp_path):
+    proc = fasthost_cli("report", tmp_path / "missing.npz")  # any Python start-up: the .pth is inert
+    assert proc.returncode == 2
+    assert "not recorded" not in proc.stderr
+
+
+# ---- fasthost combine -----------------------------------------------------------------
+
+
+def cos_snapshot(libm_cos, calls, **options):
+    fasthost.start(clock="monotonic", **options)
+    try:
+        for _ in range(calls):
+            with fasthost.unmanaged(libm_cos):
+                pass
+    finally:
+        fasthost.stop()
+    return fasthost.snapshot()
+
+
+def test_combine_counts_a_session_saved_twice_once(tmp_path):
+    early = cos_snapshot(0x10, 5)
+    fasthost.start(clock="monotonic")
+    for _ in range(5):
+        with fasthost.unmanaged(0x10):
+            pass
+    fasthost.snapshot().save(tmp_path / "a-early.npz")
+    for _ in range(3):
+        with fasthost.unmanaged(0x10):
+            pass
+    fasthost.stop()
+    fasthost.snapshot().save(tmp_path / "a-late.npz")
+    early.save(tmp_path / "other.npz")
+    shutil.copy(tmp_path / "other.npz", tmp_path / "other-copy.npz")
+    out = tmp_path / "out" / "all.npz"
+    out.parent.mkdir()
+    proc = fasthost_cli("combine", tmp_path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    combined = fasthost.load(out)
+    assert combined.totals["calls"]["leave"] == 8 + 5
+    assert "left out" in proc.stderr
+    assert "a-early.npz" in proc.stderr
+    assert "other-copy.npz" in proc.stderr
+    # A combined file and the files it holds: each session still once.
+    again = tmp_path / "out" / "again.npz"
+    assert fasthost_cli("combine", out, tmp_path / "a-late.npz", "-o", again).returncode == 0
+    assert fasthost.load(again).totals["calls"]["leave"] == 13
+
+
+def test_combine_refuses_files_that_share_only_some_sessions(tmp_path):
+    one, two, three = (cos_snapshot(0x10, n) for n in (1, 2, 3))
+    fasthost.merge([one, two]).save(tmp_path / "one-two.npz")
+    fasthost.merge([two, three]).save(tmp_path / "two-three.npz")
+    proc = fasthost_cli("combine", tmp_path / "one-two.npz", tmp_path / "two-three.npz", "-o", tmp_path / "o.npz")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("fasthost: error: ")
+    assert "share 1 recording session(s) but not all" in line
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_combine_refuses_different_precisions_in_one_line(tmp_path):
+    cos_snapshot(0x10, 1, precision=3).save(tmp_path / "p3.npz")
+    cos_snapshot(0x10, 1, precision=5).save(tmp_path / "p5.npz")
+    proc = fasthost_cli("combine", tmp_path / "p3.npz", tmp_path / "p5.npz", "-o", tmp_path / "o.npz")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "different precisions" in line
+    assert "p3.npz has precision 3" in line
+    assert "p5.npz has precision 5" in line
+
+
+def test_combine_of_a_folder_without_snapshots_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = fasthost_cli("combine", tmp_path / "empty", "-o", tmp_path / "o.npz")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"fasthost: error: no .npz files in {tmp_path / 'empty'}"
+
+
+def test_merge_gives_one_name_one_target_when_processes_put_it_at_different_addresses():
+    fasthost.register_target(0x10, "lib!f")
+    fasthost.register_target(0x20, "lib!g")
+    try:
+        here = cos_snapshot(0x10, 2)
+        there = cos_snapshot(0x20, 3)
+    finally:
+        fasthost.unregister_target(0x10)
+        fasthost.unregister_target(0x20)
+    # As another process would see it: f at 0x20 (where g is here), and g elsewhere.
+    there_symbols = {0x20: "lib!f"}
+    from fasthost.export.snapshot import Snapshot
+
+    names = ("threads", "results", "thread_targets", "hist_rows", "hist_counts", "callsites", "callsite_counts")
+    moved = Snapshot(**{n: getattr(there, n) for n in names}, symbols=there_symbols, meta=there.meta)
+    g_here = cos_snapshot(0x20, 4)
+    merged = fasthost.merge([here, moved, Snapshot(**{n: getattr(g_here, n) for n in names},
+                                                   symbols={0x20: "lib!g"}, meta=g_here.meta)])  # fmt: skip
+    calls = {str(row["symbol"]): int(row["calls"]) for row in merged.targets}
+    assert calls == {"lib!f": 5, "lib!g": 4}
+    assert merged.histogram(target="lib!f").total == 5
+
+
+def test_report_and_to_dict_group_threads_by_process_once_there_are_several(tmp_path):
+    one, two = cos_snapshot(0x10, 1), cos_snapshot(0x10, 2)
+    single = fasthost.merge([one])
+    assert "processes" not in single.to_dict()
+    assert "process " not in single.report()
+    forked = tmp_path / "forked.npz"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            cos_snapshot(0x10, 3).save(forked)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    merged = fasthost.merge([one, two, fasthost.load(forked)])
+    summary = merged.to_dict()
+    assert [(p["pid"], p["transitions"], len(p["threads"])) for p in summary["processes"]] == sorted(
+        [(os.getpid(), 3, 2), (pid, 3, 1)]
+    )
+    assert all(t["pid"] in (os.getpid(), pid) for t in summary["threads"])
+    assert summary["totals"]["processes"] == 2
+    text = merged.report()
+    assert text.startswith("fasthost: 2 processes, 3 thread(s), 6 transitions")
+    assert f"pid {pid}" in text
+    assert f"pid {os.getpid()}" in text
+
+
+NESTED = (
+    PRELUDE
+    + """
+cos_calls(5)
+inner = subprocess.run([sys.executable, "-m", "fasthost", "run", "-o", sys.argv[1], sys.argv[2]],
+                       capture_output=True, text=True)
+print(inner.stderr, file=sys.stderr)
+tell(run=os.getpid(), inner_status=inner.returncode)
+"""
+)
+
+
+def test_a_run_started_by_a_followed_program_records_on_its_own(tmp_path):
+    out, inner = tmp_path / "outer.npz", tmp_path / "inner.npz"
+    child = write(tmp_path, "child.py", CHILD)
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "nested.py", NESTED), inner, child)
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert told["inner_status"] == 0
+    assert calls_by_pid(fasthost.load(out)) == {told["run"]: 5}
+    assert fasthost.load(inner).totals["calls"]["leave"] == 13
+    assert "wrote no data" not in proc.stderr
+
+
+OUTLIVING = (
+    PRELUDE
+    + """
+# The child records from its start-up, says so, and ends only once the run has (its stdin closes).
+child = subprocess.Popen([sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+child.stdout.readline()
+tell(run=os.getpid(), child=child.pid)
+"""
+)
+
+
+def test_a_child_still_running_at_the_end_is_named_and_writes_nothing_later(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "outliving.py", OUTLIVING))  # waits for its stderr
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert f"1 child process(es) wrote no data (1 still running): pid {told['child']}" in proc.stderr
+    assert fasthost.load(out).meta["children_without_data"] == [told["child"]]
+    assert "could not write" not in proc.stderr
