@@ -35,7 +35,7 @@ import numpy as np
 from fasthost import _core
 from fasthost._version import __version__
 from fasthost.export.histogram import Histogram, _lower_edges
-from fasthost.export.metrics import Metrics, check_top, metrics
+from fasthost.export.metrics import Labels, Metrics
 from fasthost.export.schema import PRECISIONS
 
 if TYPE_CHECKING:
@@ -199,6 +199,10 @@ def metrics_data(snapshot: Snapshot | None = None, *, top: int = 20, scale: int 
     SDK ``Resource`` (default: the SDK's default one). Raises
     ``ImportError`` without opentelemetry-sdk, ``ValueError``/``TypeError``
     for a bad ``top`` or ``scale``."""
+    return _metrics_data(snapshot, Labels(top), scale, resource)
+
+
+def _metrics_data(snapshot: Snapshot | None, labels: Labels, scale: int, resource: Any) -> Any:
     try:
         from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -210,7 +214,7 @@ def metrics_data(snapshot: Snapshot | None = None, *, top: int = 20, scale: int 
         snapshot = take()
     scale = _check_scale(scale, snapshot.precision)
     now_ns = time.time_ns()
-    points = _points(metrics(snapshot, top), scale, _start_ns(snapshot, now_ns), now_ns)
+    points = _points(labels(snapshot), scale, _start_ns(snapshot, now_ns), now_ns)
     scope = ScopeMetrics(InstrumentationScope("fasthost", __version__), points, "")
     return MetricsData([ResourceMetrics(resource or _default_resource(), [scope], "")])
 
@@ -237,12 +241,14 @@ def register(reader: Any, **options: Any) -> None:
     unknown = set(options) - {"top", "scale", "resource"}
     if unknown:
         raise TypeError(f"register() got unexpected options: {', '.join(sorted(unknown))}")
-    check_top(options.get("top", 20))
-    _check_scale(options.get("scale", 0), max(PRECISIONS))  # and against each snapshot's precision
-    if options.get("resource") is None:
-        # Now, in the caller's thread: the detectors' threads would be
-        # recorded if they first ran under a capture.
-        options["resource"] = _default_resource()
+    # One Labels for the reader's collections: a target keeps its label,
+    # so that every series only grows within a session.
+    labels = Labels(options.get("top", 20))
+    scale = options.get("scale", 0)
+    _check_scale(scale, max(PRECISIONS))  # and against each snapshot's precision
+    # Now, in the caller's thread: the detectors' threads would be recorded
+    # if they first ran under a capture.
+    resource = options.get("resource") or _default_resource()
 
     def collect(_reader: Any, timeout_millis: float = 10_000) -> Any:
         if threading.current_thread() is getattr(reader, "_daemon_thread", None):
@@ -251,6 +257,6 @@ def register(reader: Any, **options: Any) -> None:
             # calls, under a builtins or native capture. For good: the
             # thread does nothing else.
             _core._pause()
-        return metrics_data(**options)
+        return _metrics_data(None, labels, scale, resource)
 
     reader._set_collect_callback(collect)

@@ -22,7 +22,7 @@ import numpy as np
 
 from fasthost import _core
 from fasthost.export.histogram import Histogram, _lower_edges
-from fasthost.export.metrics import check_top, metrics
+from fasthost.export.metrics import Labels, check_top
 
 __all__ = ["OCTAVES", "FasthostCollector", "Server", "octave_buckets", "serve"]
 
@@ -57,13 +57,16 @@ class FasthostCollector:
     - ``fasthost_target_latency_seconds{target}``: a histogram of the
       inclusive durations, ``le`` on octave edges (``octave_buckets``).
 
-    ``target`` is a symbol for the ``top`` targets by inclusive time and
-    ``other`` for the rest. The counters restart from 0 at a ``reset()`` or
-    a new ``start()``, which Prometheus' ``rate()`` reads as a counter
-    reset. Raises ``ValueError`` for a negative ``top``."""
+    ``target`` is a symbol for at most ``top`` targets, which keep their
+    label for the session (see :class:`~fasthost.export.metrics.Labels`:
+    every series only grows), and ``other`` for the rest. The counters
+    restart from 0 at a ``reset()`` or a new ``start()``, which
+    Prometheus' ``rate()`` reads as a counter reset. Raises ``ValueError``
+    for a negative ``top``."""
 
     def __init__(self, top: int = 20):
         self.top = check_top(top)
+        self._labels = Labels(self.top)  # one scraping thread: no lock
 
     def describe(self) -> Iterator[Any]:
         """The metric families, without samples: prometheus_client reads
@@ -75,7 +78,7 @@ class FasthostCollector:
         """The metric families of a snapshot taken now."""
         from fasthost.export.snapshot import snapshot
 
-        figures = metrics(snapshot(), self.top)
+        figures = self._labels(snapshot())
         transitions, abandoned, calls, seconds, exclusive, latency = _families()
         for (call, result), count in figures.transitions.items():
             transitions.add_metric([call, result], count)
