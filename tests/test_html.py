@@ -449,3 +449,76 @@ def test_chromium_lists_a_targets_callers_as_text(browser, callers_page):
     assert [c.text for c in cells[:2]] == [f"{HOSTILE_FILE}:3 <module>", str(SITE_CALLS)]
     assert browser.execute_script("return document.querySelectorAll('#detail b').length") == 0
     assert console_errors(browser) == []
+
+
+# ---- outputs that must neither hang nor destroy the recording ------------------
+
+
+def test_html_to_a_named_pipe_with_no_reader_fails_at_once(snap, tmp_path):
+    pipe = tmp_path / "pipe.html"
+    os.mkfifo(pipe)
+    # open() would wait for a reader for ever; the page is refused instead.
+    with pytest.raises(OSError, match="a named pipe with no reader"):
+        snap.html(pipe)
+
+
+def test_html_to_a_named_pipe_with_a_reader_is_written_whole(snap, tmp_path):
+    pipe = tmp_path / "pipe.html"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    # The reader opens the pipe first, so the writer finds it there.
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    while not received and reader.is_alive():
+        try:
+            size = snap.html(pipe)
+            break
+        except OSError:  # the reader has not opened its end yet
+            continue
+    reader.join()
+    assert len(received[0]) == size
+    assert by_symbol(embedded(received[0].decode("utf-8")))["libm.so.6!cos"]["calls"] == COS_CALLS
+
+
+def test_run_html_to_a_named_pipe_with_no_reader_keeps_the_snapshot_and_exits(tmp_path):
+    os.mkfifo(tmp_path / "pipe.html")
+    proc = fasthost_cli(
+        "run", "-o", tmp_path / "run.npz", "--html", tmp_path / "pipe.html", ROOT / "examples" / "qsort_callbacks.py"
+    )
+    assert proc.returncode == 2
+    assert f"fasthost: error: cannot write {tmp_path / 'pipe.html'}: a named pipe with no reader" in proc.stderr
+    assert fasthost.load(tmp_path / "run.npz").totals["transitions"] > 0
+    assert "libc.so.6!qsort" in proc.stdout  # the text report is still printed
+
+
+def test_report_html_onto_its_own_snapshot_is_refused_and_keeps_it(snap, tmp_path):
+    snap.save(tmp_path / "run.npz")
+    os.link(tmp_path / "run.npz", tmp_path / "run.html")
+    for out in ("run.npz", "run.html"):  # the same path, and a hard link to the same file
+        proc = fasthost_cli("report", "run.npz", "--html", out, cwd=tmp_path)
+        assert proc.returncode == 2
+        (line,) = proc.stderr.strip().splitlines()
+        assert line == f"fasthost: error: cannot write {out}: it is the snapshot run.npz (writing it would destroy it)"
+        assert fasthost.load(tmp_path / "run.npz").totals == snap.totals
+
+
+def test_run_html_hard_linked_to_the_snapshot_is_a_usage_error(tmp_path):
+    (tmp_path / "run.npz").write_bytes(b"an earlier run")
+    os.link(tmp_path / "run.npz", tmp_path / "run.html")
+    proc = fasthost_cli(
+        "run", "-o", "run.npz", "--html", "run.html", ROOT / "examples" / "qsort_callbacks.py", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "fasthost: error: --html and -o name the same file: run.html"
+
+
+def test_chromium_top_0_says_the_targets_were_left_out_not_that_none_were_recorded(browser, snap, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    page = tmp_path / "top0.html"
+    snap.html(page, top=0)
+    browser.get(page.resolve().as_uri())
+    note = browser.find_element(By.ID, "targets-note").text
+    assert note == f"{len(snap.targets)} target(s) not shown (--top)."
+    assert table_rows(browser) == []
+    assert console_errors(browser) == []

@@ -5,6 +5,7 @@ so every duration is exact): a qsort-like workload of 5 slow calls around
 97,020 fast ones with a callback each, and a target with 0-ns calls."""
 
 import ctypes
+import os
 from pathlib import Path
 
 import numpy as np
@@ -453,3 +454,26 @@ def test_cli_plots_refuse_a_missing_or_corrupt_snapshot_in_one_line(saved, tmp_p
     assert ("no such file" if bad == "missing.npz" else "not a fasthost snapshot") in one_error_line(proc)
     assert not (tmp_path / "x.png").exists()
     assert proc.stdout == ""
+
+
+def test_plot_to_a_named_pipe_with_no_reader_fails_at_once(qsort_like, tmp_path):
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    with pytest.raises(OSError, match="a named pipe with no reader"):
+        qsort_like.plot(pipe)
+    with pytest.raises(OSError, match="a named pipe with no reader"):
+        plot_diff(qsort_like, qsort_like, pipe)
+
+
+@pytest.mark.parametrize("command", [["plot", "a.npz", "-o", "a.png"], ["diff", "b.npz", "a.npz", "--plot", "a.png"]])
+def test_cli_plot_onto_a_hard_link_of_its_snapshot_is_refused_and_keeps_it(saved, tmp_path, command):
+    for name in ("a.npz", "b.npz"):
+        (tmp_path / name).write_bytes((saved / name).read_bytes())
+    os.link(tmp_path / "a.npz", tmp_path / "a.png")
+    proc = fasthost_cli(*command, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        one_error_line(proc)
+        == "fasthost: error: cannot write a.png: it is the snapshot a.npz (writing it would destroy it)"
+    )
+    assert fasthost.load(tmp_path / "a.npz").totals == fasthost.load(saved / "a.npz").totals

@@ -20,6 +20,7 @@ import numpy as np
 from fasthost.export.compare import matched_targets
 from fasthost.export.histogram import Histogram
 from fasthost.export.report import format_ns, target_histogram
+from fasthost.export.storage import open_for_writing
 
 if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
@@ -93,7 +94,7 @@ def plot(snapshot: Snapshot, path_or_ax: Any, top: int = 10) -> Any:
         draw_histogram(callbacks, callback_hist, "callbacks (Python called from native code)", CALLBACK_COLOUR)
         _share_histogram_axes(unmanaged, callbacks, [unmanaged_hist, callback_hist])
         fig.suptitle(_title(snapshot), fontsize="large")
-        fig.savefig(path, dpi=FIGURE_DPI, format="png")
+        _save_png(fig, path)
         return fig
     if not hasattr(path_or_ax, "bar"):
         raise TypeError(f"plot() needs a file path or a matplotlib Axes, not {type(path_or_ax).__name__}")
@@ -106,6 +107,13 @@ def plot(snapshot: Snapshot, path_or_ax: Any, top: int = 10) -> Any:
 def _check_top(top: Any) -> None:
     if not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 0:
         raise ValueError(f"top must be an int >= 0, got {top!r}")
+
+
+def _save_png(fig: Any, path: str | os.PathLike[str]) -> None:
+    """Writes ``fig`` to ``path`` as a PNG; ``OSError`` when it cannot be
+    written (a named pipe with no reader included: it fails, not waits)."""
+    with open_for_writing(path) as file:
+        fig.savefig(file, dpi=FIGURE_DPI, format="png")
 
 
 def _title(snapshot: Snapshot) -> str:
@@ -431,7 +439,7 @@ def plot_diff(
         f"after: {_short(labels[1], 40)} ({after.totals['transitions']:,} transitions)",
         fontsize="medium",
     )
-    fig.savefig(path, dpi=FIGURE_DPI, format="png")
+    _save_png(fig, path)
     return fig
 
 

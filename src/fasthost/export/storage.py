@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import json
 import math
 import os
@@ -41,7 +42,7 @@ from fasthost.hresult import CALL_ORDER, RESULT_ORDER
 if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "read", "save"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "open_for_writing", "read", "save"]
 
 FORMAT_NAME = "fasthost-snapshot"
 FORMAT_VERSION = 1
@@ -52,7 +53,7 @@ def save(snapshot: Snapshot, path: str | os.PathLike[str]) -> None:
     given). Raises ``OSError`` when it cannot be written."""
     symbols = snapshot.symbols
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "meta": snapshot.meta}
-    with open(path, "wb") as f:
+    with open_for_writing(path) as f:
         np.savez_compressed(
             f,
             header=np.array(json.dumps(header)),
@@ -212,6 +213,32 @@ _NOT_REGULAR = (
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
 )
+
+
+@contextlib.contextmanager
+def open_for_writing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """``path`` opened for writing, created or truncated, as ``open(path,
+    "wb")`` does, except that it never waits: a named pipe with no reader
+    raises ``OSError`` (ENXIO, "a named pipe with no reader") at once,
+    where ``open`` would block until a reader came, hanging a command whose
+    work is done. A pipe with a reader is written normally."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | nonblocking, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OSError(errno.ENXIO, "a named pipe with no reader", os.fspath(path)) from None
+        raise
+    try:
+        if nonblocking:
+            os.set_blocking(fd, True)  # only the open had to not wait: writes wait for a slow reader
+        f = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
 
 
 def _check_regular(name: str, mode: int) -> None:
