@@ -6,6 +6,7 @@ so every duration is exact): a qsort-like workload of 5 slow calls around
 
 import ctypes
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from .test_cli import fasthost_cli, one_error_line
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 
-from fasthost.export.plot import display_bins, percentile_curve, plot_diff  # noqa: E402
+from fasthost.export.plot import PLOT_TARGETS, display_bins, percentile_curve, plot_diff  # noqa: E402
 
 libc = ctypes.CDLL(None)
 libm = ctypes.CDLL("libm.so.6")
@@ -232,6 +233,35 @@ def test_targets_past_top_are_one_row_of_other_targets(qsort_like, tmp_path):
     assert labels == ["libc.so.6!qsort", "2 other targets", "callbacks (Python)"]
     legend = [t.get_text() for t in by_title["latency by percentile, per target"].get_legend().get_texts()]
     assert legend == ["libc.so.6!qsort (5)", "callbacks (97,020)"]
+
+
+MANY_TARGETS = 60
+
+
+def test_sixty_targets_with_top_60_draw_20_and_fold_the_rest_into_one_row(tmp_path):
+    # Sixty curves in one legend collapsed the figure's layout to slivers.
+    _testing.set_manual_time(1_000_000)
+    fasthost.start(clock="manual")
+    try:
+        for i in range(MANY_TARGETS):
+            for _ in range(i + 1):
+                fasthost.leave_runtime(0x10000 + 16 * i)
+                _testing.advance_manual_time(10 * (i + 1))
+                fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when the layout collapses
+        fig = fasthost.snapshot().plot(tmp_path / "many.png", top=MANY_TARGETS)
+    by_title = panels(fig)
+    legend = by_title["latency by percentile, per target"].get_legend().get_texts()
+    assert len(legend) == PLOT_TARGETS
+    labels = [tick.get_text() for tick in by_title["where the time goes"].get_yticklabels()]
+    assert labels[-1] == f"{MANY_TARGETS - PLOT_TARGETS} other targets"
+    assert len(labels) == PLOT_TARGETS + 1
+    assert_titles_inside(fig)
+    # Every panel keeps a readable size (a collapsed one is a few pixels tall).
+    assert all(ax.get_window_extent().height > 200 for ax in by_title.values())
 
 
 # ---- histograms --------------------------------------------------------------------

@@ -36,6 +36,10 @@ CURVE_POINTS_PER_DECADE = 24
 # unions of whole buckets, so each bar's count is exact for the range drawn.
 BARS_PER_OCTAVE = 4
 DIFF_PANELS = 6  # targets in plot_diff by default
+# Curves and bars per target drawn by plot(): past about 20, the legend and
+# the bar labels no longer fit the 950-pixel figure (at 60 the layout
+# collapses to unreadable slivers); the rest are the "other targets" row.
+PLOT_TARGETS = 20
 LABEL_CHARS = 34  # a symbol longer than this is shortened in the middle
 
 # matplotlib's tab10 less its grey, which is the callbacks' colour here.
@@ -85,7 +89,7 @@ def plot(snapshot: Snapshot, path_or_ax: Any, top: int = 10) -> Any:
         _check_top(top)
         fig = _figure(figsize=(14, 9.5))
         (curves, time), (unmanaged, callbacks) = fig.subplots(2, 2)
-        rows = snapshot.targets[:top]
+        rows = snapshot.targets[: min(top, PLOT_TARGETS)]
         colours = _target_styles(len(rows))
         draw_target_percentiles(curves, snapshot, rows, colours)
         draw_time(time, snapshot, rows, colours)
