@@ -522,3 +522,44 @@ def test_chromium_top_0_says_the_targets_were_left_out_not_that_none_were_record
     assert note == f"{len(snap.targets)} target(s) not shown (--top)."
     assert table_rows(browser) == []
     assert console_errors(browser) == []
+
+
+LONG_SYMBOL = "std::vector<" * 400 + "int" + ">" * 400  # a C++ template name: thousands of chars, no space
+NARROW = 400
+
+
+def test_chromium_page_stays_as_narrow_as_a_phone_window_with_a_long_symbol_selected(browser, snap, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from fasthost import _testing
+
+    address = 0x7000
+    fasthost.register_target(address, LONG_SYMBOL)
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        fasthost.leave_runtime(address)
+        _testing.advance_manual_time(3 * 3600 * 10**9)  # hours: the widest figures too
+        fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+        fasthost.unregister_target(address)
+    page, known = tmp_path / "long.html", tmp_path / "known.html"
+    fasthost.snapshot().html(page)
+    snap.html(known)
+    metrics = {"width": NARROW, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        for path in (page, known):
+            browser.get(path.resolve().as_uri())
+            rows = browser.find_elements(By.CSS_SELECTOR, "#targets tbody tr")
+            for index in range(len(rows)):
+                browser.find_elements(By.CSS_SELECTOR, "#targets tbody tr")[index].click()
+                widths = browser.execute_script(
+                    "const d = document.documentElement; return [d.scrollWidth, d.clientWidth]"
+                )
+                assert widths[0] <= widths[1], f"row {index} of {path.name}: the page is {widths[0]} px wide"
+            assert console_errors(browser) == []
+        assert browser.execute_script("return document.querySelector('[data-role=selected]') !== null")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
