@@ -563,3 +563,51 @@ def test_chromium_page_stays_as_narrow_as_a_phone_window_with_a_long_symbol_sele
         assert browser.execute_script("return document.querySelector('[data-role=selected]') !== null")
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+# Durations whose texts sort differently from their values ("9 ns" > "10 ns"
+# > "1 s" as text), and call counts likewise (9 > 10 as text).
+SORT_CASES = {"nine": (9, 10), "ten": (10, 9), "hundred": (100, 100), "two_us": (2_000, 1), "one_s": (10**9, 2)}
+
+
+def test_chromium_sorts_every_numeric_column_by_value_not_text(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from fasthost import _testing
+
+    addresses = {name: 0x6000 + 16 * i for i, name in enumerate(SORT_CASES)}
+    for name, address in addresses.items():
+        fasthost.register_target(address, name)
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        for name, (ns, calls) in SORT_CASES.items():
+            for _ in range(calls):
+                fasthost.leave_runtime(addresses[name])
+                _testing.advance_manual_time(ns)
+                fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+        for address in addresses.values():
+            fasthost.unregister_target(address)
+    page = tmp_path / "sort.html"
+    snap = fasthost.snapshot()
+    snap.html(page)
+    targets = by_symbol(embedded(page.read_text(encoding="utf-8")))
+    values = {
+        "calls": lambda t: t["calls"],
+        "total": lambda t: t["total_ns"],
+        "p50": lambda t: t["dist"]["summary"]["p50"]["ns"],
+        "p99": lambda t: t["dist"]["summary"]["p99"]["ns"],
+        "max": lambda t: t["dist"]["summary"]["max"]["ns"],
+    }
+    browser.get(page.resolve().as_uri())
+    for key, value in values.items():
+        header = browser.find_element(By.CSS_SELECTOR, f"#targets th[data-key={key}]")
+        header.click()
+        if header.get_attribute("aria-sort") != "ascending":
+            header.click()
+        shown = [symbol for symbol, _ in table_rows(browser)]
+        assert [value(targets[s]) for s in shown] == sorted(value(targets[s]) for s in shown), key
+        assert len(set(value(targets[s]) for s in shown)) > 3, key  # the column really orders something
+    assert console_errors(browser) == []
