@@ -507,3 +507,35 @@ def test_cli_plot_onto_a_hard_link_of_its_snapshot_is_refused_and_keeps_it(saved
         == "fasthost: error: cannot write a.png: it is the snapshot a.npz (writing it would destroy it)"
     )
     assert fasthost.load(tmp_path / "a.npz").totals == fasthost.load(saved / "a.npz").totals
+
+
+DOLLAR_SYMBOLS = ("fmt::$LT$impl$u20$Debug$GT$::fmt", "a$\\frac{1}{2}$b", "odd$one")  # Rust's legacy mangling
+
+
+def test_symbols_with_dollar_signs_are_drawn_as_written_not_as_math(tmp_path):
+    addresses = [0x5000 + 16 * i for i in range(len(DOLLAR_SYMBOLS))]
+    for address, symbol in zip(addresses, DOLLAR_SYMBOLS):
+        fasthost.register_target(address, symbol)
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        for i, address in enumerate(addresses):
+            fasthost.leave_runtime(address)
+            _testing.advance_manual_time(100 * (i + 1))
+            fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+        snap = fasthost.snapshot()  # names the targets: before they are unregistered
+        for address in addresses:
+            fasthost.unregister_target(address)
+    by_title = panels(snap.plot(tmp_path / "dollars.png"))
+    # What matplotlib draws: the text after its math pass ($...$ is TeX).
+    legend = by_title["latency by percentile, per target"].get_legend().get_texts()
+    assert sorted(text._preprocess_math(text.get_text()) for text in legend) == sorted(
+        (f"{symbol} (1)", False) for symbol in DOLLAR_SYMBOLS
+    )
+    bars = by_title["where the time goes"].get_yticklabels()
+    assert sorted(text._preprocess_math(text.get_text())[0] for text in bars) == sorted(DOLLAR_SYMBOLS)
+    fig = plot_diff(snap, snap, tmp_path / "dollars-diff.png")
+    titles = [ax._left_title for ax in fig.axes if ax.get_visible()]
+    assert sorted(t._preprocess_math(t.get_text())[0].split("\n")[0] for t in titles) == sorted(DOLLAR_SYMBOLS)

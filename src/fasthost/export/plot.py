@@ -131,11 +131,14 @@ def _title(snapshot: Snapshot) -> str:
 
 def _short(label: str, chars: int = LABEL_CHARS) -> str:
     """``label`` cut in the middle to ``chars`` characters (a symbol's
-    library and its function name both stay readable)."""
-    if len(label) <= chars:
-        return label
-    keep = chars - 1
-    return label[: keep - keep // 2] + "\u2026" + label[len(label) - keep // 2 :]
+    library and its function name both stay readable), its dollar signs
+    escaped: matplotlib reads text between two ``$`` as math, which would
+    show Rust's ``<impl Foo as Bar>`` symbols (``$LT$impl$u20$...$GT$``)
+    in italics without their dollars."""
+    if len(label) > chars:
+        keep = chars - 1
+        label = label[: keep - keep // 2] + "\u2026" + label[len(label) - keep // 2 :]
+    return label.replace("$", "\\$")
 
 
 def _target_styles(count: int) -> list[dict[str, Any]]:
