@@ -611,3 +611,42 @@ def test_chromium_sorts_every_numeric_column_by_value_not_text(browser, tmp_path
         assert [value(targets[s]) for s in shown] == sorted(value(targets[s]) for s in shown), key
         assert len(set(value(targets[s]) for s in shown)) > 3, key  # the column really orders something
     assert console_errors(browser) == []
+
+
+def test_chromium_draws_zero_ns_calls_in_a_band_of_their_own_not_as_a_sliver_at_1_ns(browser, tmp_path):
+    from fasthost import _testing
+
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        for i in range(20):  # half of them 0 ns, half 40 ns
+            fasthost.leave_runtime(0x1000)
+            _testing.advance_manual_time(0 if i % 2 else 40)
+            fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+    page = tmp_path / "zero.html"
+    fasthost.snapshot().html(page)
+    browser.get(page.resolve().as_uri())
+    found = browser.execute_script("""
+        const hist = document.querySelector('svg[data-role=histogram]');
+        const pct = document.querySelector('svg[data-role=percentiles]');
+        const tick = (svg, label) => [...svg.querySelectorAll('text')].find((t) => t.textContent === label);
+        const bar = [...hist.querySelectorAll('rect.bar')].find((r) => r.textContent.startsWith('0 ns - 1 ns'));
+        return {
+            barRight: +bar.getAttribute('x') + +bar.getAttribute('width'),
+            barWidth: +bar.getAttribute('width'),
+            oneNsX: +tick(hist, '1 ns').getAttribute('x'),
+            zeroTick: tick(hist, '0') !== undefined,
+            p50Y: +pct.querySelector('circle[data-quantile=p50]').getAttribute('cy'),
+            oneNsY: +tick(pct, '1 ns').getAttribute('y') - 4,
+            zeroY: +tick(pct, '0').getAttribute('y') - 4,
+        };
+    """)
+    assert found["barWidth"] >= 20  # was 1.5 px on the axis line
+    assert found["barRight"] <= found["oneNsX"]
+    assert found["zeroTick"]
+    # p50 is 0 ns: on the "0" tick, below (greater y than) the 1 ns one.
+    assert found["p50Y"] == pytest.approx(found["zeroY"])
+    assert found["p50Y"] > found["oneNsY"]
+    assert console_errors(browser) == []
