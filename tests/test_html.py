@@ -650,3 +650,16 @@ def test_chromium_draws_zero_ns_calls_in_a_band_of_their_own_not_as_a_sliver_at_
     assert found["p50Y"] == pytest.approx(found["zeroY"])
     assert found["p50Y"] > found["oneNsY"]
     assert console_errors(browser) == []
+
+
+def test_run_writes_the_snapshot_and_page_where_they_were_checked_when_the_program_changes_directory(tmp_path):
+    # The program moves into a folder and deletes it: relative outputs
+    # resolved after the run would have nowhere to go.
+    script = tmp_path / "wander.py"
+    script.write_text("import math, os\nos.mkdir('gone')\nos.chdir('gone')\nos.rmdir(os.getcwd())\nmath.cos(0.5)\n")
+    proc = fasthost_cli("run", "--capture", "builtins", "-o", "run.npz", "--html", "run.html", script, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "fasthost: wrote run.npz" in proc.stderr
+    assert "fasthost: wrote run.html (" in proc.stderr
+    assert by_symbol(embedded((tmp_path / "run.html").read_text(encoding="utf-8")))["math.cos"]["calls"] == 1
+    assert fasthost.load(tmp_path / "run.npz").totals["transitions"] > 0

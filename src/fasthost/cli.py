@@ -183,6 +183,10 @@ def _run(args: argparse.Namespace) -> int:
     except (SyntaxError, ValueError) as exc:
         raise UsageError(f"cannot compile {args.script}: {exc}") from None
 
+    # The paths checked above, fixed now: the program may chdir, and the
+    # files must land where they were checked (and where the user looks).
+    output = os.path.abspath(args.output)
+    html = os.path.abspath(args.html) if args.html else None
     status = 0
     server = _serve(args.serve)
     fasthost.start(clock=args.clock)
@@ -194,14 +198,14 @@ def _run(args: argparse.Namespace) -> int:
         fasthost.stop()
         snap = fasthost.snapshot()
         try:
-            snap.save(args.output)
+            snap.save(output)
         except OSError as exc:
             print(f"fasthost: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
             status = status or 2
         else:
             print(f"fasthost: wrote {args.output}", file=sys.stderr)
-        if args.html:
-            failure = _write_html(snap, args.html, args.top)
+        if html:
+            failure = _write_html(snap, html, args.top, shown=args.html)
             if failure:
                 print(f"fasthost: error: {failure}", file=sys.stderr)
                 status = status or 2
@@ -396,14 +400,16 @@ def _draw(args: argparse.Namespace, path: str, draw: Callable[[], object]) -> No
     print(f"fasthost: wrote {path}", file=sys.stderr)
 
 
-def _write_html(snap: fasthost.Snapshot, path: str, top: int) -> str | None:
+def _write_html(snap: fasthost.Snapshot, path: str, top: int, shown: str | None = None) -> str | None:
     """Writes the HTML report of ``snap`` to ``path`` and says so on
-    stderr; the one-line reason when it cannot be written, else None."""
+    stderr, naming it ``shown`` (default: ``path``); the one-line reason
+    when it cannot be written, else None."""
+    shown = shown or path
     try:
         size = snap.html(path, top=top)
     except OSError as exc:
-        return f"cannot write {path}: {exc.strerror or exc}"
-    print(f"fasthost: wrote {path} ({size / 1000:.1f} kB)", file=sys.stderr)
+        return f"cannot write {shown}: {exc.strerror or exc}"
+    print(f"fasthost: wrote {shown} ({size / 1000:.1f} kB)", file=sys.stderr)
     return None
 
 
