@@ -663,3 +663,14 @@ def test_run_writes_the_snapshot_and_page_where_they_were_checked_when_the_progr
     assert "fasthost: wrote run.html (" in proc.stderr
     assert by_symbol(embedded((tmp_path / "run.html").read_text(encoding="utf-8")))["math.cos"]["calls"] == 1
     assert fasthost.load(tmp_path / "run.npz").totals["transitions"] > 0
+
+
+@pytest.mark.parametrize("option", ["-o", "--html"])
+def test_run_refuses_to_write_over_the_script_it_runs(tmp_path, option):
+    source = "import math\nmath.cos(0.5)\n"
+    (tmp_path / "work.py").write_text(source)
+    proc = fasthost_cli("run", option, "work.py", "work.py", cwd=tmp_path)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == "fasthost: error: cannot write work.py: it is the script work.py (writing it would destroy it)"
+    assert (tmp_path / "work.py").read_text() == source

@@ -169,9 +169,10 @@ def _run(args: argparse.Namespace) -> int:
     if fasthost.running():
         raise UsageError("fasthost is already recording in this process")
     # Before the script runs: finding out afterwards would lose its run.
-    _check_output(args.output)
+    script = (args.script,) if args.script and not args.module else ()
+    _check_output(args.output, script, "script")
     if args.html:
-        _check_output(args.html)
+        _check_output(args.html, script, "script")
         if _same_file(args.html, args.output):
             raise UsageError(f"--html and -o name the same file: {args.html}")
     try:
@@ -289,16 +290,17 @@ def _exit_status(code: object) -> int:
 # ---- paths, checked before any work ----------------------------------------------
 
 
-def _check_output(path: str, inputs: tuple[str, ...] = ()) -> None:
+def _check_output(path: str, inputs: tuple[str, ...] = (), kind: str = "snapshot") -> None:
     """Raises UsageError (one line) for an output file that surely cannot
     be written: its folder is missing or not a folder, it is a directory,
     or it (or, for a new file, its folder) is not writable; or that is one
-    of the snapshot files ``inputs``, which writing it would destroy.
+    of the files ``inputs`` (of ``kind``: the snapshots read, the script
+    run), which writing it would destroy.
     Creates nothing; the write itself can still fail (a full disk), and
     says so."""
     for source in inputs:
         if _same_file(path, source):
-            raise UsageError(f"cannot write {path}: it is the snapshot {source} (writing it would destroy it)")
+            raise UsageError(f"cannot write {path}: it is the {kind} {source} (writing it would destroy it)")
     folder = os.path.dirname(path) or "."
     if os.path.isdir(path):
         raise UsageError(f"cannot write {path}: it is a directory")
