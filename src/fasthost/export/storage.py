@@ -230,15 +230,20 @@ def open_for_writing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         if exc.errno == errno.ENXIO:
             raise OSError(errno.ENXIO, "a named pipe with no reader", os.fspath(path)) from None
         raise
+    # Only the open had to not wait: writes wait for a slow reader.
+    with _fdopen(fd, "wb", lambda fd: os.set_blocking(fd, True) if nonblocking else None) as f:
+        yield f
+
+
+def _fdopen(fd: int, mode: str, prepare: Callable[[int], None]) -> BinaryIO:
+    """``fd`` as a file object of ``mode`` once ``prepare(fd)`` has run
+    without raising; on any failure ``fd`` is closed, not leaked."""
     try:
-        if nonblocking:
-            os.set_blocking(fd, True)  # only the open had to not wait: writes wait for a slow reader
-        f = os.fdopen(fd, "wb")
+        prepare(fd)
+        return os.fdopen(fd, mode)  # type: ignore[return-value]
     except BaseException:
         os.close(fd)
         raise
-    with f:
-        yield f
 
 
 def _check_regular(name: str, mode: int) -> None:
@@ -258,13 +263,7 @@ def _open_regular_file(name: str) -> Iterator[BinaryIO]:
     _check_regular(name, os.stat(name).st_mode)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(name, flags)
-    try:
-        _check_regular(name, os.fstat(fd).st_mode)
-        f = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with f:
+    with _fdopen(fd, "rb", lambda fd: _check_regular(name, os.fstat(fd).st_mode)) as f:
         yield f
 
 
