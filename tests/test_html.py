@@ -674,3 +674,31 @@ def test_run_refuses_to_write_over_the_script_it_runs(tmp_path, option):
     (line,) = proc.stderr.strip().splitlines()
     assert line == "fasthost: error: cannot write work.py: it is the script work.py (writing it would destroy it)"
     assert (tmp_path / "work.py").read_text() == source
+
+
+def test_chromium_percentile_labels_never_overlap_when_the_marks_are_close(browser, tmp_path):
+    from fasthost import _testing
+
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        for i in range(20):  # p90 and max both 40 ns, 1/(1-q) 10 and 20: side by side
+            fasthost.leave_runtime(0x1000)
+            _testing.advance_manual_time(0 if i % 2 else 40)
+            fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+    page = tmp_path / "close.html"
+    fasthost.snapshot().html(page)
+    browser.get(page.resolve().as_uri())
+    boxes = browser.execute_script("""
+        return [...document.querySelectorAll('svg[data-role=percentiles] text[data-quantile]')].map((t) => {
+            const b = t.getBBox(); return [t.dataset.quantile, b.x, b.y, b.x + b.width, b.y + b.height];
+        });
+    """)
+    assert {name for name, *_ in boxes} == {"p50", "p90", "max"}
+    for i, (name, left, top, right, bottom) in enumerate(boxes):
+        for other, left2, top2, right2, bottom2 in boxes[i + 1 :]:
+            apart = right <= left2 or right2 <= left or bottom <= top2 or bottom2 <= top
+            assert apart, f"{name} and {other} labels overlap"
+    assert console_errors(browser) == []
