@@ -613,21 +613,26 @@ def test_chromium_sorts_every_numeric_column_by_value_not_text(browser, tmp_path
     assert console_errors(browser) == []
 
 
-def test_chromium_draws_zero_ns_calls_in_a_band_of_their_own_not_as_a_sliver_at_1_ns(browser, tmp_path):
+def zero_and_forty_ns_page(path: Path) -> Path:
+    """The page of 20 calls on the manual clock, half of them 0 ns and half
+    40 ns: p50 is 0 ns, p90 and max are 40 ns at 1/(1-q) 10 and 20."""
     from fasthost import _testing
 
     _testing.set_manual_time(1_000)
     fasthost.start(clock="manual")
     try:
-        for i in range(20):  # half of them 0 ns, half 40 ns
+        for i in range(20):
             fasthost.leave_runtime(0x1000)
             _testing.advance_manual_time(0 if i % 2 else 40)
             fasthost.enter_runtime()
     finally:
         fasthost.stop()
-    page = tmp_path / "zero.html"
-    fasthost.snapshot().html(page)
-    browser.get(page.resolve().as_uri())
+    fasthost.snapshot().html(path)
+    return path
+
+
+def test_chromium_draws_zero_ns_calls_in_a_band_of_their_own_not_as_a_sliver_at_1_ns(browser, tmp_path):
+    browser.get(zero_and_forty_ns_page(tmp_path / "zero.html").resolve().as_uri())
     found = browser.execute_script("""
         const hist = document.querySelector('svg[data-role=histogram]');
         const pct = document.querySelector('svg[data-role=percentiles]');
@@ -677,20 +682,8 @@ def test_run_refuses_to_write_over_the_script_it_runs(tmp_path, option):
 
 
 def test_chromium_percentile_labels_never_overlap_when_the_marks_are_close(browser, tmp_path):
-    from fasthost import _testing
-
-    _testing.set_manual_time(1_000)
-    fasthost.start(clock="manual")
-    try:
-        for i in range(20):  # p90 and max both 40 ns, 1/(1-q) 10 and 20: side by side
-            fasthost.leave_runtime(0x1000)
-            _testing.advance_manual_time(0 if i % 2 else 40)
-            fasthost.enter_runtime()
-    finally:
-        fasthost.stop()
-    page = tmp_path / "close.html"
-    fasthost.snapshot().html(page)
-    browser.get(page.resolve().as_uri())
+    # p90 and max are both 40 ns, side by side at 1/(1-q) 10 and 20.
+    browser.get(zero_and_forty_ns_page(tmp_path / "close.html").resolve().as_uri())
     boxes = browser.execute_script("""
         return [...document.querySelectorAll('svg[data-role=percentiles] text[data-quantile]')].map((t) => {
             const b = t.getBBox(); return [t.dataset.quantile, b.x, b.y, b.x + b.width, b.y + b.height];
