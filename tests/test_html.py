@@ -449,3 +449,249 @@ def test_chromium_lists_a_targets_callers_as_text(browser, callers_page):
     assert [c.text for c in cells[:2]] == [f"{HOSTILE_FILE}:3 <module>", str(SITE_CALLS)]
     assert browser.execute_script("return document.querySelectorAll('#detail b').length") == 0
     assert console_errors(browser) == []
+
+
+# ---- outputs that must neither hang nor destroy the recording ------------------
+
+
+def test_html_to_a_named_pipe_with_no_reader_fails_at_once(snap, tmp_path):
+    pipe = tmp_path / "pipe.html"
+    os.mkfifo(pipe)
+    # open() would wait for a reader for ever; the page is refused instead.
+    with pytest.raises(OSError, match="a named pipe with no reader"):
+        snap.html(pipe)
+
+
+def test_html_to_a_named_pipe_with_a_reader_is_written_whole(snap, tmp_path):
+    pipe = tmp_path / "pipe.html"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    # The reader opens the pipe first, so the writer finds it there.
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    while not received and reader.is_alive():
+        try:
+            size = snap.html(pipe)
+            break
+        except OSError:  # the reader has not opened its end yet
+            continue
+    reader.join()
+    assert len(received[0]) == size
+    assert by_symbol(embedded(received[0].decode("utf-8")))["libm.so.6!cos"]["calls"] == COS_CALLS
+
+
+def test_run_html_to_a_named_pipe_with_no_reader_keeps_the_snapshot_and_exits(tmp_path):
+    os.mkfifo(tmp_path / "pipe.html")
+    proc = fasthost_cli(
+        "run", "-o", tmp_path / "run.npz", "--html", tmp_path / "pipe.html", ROOT / "examples" / "qsort_callbacks.py"
+    )
+    assert proc.returncode == 2
+    assert f"fasthost: error: cannot write {tmp_path / 'pipe.html'}: a named pipe with no reader" in proc.stderr
+    assert fasthost.load(tmp_path / "run.npz").totals["transitions"] > 0
+    assert "libc.so.6!qsort" in proc.stdout  # the text report is still printed
+
+
+def test_report_html_onto_its_own_snapshot_is_refused_and_keeps_it(snap, tmp_path):
+    snap.save(tmp_path / "run.npz")
+    os.link(tmp_path / "run.npz", tmp_path / "run.html")
+    for out in ("run.npz", "run.html"):  # the same path, and a hard link to the same file
+        proc = fasthost_cli("report", "run.npz", "--html", out, cwd=tmp_path)
+        assert proc.returncode == 2
+        (line,) = proc.stderr.strip().splitlines()
+        assert line == f"fasthost: error: cannot write {out}: it is the snapshot run.npz (writing it would destroy it)"
+        assert fasthost.load(tmp_path / "run.npz").totals == snap.totals
+
+
+def test_run_html_hard_linked_to_the_snapshot_is_a_usage_error(tmp_path):
+    (tmp_path / "run.npz").write_bytes(b"an earlier run")
+    os.link(tmp_path / "run.npz", tmp_path / "run.html")
+    proc = fasthost_cli(
+        "run", "-o", "run.npz", "--html", "run.html", ROOT / "examples" / "qsort_callbacks.py", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "fasthost: error: --html and -o name the same file: run.html"
+
+
+def test_chromium_top_0_says_the_targets_were_left_out_not_that_none_were_recorded(browser, snap, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    page = tmp_path / "top0.html"
+    snap.html(page, top=0)
+    browser.get(page.resolve().as_uri())
+    note = browser.find_element(By.ID, "targets-note").text
+    assert note == f"{len(snap.targets)} target(s) not shown (--top)."
+    assert table_rows(browser) == []
+    assert console_errors(browser) == []
+
+
+LONG_SYMBOL = "std::vector<" * 400 + "int" + ">" * 400  # a C++ template name: thousands of chars, no space
+NARROW = 400
+
+
+def test_chromium_page_stays_as_narrow_as_a_phone_window_with_a_long_symbol_selected(browser, snap, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from fasthost import _testing
+
+    address = 0x7000
+    fasthost.register_target(address, LONG_SYMBOL)
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        fasthost.leave_runtime(address)
+        _testing.advance_manual_time(3 * 3600 * 10**9)  # hours: the widest figures too
+        fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+        fasthost.unregister_target(address)
+    page, known = tmp_path / "long.html", tmp_path / "known.html"
+    fasthost.snapshot().html(page)
+    snap.html(known)
+    metrics = {"width": NARROW, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        for path in (page, known):
+            browser.get(path.resolve().as_uri())
+            rows = browser.find_elements(By.CSS_SELECTOR, "#targets tbody tr")
+            for index in range(len(rows)):
+                browser.find_elements(By.CSS_SELECTOR, "#targets tbody tr")[index].click()
+                widths = browser.execute_script(
+                    "const d = document.documentElement; return [d.scrollWidth, d.clientWidth]"
+                )
+                assert widths[0] <= widths[1], f"row {index} of {path.name}: the page is {widths[0]} px wide"
+            assert console_errors(browser) == []
+        assert browser.execute_script("return document.querySelector('[data-role=selected]') !== null")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+# Durations whose texts sort differently from their values ("9 ns" > "10 ns"
+# > "1 s" as text), and call counts likewise (9 > 10 as text).
+SORT_CASES = {"nine": (9, 10), "ten": (10, 9), "hundred": (100, 100), "two_us": (2_000, 1), "one_s": (10**9, 2)}
+
+
+def test_chromium_sorts_every_numeric_column_by_value_not_text(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from fasthost import _testing
+
+    addresses = {name: 0x6000 + 16 * i for i, name in enumerate(SORT_CASES)}
+    for name, address in addresses.items():
+        fasthost.register_target(address, name)
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        for name, (ns, calls) in SORT_CASES.items():
+            for _ in range(calls):
+                fasthost.leave_runtime(addresses[name])
+                _testing.advance_manual_time(ns)
+                fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+        for address in addresses.values():
+            fasthost.unregister_target(address)
+    page = tmp_path / "sort.html"
+    snap = fasthost.snapshot()
+    snap.html(page)
+    targets = by_symbol(embedded(page.read_text(encoding="utf-8")))
+    values = {
+        "calls": lambda t: t["calls"],
+        "total": lambda t: t["total_ns"],
+        "p50": lambda t: t["dist"]["summary"]["p50"]["ns"],
+        "p99": lambda t: t["dist"]["summary"]["p99"]["ns"],
+        "max": lambda t: t["dist"]["summary"]["max"]["ns"],
+    }
+    browser.get(page.resolve().as_uri())
+    for key, value in values.items():
+        header = browser.find_element(By.CSS_SELECTOR, f"#targets th[data-key={key}]")
+        header.click()
+        if header.get_attribute("aria-sort") != "ascending":
+            header.click()
+        shown = [symbol for symbol, _ in table_rows(browser)]
+        assert [value(targets[s]) for s in shown] == sorted(value(targets[s]) for s in shown), key
+        assert len(set(value(targets[s]) for s in shown)) > 3, key  # the column really orders something
+    assert console_errors(browser) == []
+
+
+def zero_and_forty_ns_page(path: Path) -> Path:
+    """The page of 20 calls on the manual clock, half of them 0 ns and half
+    40 ns: p50 is 0 ns, p90 and max are 40 ns at 1/(1-q) 10 and 20."""
+    from fasthost import _testing
+
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        for i in range(20):
+            fasthost.leave_runtime(0x1000)
+            _testing.advance_manual_time(0 if i % 2 else 40)
+            fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+    fasthost.snapshot().html(path)
+    return path
+
+
+def test_chromium_draws_zero_ns_calls_in_a_band_of_their_own_not_as_a_sliver_at_1_ns(browser, tmp_path):
+    browser.get(zero_and_forty_ns_page(tmp_path / "zero.html").resolve().as_uri())
+    found = browser.execute_script("""
+        const hist = document.querySelector('svg[data-role=histogram]');
+        const pct = document.querySelector('svg[data-role=percentiles]');
+        const tick = (svg, label) => [...svg.querySelectorAll('text')].find((t) => t.textContent === label);
+        const bar = [...hist.querySelectorAll('rect.bar')].find((r) => r.textContent.startsWith('0 ns - 1 ns'));
+        return {
+            barRight: +bar.getAttribute('x') + +bar.getAttribute('width'),
+            barWidth: +bar.getAttribute('width'),
+            oneNsX: +tick(hist, '1 ns').getAttribute('x'),
+            zeroTick: tick(hist, '0') !== undefined,
+            p50Y: +pct.querySelector('circle[data-quantile=p50]').getAttribute('cy'),
+            oneNsY: +tick(pct, '1 ns').getAttribute('y') - 4,
+            zeroY: +tick(pct, '0').getAttribute('y') - 4,
+        };
+    """)
+    assert found["barWidth"] >= 20  # was 1.5 px on the axis line
+    assert found["barRight"] <= found["oneNsX"]
+    assert found["zeroTick"]
+    # p50 is 0 ns: on the "0" tick, below (greater y than) the 1 ns one.
+    assert found["p50Y"] == pytest.approx(found["zeroY"])
+    assert found["p50Y"] > found["oneNsY"]
+    assert console_errors(browser) == []
+
+
+def test_run_writes_the_snapshot_and_page_where_they_were_checked_when_the_program_changes_directory(tmp_path):
+    # The program moves into a folder and deletes it: relative outputs
+    # resolved after the run would have nowhere to go.
+    script = tmp_path / "wander.py"
+    script.write_text("import math, os\nos.mkdir('gone')\nos.chdir('gone')\nos.rmdir(os.getcwd())\nmath.cos(0.5)\n")
+    proc = fasthost_cli("run", "--capture", "builtins", "-o", "run.npz", "--html", "run.html", script, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "fasthost: wrote run.npz" in proc.stderr
+    assert "fasthost: wrote run.html (" in proc.stderr
+    assert by_symbol(embedded((tmp_path / "run.html").read_text(encoding="utf-8")))["math.cos"]["calls"] == 1
+    assert fasthost.load(tmp_path / "run.npz").totals["transitions"] > 0
+
+
+@pytest.mark.parametrize("option", ["-o", "--html"])
+def test_run_refuses_to_write_over_the_script_it_runs(tmp_path, option):
+    source = "import math\nmath.cos(0.5)\n"
+    (tmp_path / "work.py").write_text(source)
+    proc = fasthost_cli("run", option, "work.py", "work.py", cwd=tmp_path)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == "fasthost: error: cannot write work.py: it is the script work.py (writing it would destroy it)"
+    assert (tmp_path / "work.py").read_text() == source
+
+
+def test_chromium_percentile_labels_never_overlap_when_the_marks_are_close(browser, tmp_path):
+    # p90 and max are both 40 ns, side by side at 1/(1-q) 10 and 20.
+    browser.get(zero_and_forty_ns_page(tmp_path / "close.html").resolve().as_uri())
+    boxes = browser.execute_script("""
+        return [...document.querySelectorAll('svg[data-role=percentiles] text[data-quantile]')].map((t) => {
+            const b = t.getBBox(); return [t.dataset.quantile, b.x, b.y, b.x + b.width, b.y + b.height];
+        });
+    """)
+    assert {name for name, *_ in boxes} == {"p50", "p90", "max"}
+    for i, (name, left, top, right, bottom) in enumerate(boxes):
+        for other, left2, top2, right2, bottom2 in boxes[i + 1 :]:
+            apart = right <= left2 or right2 <= left or bottom <= top2 or bottom2 <= top
+            assert apart, f"{name} and {other} labels overlap"
+    assert console_errors(browser) == []

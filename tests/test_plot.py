@@ -5,6 +5,8 @@ so every duration is exact): a qsort-like workload of 5 slow calls around
 97,020 fast ones with a callback each, and a target with 0-ns calls."""
 
 import ctypes
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from .test_cli import fasthost_cli, one_error_line
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 
-from fasthost.export.plot import display_bins, percentile_curve, plot_diff  # noqa: E402
+from fasthost.export.plot import PLOT_TARGETS, display_bins, percentile_curve, plot_diff  # noqa: E402
 
 libc = ctypes.CDLL(None)
 libm = ctypes.CDLL("libm.so.6")
@@ -231,6 +233,35 @@ def test_targets_past_top_are_one_row_of_other_targets(qsort_like, tmp_path):
     assert labels == ["libc.so.6!qsort", "2 other targets", "callbacks (Python)"]
     legend = [t.get_text() for t in by_title["latency by percentile, per target"].get_legend().get_texts()]
     assert legend == ["libc.so.6!qsort (5)", "callbacks (97,020)"]
+
+
+MANY_TARGETS = 60
+
+
+def test_sixty_targets_with_top_60_draw_20_and_fold_the_rest_into_one_row(tmp_path):
+    # Sixty curves in one legend collapsed the figure's layout to slivers.
+    _testing.set_manual_time(1_000_000)
+    fasthost.start(clock="manual")
+    try:
+        for i in range(MANY_TARGETS):
+            for _ in range(i + 1):
+                fasthost.leave_runtime(0x10000 + 16 * i)
+                _testing.advance_manual_time(10 * (i + 1))
+                fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when the layout collapses
+        fig = fasthost.snapshot().plot(tmp_path / "many.png", top=MANY_TARGETS)
+    by_title = panels(fig)
+    legend = by_title["latency by percentile, per target"].get_legend().get_texts()
+    assert len(legend) == PLOT_TARGETS
+    labels = [tick.get_text() for tick in by_title["where the time goes"].get_yticklabels()]
+    assert labels[-1] == f"{MANY_TARGETS - PLOT_TARGETS} other targets"
+    assert len(labels) == PLOT_TARGETS + 1
+    assert_titles_inside(fig)
+    # Every panel keeps a readable size (a collapsed one is a few pixels tall).
+    assert all(ax.get_window_extent().height > 200 for ax in by_title.values())
 
 
 # ---- histograms --------------------------------------------------------------------
@@ -453,3 +484,58 @@ def test_cli_plots_refuse_a_missing_or_corrupt_snapshot_in_one_line(saved, tmp_p
     assert ("no such file" if bad == "missing.npz" else "not a fasthost snapshot") in one_error_line(proc)
     assert not (tmp_path / "x.png").exists()
     assert proc.stdout == ""
+
+
+def test_plot_to_a_named_pipe_with_no_reader_fails_at_once(qsort_like, tmp_path):
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    with pytest.raises(OSError, match="a named pipe with no reader"):
+        qsort_like.plot(pipe)
+    with pytest.raises(OSError, match="a named pipe with no reader"):
+        plot_diff(qsort_like, qsort_like, pipe)
+
+
+@pytest.mark.parametrize("command", [["plot", "a.npz", "-o", "a.png"], ["diff", "b.npz", "a.npz", "--plot", "a.png"]])
+def test_cli_plot_onto_a_hard_link_of_its_snapshot_is_refused_and_keeps_it(saved, tmp_path, command):
+    for name in ("a.npz", "b.npz"):
+        (tmp_path / name).write_bytes((saved / name).read_bytes())
+    os.link(tmp_path / "a.npz", tmp_path / "a.png")
+    proc = fasthost_cli(*command, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        one_error_line(proc)
+        == "fasthost: error: cannot write a.png: it is the snapshot a.npz (writing it would destroy it)"
+    )
+    assert fasthost.load(tmp_path / "a.npz").totals == fasthost.load(saved / "a.npz").totals
+
+
+DOLLAR_SYMBOLS = ("fmt::$LT$impl$u20$Debug$GT$::fmt", "a$\\frac{1}{2}$b", "odd$one")  # Rust's legacy mangling
+
+
+def test_symbols_with_dollar_signs_are_drawn_as_written_not_as_math(tmp_path):
+    addresses = [0x5000 + 16 * i for i in range(len(DOLLAR_SYMBOLS))]
+    for address, symbol in zip(addresses, DOLLAR_SYMBOLS):
+        fasthost.register_target(address, symbol)
+    _testing.set_manual_time(1_000)
+    fasthost.start(clock="manual")
+    try:
+        for i, address in enumerate(addresses):
+            fasthost.leave_runtime(address)
+            _testing.advance_manual_time(100 * (i + 1))
+            fasthost.enter_runtime()
+    finally:
+        fasthost.stop()
+        snap = fasthost.snapshot()  # names the targets: before they are unregistered
+        for address in addresses:
+            fasthost.unregister_target(address)
+    by_title = panels(snap.plot(tmp_path / "dollars.png"))
+    # What matplotlib draws: the text after its math pass ($...$ is TeX).
+    legend = by_title["latency by percentile, per target"].get_legend().get_texts()
+    assert sorted(text._preprocess_math(text.get_text()) for text in legend) == sorted(
+        (f"{symbol} (1)", False) for symbol in DOLLAR_SYMBOLS
+    )
+    bars = by_title["where the time goes"].get_yticklabels()
+    assert sorted(text._preprocess_math(text.get_text())[0] for text in bars) == sorted(DOLLAR_SYMBOLS)
+    fig = plot_diff(snap, snap, tmp_path / "dollars-diff.png")
+    titles = [ax._left_title for ax in fig.axes if ax.get_visible()]
+    assert sorted(t._preprocess_math(t.get_text())[0].split("\n")[0] for t in titles) == sorted(DOLLAR_SYMBOLS)

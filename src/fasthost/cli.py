@@ -189,10 +189,11 @@ def _run(args: argparse.Namespace) -> int:
     if fasthost.running():
         raise UsageError("fasthost is already recording in this process")
     # Before the script runs: finding out afterwards would lose its run.
-    _check_output(args.output)
+    script = (args.script,) if args.script and not args.module else ()
+    _check_output(args.output, script, "script")
     if args.html:
-        _check_output(args.html)
-        if os.path.realpath(args.html) == os.path.realpath(args.output):
+        _check_output(args.html, script, "script")
+        if _same_file(args.html, args.output):
             raise UsageError(f"--html and -o name the same file: {args.html}")
     try:
         main = prepare_module(args.module, args.args) if args.module else prepare_script(args.script, args.args)
@@ -203,6 +204,10 @@ def _run(args: argparse.Namespace) -> int:
     except (SyntaxError, ValueError) as exc:
         raise UsageError(f"cannot compile {args.script}: {exc}") from None
 
+    # The paths checked above, fixed now: the program may chdir, and the
+    # files must land where they were checked (and where the user looks).
+    output = os.path.abspath(args.output)
+    html = os.path.abspath(args.html) if args.html else None
     status = 0
     run_pid = os.getpid()
     start_options = {"clock": args.clock}
@@ -227,14 +232,14 @@ def _run(args: argparse.Namespace) -> int:
         if follow is not None:
             snap = _with_children(snap, follow)
         try:
-            snap.save(args.output)
+            snap.save(output)
         except OSError as exc:
             print(f"fasthost: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
             status = status or 2
         else:
             print(f"fasthost: wrote {args.output}", file=sys.stderr)
-        if args.html:
-            failure = _write_html(snap, args.html, args.top)
+        if html:
+            failure = _write_html(snap, html, args.top, shown=args.html)
             if failure:
                 print(f"fasthost: error: {failure}", file=sys.stderr)
                 status = status or 2
@@ -348,11 +353,17 @@ def _exit_status(code: object) -> int:
 # ---- paths, checked before any work ----------------------------------------------
 
 
-def _check_output(path: str) -> None:
+def _check_output(path: str, inputs: tuple[str, ...] = (), kind: str = "snapshot") -> None:
     """Raises UsageError (one line) for an output file that surely cannot
     be written: its folder is missing or not a folder, it is a directory,
-    or it (or, for a new file, its folder) is not writable. Creates
-    nothing; the write itself can still fail (a full disk), and says so."""
+    or it (or, for a new file, its folder) is not writable; or that is one
+    of the files ``inputs`` (of ``kind``: the snapshots read, the script
+    run), which writing it would destroy.
+    Creates nothing; the write itself can still fail (a full disk), and
+    says so."""
+    for source in inputs:
+        if _same_file(path, source):
+            raise UsageError(f"cannot write {path}: it is the {kind} {source} (writing it would destroy it)")
     folder = os.path.dirname(path) or "."
     if os.path.isdir(path):
         raise UsageError(f"cannot write {path}: it is a directory")
@@ -362,6 +373,18 @@ def _check_output(path: str) -> None:
     writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(folder, os.W_OK | os.X_OK)
     if not writable:
         raise UsageError(f"cannot write {path}: permission denied")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name one file: the same path
+    through symbolic links, or, when both exist, the same inode (a hard
+    link, which no path comparison sees)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
 
 
 def _input_size(path: str) -> int:
@@ -403,7 +426,7 @@ def _load(args: argparse.Namespace, path: str, size: int) -> fasthost.Snapshot:
 def _report(args: argparse.Namespace) -> int:
     size = _input_size(args.file)
     if args.html:
-        _check_output(args.html)  # before reading what may be a large snapshot
+        _check_output(args.html, (args.file,))  # before reading what may be a large snapshot
     snap = _load(args, args.file, size)
     _progress(args, "computing percentiles")
     if args.html:
@@ -417,13 +440,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_png(path: str) -> None:
+def _check_png(path: str, inputs: tuple[str, ...]) -> None:
     """Raises UsageError (one line) for a PNG output that cannot be
-    written (see _check_output) or is not named .png; and, before any
-    snapshot is read, when matplotlib is missing."""
+    written (see _check_output, ``inputs`` are the snapshots read) or is
+    not named .png; and, before any snapshot is read, when matplotlib is
+    missing."""
     if not path.lower().endswith(".png"):
         raise UsageError(f"the plot is a PNG: its file name must end in .png, got {path!r}")
-    _check_output(path)
+    _check_output(path, inputs)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -441,20 +465,22 @@ def _draw(args: argparse.Namespace, path: str, draw: Callable[[], object]) -> No
     print(f"fasthost: wrote {path}", file=sys.stderr)
 
 
-def _write_html(snap: fasthost.Snapshot, path: str, top: int) -> str | None:
+def _write_html(snap: fasthost.Snapshot, path: str, top: int, shown: str | None = None) -> str | None:
     """Writes the HTML report of ``snap`` to ``path`` and says so on
-    stderr; the one-line reason when it cannot be written, else None."""
+    stderr, naming it ``shown`` (default: ``path``); the one-line reason
+    when it cannot be written, else None."""
+    shown = shown or path
     try:
         size = snap.html(path, top=top)
     except OSError as exc:
-        return f"cannot write {path}: {exc.strerror or exc}"
-    print(f"fasthost: wrote {path} ({size / 1000:.1f} kB)", file=sys.stderr)
+        return f"cannot write {shown}: {exc.strerror or exc}"
+    print(f"fasthost: wrote {shown} ({size / 1000:.1f} kB)", file=sys.stderr)
     return None
 
 
 def _plot(args: argparse.Namespace) -> int:
     size = _input_size(args.file)
-    _check_png(args.output)  # before reading what may be a large snapshot
+    _check_png(args.output, (args.file,))  # before reading what may be a large snapshot
     snap = _load(args, args.file, size)
     _draw(args, args.output, lambda: snap.plot(args.output, top=args.top))
     return 0
@@ -467,7 +493,7 @@ def _diff(args: argparse.Namespace) -> int:
     # out only after loading the first.
     before_size, after_size = _input_size(args.before), _input_size(args.after)
     if args.plot is not None:
-        _check_png(args.plot)
+        _check_png(args.plot, (args.before, args.after))
     before, after = _load(args, args.before, before_size), _load(args, args.after, after_size)
     _progress(args, "comparing targets")
     sys.stdout.write(compare_targets(before, after, top=args.top))

@@ -30,6 +30,7 @@ from fasthost.export.report import (
     target_histogram,
 )
 from fasthost.export.schema import CALLBACK, NESTED_EXCLUSIVE, NESTED_INCLUSIVE, RESULT_FIELDS
+from fasthost.export.storage import open_for_writing
 from fasthost.hresult import RESULT_ORDER
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def write_html(snapshot: Snapshot, path: str | os.PathLike[str], top: int = 50) 
     ``OSError`` when the file cannot be written."""
     text = render_html(snapshot, top)
     data = text.encode("utf-8")
-    with open(path, "wb") as file:
+    with open_for_writing(path) as file:
         file.write(data)
     return len(data)
 

@@ -20,6 +20,7 @@ import numpy as np
 from fasthost.export.compare import matched_targets
 from fasthost.export.histogram import Histogram
 from fasthost.export.report import format_ns, target_histogram
+from fasthost.export.storage import open_for_writing
 
 if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
@@ -35,6 +36,10 @@ CURVE_POINTS_PER_DECADE = 24
 # unions of whole buckets, so each bar's count is exact for the range drawn.
 BARS_PER_OCTAVE = 4
 DIFF_PANELS = 6  # targets in plot_diff by default
+# Curves and bars per target drawn by plot(): past about 20, the legend and
+# the bar labels no longer fit the 950-pixel figure (at 60 the layout
+# collapses to unreadable slivers); the rest are the "other targets" row.
+PLOT_TARGETS = 20
 LABEL_CHARS = 34  # a symbol longer than this is shortened in the middle
 
 # matplotlib's tab10 less its grey, which is the callbacks' colour here.
@@ -84,7 +89,7 @@ def plot(snapshot: Snapshot, path_or_ax: Any, top: int = 10) -> Any:
         _check_top(top)
         fig = _figure(figsize=(14, 9.5))
         (curves, time), (unmanaged, callbacks) = fig.subplots(2, 2)
-        rows = snapshot.targets[:top]
+        rows = snapshot.targets[: min(top, PLOT_TARGETS)]
         colours = _target_styles(len(rows))
         draw_target_percentiles(curves, snapshot, rows, colours)
         draw_time(time, snapshot, rows, colours)
@@ -93,7 +98,7 @@ def plot(snapshot: Snapshot, path_or_ax: Any, top: int = 10) -> Any:
         draw_histogram(callbacks, callback_hist, "callbacks (Python called from native code)", CALLBACK_COLOUR)
         _share_histogram_axes(unmanaged, callbacks, [unmanaged_hist, callback_hist])
         fig.suptitle(_title(snapshot), fontsize="large")
-        fig.savefig(path, dpi=FIGURE_DPI, format="png")
+        _save_png(fig, path)
         return fig
     if not hasattr(path_or_ax, "bar"):
         raise TypeError(f"plot() needs a file path or a matplotlib Axes, not {type(path_or_ax).__name__}")
@@ -108,6 +113,13 @@ def _check_top(top: Any) -> None:
         raise ValueError(f"top must be an int >= 0, got {top!r}")
 
 
+def _save_png(fig: Any, path: str | os.PathLike[str]) -> None:
+    """Writes ``fig`` to ``path`` as a PNG; ``OSError`` when it cannot be
+    written (a named pipe with no reader included: it fails, not waits)."""
+    with open_for_writing(path) as file:
+        fig.savefig(file, dpi=FIGURE_DPI, format="png")
+
+
 def _title(snapshot: Snapshot) -> str:
     totals = snapshot.totals
     return (
@@ -119,11 +131,14 @@ def _title(snapshot: Snapshot) -> str:
 
 def _short(label: str, chars: int = LABEL_CHARS) -> str:
     """``label`` cut in the middle to ``chars`` characters (a symbol's
-    library and its function name both stay readable)."""
-    if len(label) <= chars:
-        return label
-    keep = chars - 1
-    return label[: keep - keep // 2] + "\u2026" + label[len(label) - keep // 2 :]
+    library and its function name both stay readable), its dollar signs
+    escaped: matplotlib reads text between two ``$`` as math, which would
+    show Rust's ``<impl Foo as Bar>`` symbols (``$LT$impl$u20$...$GT$``)
+    in italics without their dollars."""
+    if len(label) > chars:
+        keep = chars - 1
+        label = label[: keep - keep // 2] + "\u2026" + label[len(label) - keep // 2 :]
+    return label.replace("$", "\\$")
 
 
 def _target_styles(count: int) -> list[dict[str, Any]]:
@@ -431,7 +446,7 @@ def plot_diff(
         f"after: {_short(labels[1], 40)} ({after.totals['transitions']:,} transitions)",
         fontsize="medium",
     )
-    fig.savefig(path, dpi=FIGURE_DPI, format="png")
+    _save_png(fig, path)
     return fig
 
 

@@ -442,7 +442,8 @@ class Snapshot:
 
         ``path_or_ax``: a ``.png`` file path, to which four panels are
         written (the figure is returned): percentile curves of the ``top``
-        targets by total time and of the callbacks (latency against
+        targets by total time (at most 20, the rest one "other targets"
+        row of the time panel) and of the callbacks (latency against
         ``1/(1-q)``, HdrHistogram's convention); where the recorded time
         went, per target (exclusive time inside inclusive time); and the
         histograms of unmanaged calls and of callbacks on log count axes.

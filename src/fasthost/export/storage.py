@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import json
 import math
 import os
@@ -41,7 +42,7 @@ from fasthost.hresult import CALL_ORDER, RESULT_ORDER
 if TYPE_CHECKING:
     from fasthost.export.snapshot import Snapshot
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "read", "save"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "open_for_writing", "read", "save"]
 
 FORMAT_NAME = "fasthost-snapshot"
 FORMAT_VERSION = 2
@@ -53,7 +54,7 @@ def save(snapshot: Snapshot, path: str | os.PathLike[str]) -> None:
     given). Raises ``OSError`` when it cannot be written."""
     symbols = snapshot.symbols
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "meta": snapshot.meta}
-    with open(path, "wb") as f:
+    with open_for_writing(path) as f:
         np.savez_compressed(
             f,
             header=np.array(json.dumps(header)),
@@ -230,6 +231,37 @@ _NOT_REGULAR = (
 )
 
 
+@contextlib.contextmanager
+def open_for_writing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """``path`` opened for writing, created or truncated, as ``open(path,
+    "wb")`` does, except that it never waits: a named pipe with no reader
+    raises ``OSError`` (ENXIO, "a named pipe with no reader") at once,
+    where ``open`` would block until a reader came, hanging a command whose
+    work is done. A pipe with a reader is written normally."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | nonblocking, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OSError(errno.ENXIO, "a named pipe with no reader", os.fspath(path)) from None
+        raise
+    # Only the open had to not wait: writes wait for a slow reader.
+    with _fdopen(fd, "wb", lambda fd: os.set_blocking(fd, True) if nonblocking else None) as f:
+        yield f
+
+
+def _fdopen(fd: int, mode: str, prepare: Callable[[int], None]) -> BinaryIO:
+    """``fd`` as a file object of ``mode`` once ``prepare(fd)`` has run
+    without raising; on any failure ``fd`` is closed, not leaked."""
+    try:
+        prepare(fd)
+        return os.fdopen(fd, mode)  # type: ignore[return-value]
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _check_regular(name: str, mode: int) -> None:
     if not stat.S_ISREG(mode):
         kind = next((kind for is_kind, kind in _NOT_REGULAR if is_kind(mode)), "not a file")
@@ -247,13 +279,7 @@ def _open_regular_file(name: str) -> Iterator[BinaryIO]:
     _check_regular(name, os.stat(name).st_mode)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(name, flags)
-    try:
-        _check_regular(name, os.fstat(fd).st_mode)
-        f = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with f:
+    with _fdopen(fd, "rb", lambda fd: _check_regular(name, os.fstat(fd).st_mode)) as f:
         yield f
 
 
