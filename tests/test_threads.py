@@ -280,3 +280,30 @@ def test_thread_names_are_cut_at_a_character(recording, name, kept):
         time.sleep(0.01)
     (row,) = fasthost.snapshot().threads
     assert str(row["name"]) == kept
+
+
+def test_thread_count_includes_the_threads_folded_into_the_ended_row():
+    # Past the ended threads a session keeps a row for, the rest fold into
+    # one row: it must count as the threads it stands for, not as one (100
+    # threads read "65 thread(s)").
+    fasthost.start(clock="monotonic")
+    try:
+
+        def work():
+            fasthost.leave_runtime(0x4321)
+            fasthost.enter_runtime()
+
+        for _ in range(100):
+            t = threading.Thread(target=work)
+            t.start()
+            t.join()
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    ended = snap.threads[~snap.threads["alive"]]
+    assert len(ended) < 100  # some were folded
+    assert int(snap.thread_targets["calls"].sum()) == 100
+    # Every worker made one call; any other row (the main thread's) none.
+    idle = int((snap.threads["leave"] == 0).sum())
+    assert snap.totals["threads"] == 100 + idle
+    assert f"{snap.totals['threads']} thread(s)" in snap.report()

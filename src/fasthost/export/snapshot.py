@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, Union, cast
@@ -95,6 +96,21 @@ _OVER_THREADS = {"counter": np.add, "min": np.minimum, "max": np.maximum}
 
 ThreadKey = Union[int, str]
 TargetKey = Union[int, str]
+
+
+_ENDED_ROW_NAME = re.compile(r"<([0-9]+) ended threads>")
+
+
+def threads_represented(threads: np.ndarray) -> int:
+    """How many threads the rows of ``threads`` stand for: one each, but
+    the row into which a session folds its ended threads past the ones it
+    keeps (tid 0, named ``<N ended threads>`` when the snapshot is taken)
+    stands for N."""
+    count = 0
+    for tid, name in zip(threads["tid"].tolist(), threads["name"].tolist()):
+        match = _ENDED_ROW_NAME.fullmatch(str(name)) if tid == 0 else None
+        count += int(match.group(1)) if match else 1
+    return count
 
 
 class Snapshot:
@@ -356,7 +372,10 @@ class Snapshot:
         """Whole-snapshot sums: ``calls`` by kind, ``results`` by HRESULT name
         (abandoned includes frames open at thread exit), ``transitions``
         (opening calls: leave + reverse_enter), ``errors`` (non-S_OK
-        results), ``threads``, ``processes`` (that recorded: the pids of
+        results), ``threads`` (the threads its rows stand for: the row of
+        ended threads folded together counts as the N it holds, which in a
+        diff is N over the whole session, so at most that many made the
+        interval's calls), ``processes`` (that recorded: the pids of
         its threads and of its sessions), ``targets``, and ``unmanaged_ns`` /
         ``exclusive_ns`` / ``callback_ns`` / ``callback_exclusive_ns`` totals
         in ns, and ``recorded_ns`` = ``exclusive_ns + callback_exclusive_ns``:
@@ -375,7 +394,7 @@ class Snapshot:
             "results": results,
             "transitions": calls["leave"] + calls["reverse_enter"],
             "errors": sum(v for k, v in results.items() if k != HResult.S_OK.name),
-            "threads": len(self.threads),
+            "threads": threads_represented(self.threads),
             "processes": len(self.pids),
             "targets": int((~self.targets["overflow"]).sum()),
             "unmanaged_ns": int(self.thread_targets["total_ns"].sum(dtype=np.uint64)),
