@@ -9,6 +9,8 @@ import pytest
 import fasthost
 from fasthost import HResult, _testing
 
+from .conftest import run_threads
+
 
 @pytest.mark.parametrize(("nthreads", "pairs"), [(1, 1), (4, 25_000), (16, 5_000)])
 def test_native_threads_totals_are_exact_after_they_exit(recording, nthreads, pairs):
@@ -282,24 +284,16 @@ def test_thread_names_are_cut_at_a_character(recording, name, kept):
     assert str(row["name"]) == kept
 
 
-def test_thread_count_includes_the_threads_folded_into_the_ended_row():
+def test_thread_count_includes_the_threads_folded_into_the_ended_row(recording):
     # Past the ended threads a session keeps a row for, the rest fold into
     # one row: it must count as the threads it stands for, not as one (100
     # threads read "65 thread(s)").
-    fasthost.start(clock="monotonic")
-    try:
+    def work():
+        fasthost.leave_runtime(0x4321)
+        fasthost.enter_runtime()
 
-        def work():
-            fasthost.leave_runtime(0x4321)
-            fasthost.enter_runtime()
-
-        for _ in range(100):
-            t = threading.Thread(target=work)
-            t.start()
-            t.join()
-        snap = fasthost.snapshot()
-    finally:
-        fasthost.stop()
+    run_threads(work, 100)
+    snap = fasthost.snapshot()
     ended = snap.threads[~snap.threads["alive"]]
     assert len(ended) < 100  # some were folded
     assert int(snap.thread_targets["calls"].sum()) == 100
