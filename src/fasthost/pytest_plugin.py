@@ -123,8 +123,8 @@ class FasthostPlugin:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.figures: dict[str, dict[str, Any]] = {}
-        self.summary: list[str] = []
-        self.summary_lines: list[str] = []  # what --fasthost-save did
+        self.comparison_lines: list[str] = []  # the table of --fasthost-compare
+        self.save_lines: list[str] = []  # what --fasthost-save did
         self.failures: list[str] = []  # one line per benchmark beyond a threshold
         from fasthost.capture.modes import INTERPRETER_CAPTURES, Captures, parse_captures
 
@@ -212,14 +212,14 @@ class FasthostPlugin:
             return
         if self._is_xdist_controller():
             if not self._worker_snapshots:
-                self.summary_lines.append(f"fasthost: no worker sent a snapshot: {path} not written")
+                self.save_lines.append(f"fasthost: no worker sent a snapshot: {path} not written")
                 return
             snap = fasthost.merge(self._worker_snapshots)
         else:
             snap = self._session_snapshot()
         snap.save(path)
         silent = f"; workers without data: {', '.join(self._silent_workers)}" if self._silent_workers else ""
-        self.summary_lines.append(
+        self.save_lines.append(
             f"fasthost: saved {path}: {snap.totals['processes']} process(es), {snap.totals['threads']} thread(s), "
             f"{snap.totals['transitions']:,} transitions{silent}"
         )
@@ -283,7 +283,7 @@ class FasthostPlugin:
 
     @pytest.hookimpl(trylast=True)  # after pytest-benchmark's table: the verdict comes last
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        for line in self.summary_lines:
+        for line in self.save_lines:
             terminalreporter.write_line(line)
         if self.figures and not self.config.getoption("fasthost_compare"):
             terminalreporter.section("fasthost: transitions per benchmarked call")
@@ -303,9 +303,9 @@ class FasthostPlugin:
                 "benchmark's",
                 yellow=True,
             )
-        if self.summary:
+        if self.comparison_lines:
             terminalreporter.section("fasthost: comparison with the baseline")
-            for line in self.summary:
+            for line in self.comparison_lines:
                 terminalreporter.write_line(line)
         if self.failures:
             for failure in self.failures:
@@ -352,7 +352,7 @@ class FasthostPlugin:
         missing = sorted(set(baseline) - set(self.figures))
         if missing:
             lines.append(f"not run now: {', '.join(missing)}")
-        self.summary = lines
+        self.comparison_lines = lines
         self.failures = failures
         return bool(failures)
 

@@ -98,7 +98,13 @@ ThreadKey = Union[int, str]
 TargetKey = Union[int, str]
 
 
+# The name of the row a session folds its ended threads into, past the ones
+# it keeps: written by the snapshot, read back to count the threads.
 _ENDED_ROW_NAME = re.compile(r"<([0-9]+) ended threads>")
+
+
+def _ended_row_name(count: int) -> str:
+    return f"<{count} ended threads>"
 
 
 def threads_represented(threads: np.ndarray) -> int:
@@ -177,8 +183,7 @@ class Snapshot:
         # Threads past the number kept per session are folded into one row.
         folded = values[:, fields["folded"]]
         os_names = [
-            f"<{int(n)} ended threads>" if n else name.decode("utf-8", "replace")
-            for name, n in zip(raw["names"], folded)
+            _ended_row_name(int(n)) if n else name.decode("utf-8", "replace") for name, n in zip(raw["names"], folded)
         ]
         threads["name"] = [
             live_names.get(int(tid), os_name) if alive else os_name
