@@ -188,15 +188,26 @@ static FH_NOINLINE int fh_hook_grow(fh_hook_stack *hs)
     return 1;
 }
 
+/* Pushes an entry onto a hook stack that has room for it. */
+FH_INLINE void fh_hook_write(fh_hook_stack *hs, uintptr_t closer, uint32_t kind, uint32_t where, int32_t depth,
+                             uintptr_t site)
+{
+    fh_hook_entry *entry = &hs->entries[hs->count];
+    entry->closer = closer;
+    entry->kind = kind;
+    entry->where = where;
+    entry->position = fh_current_depth();
+    entry->depth = depth;
+    entry->site = site;
+    __atomic_store_n(&hs->count, hs->count + 1u, __ATOMIC_RELAXED);
+}
+
 static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kind, uint32_t where, int32_t depth,
                                uintptr_t site)
 {
     if (FH_UNLIKELY(hs->count == hs->capacity) && !fh_hook_grow(hs))
         return 0;
-    /* Written once, whole: the entry is on every call's path. */
-    hs->entries[hs->count] = (fh_hook_entry){
-        .closer = closer, .kind = kind, .where = where, .position = fh_current_depth(), .depth = depth, .site = site};
-    __atomic_store_n(&hs->count, hs->count + 1u, __ATOMIC_RELAXED);
+    fh_hook_write(hs, closer, kind, where, depth, site);
     return 1;
 }
 
@@ -292,6 +303,45 @@ static inline void fh_hook_close(uintptr_t closer, int callback)
         fh_enter_runtime();
 }
 
+/* The core's full close of the U frame whose hook entry has just been
+ * popped (it is still in place: nothing was pushed since), for a fast
+ * path that fh_close_ready declined; `now` is the timestamp it took, or 0. */
+static FH_NOINLINE int fh_hook_close_popped(uint64_t now)
+{
+    const fh_hook_entry *popped = &fh_hook_own.entries[fh_hook_own.count];
+    fh_enter_close(now, popped->site, popped->where);
+    return 0;
+}
+
+/* C_RETURN / C_EXCEPTION: fh_hook_close for a builtin's frame, with the
+ * core's fast close inline and every slow path a tail call, so that the
+ * hook makes no calls on its common path (and saves no registers). */
+FH_INLINE int fh_hook_c_return(PyObject *callable)
+{
+    fh_hook_stack *hs = &fh_hook_own;
+    uint32_t count = hs->count;
+    if (count == 0)
+        return 0;
+    const fh_hook_entry *top = &hs->entries[count - 1u];
+    if (top->closer != fh_hook_closer(callable) || top->kind == FH_HOOK_CALLBACK)
+        return 0;
+    __atomic_store_n(&hs->count, count - 1u, __ATOMIC_RELAXED);
+    if (top->kind != FH_HOOK_BUILTIN)
+        return 0; /* a placeholder: nothing was opened */
+    fh_close_plan plan;
+    if (!fh_close_ready(&plan, top->site, top->where, 1))
+        return fh_hook_close_popped(plan.now);
+    fh_close_commit(&plan);
+    return 0;
+}
+
+/* RETURN: closes the callback this frame opened, if it is on top. */
+static FH_NOINLINE int fh_hook_return(PyFrameObject *frame)
+{
+    fh_hook_close((uintptr_t)frame, 1);
+    return 0;
+}
+
 static FH_NOINLINE int fh_hook_callback(PyFrameObject *frame)
 {
     if (fh_top_is_unmanaged() && fh_hook_push(&fh_hook_own, (uintptr_t)frame, FH_HOOK_CALLBACK, 0, 0, 0))
@@ -320,13 +370,11 @@ static int fh_hook_dispatch(int what, PyFrameObject *frame, PyObject *arg)
         return fh_hook_call(frame, arg);
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
-        fh_hook_close(fh_hook_closer(arg), 0);
-        return 0;
+        return fh_hook_c_return(arg);
     case PyTrace_CALL:
         return fh_hook_callback(frame);
     case PyTrace_RETURN:
-        fh_hook_close((uintptr_t)frame, 1);
-        return 0;
+        return fh_hook_return(frame);
     }
     return 0;
 }

@@ -152,20 +152,32 @@ static FH_NOINLINE int fh_mon_how(PyTypeObject *type, PyObject *callable)
  * builtin under FH_MON_BUILTINS). */
 static uintptr_t fh_mon_target_of_type(PyObject *callable, int mode);
 
-static inline uintptr_t fh_mon_target(PyObject *callable, int mode)
+/* The target of a call to one of the exact types most calls are made to
+ * (builtin functions and methods, method descriptors, ufuncs), inline: 1
+ * with *target set (0 for fasthost's own functions), or 0 for any other
+ * type. */
+FH_INLINE int fh_mon_common_target(PyObject *callable, int mode, uintptr_t *target)
 {
     PyTypeObject *type = Py_TYPE(callable);
-    uintptr_t target;
-    /* The exact types of most calls first, then a memo by type. */
+    uintptr_t code;
     if (type == &PyCFunction_Type || type == &PyCMethod_Type)
-        target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
+        code = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     else if (type == &PyMethodDescr_Type || type == &PyClassMethodDescr_Type)
-        target = (uintptr_t)((PyMethodDescrObject *)callable)->d_method->ml_meth;
-    else if (type == fh_mon_ufunc && mode == FH_MON_NATIVE)
-        return (uintptr_t)callable;
-    else
-        return fh_mon_target_of_type(callable, mode);
-    return fh_mon_own_code(target) ? 0 : target;
+        code = (uintptr_t)((PyMethodDescrObject *)callable)->d_method->ml_meth;
+    else if (type == fh_mon_ufunc && mode == FH_MON_NATIVE) {
+        *target = (uintptr_t)callable;
+        return 1;
+    } else
+        return 0;
+    *target = fh_mon_own_code(code) ? 0 : code;
+    return 1;
+}
+
+static inline uintptr_t fh_mon_target(PyObject *callable, int mode)
+{
+    /* The exact types of most calls first, then a memo by type. */
+    uintptr_t target;
+    return fh_mon_common_target(callable, mode, &target) ? target : fh_mon_target_of_type(callable, mode);
 }
 
 static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)
@@ -265,14 +277,30 @@ static inline uint32_t fh_mon_offset(PyObject *offset)
     return (uint32_t)PyLong_AsUnsignedLong(offset);
 }
 
+/* The fast paths' reading of the offset: an int of one positive digit
+ * (every offset from 1 to 2**30 - 1; no call is at offset 0, where every
+ * code object has its RESUME), told by its tag alone. Anything else is
+ * left to the full paths, which read it with fh_mon_offset. */
+#define FH_MON_ONE_DIGIT_TAG ((uintptr_t)1 << _PyLong_NON_SIZE_BITS)
+
+static inline int fh_mon_offset_is_one_digit(PyObject *offset)
+{
+    return ((PyLongObject *)offset)->long_value.lv_tag == FH_MON_ONE_DIGIT_TAG;
+}
+
+static inline uint32_t fh_mon_one_digit_offset(PyObject *offset)
+{
+    return (uint32_t)((PyLongObject *)offset)->long_value.ob_digit[0];
+}
+
 /* CALL(code, offset, callable, arg0). A call's frame is closed by the
  * C_RETURN / C_RAISE at the same code and offset: calls at one place nest
  * (recursion through a callback), so the newest entry is always the one
  * that returns first. For that, a call that opens nothing while others are
- * open (a Python class, or any call while draining) leaves a placeholder. */
-static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+ * open (a Python class, or any call while draining) leaves a placeholder.
+ * This is the whole of it; fh_mon_on_call below takes the common case. */
+static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args, Py_ssize_t nargs)
 {
-    (void)self;
     if (FH_UNLIKELY(nargs < 3))
         Py_RETURN_NONE;
     PyObject *callable = args[2];
@@ -301,10 +329,44 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
-/* C_RETURN / C_RAISE (code, offset, callable, arg0) */
-static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* CALL for the calls most code makes: a builtin function or method, a
+ * method descriptor or a ufunc, called from a synced thread whose caches
+ * know the target and the call site, on a clock read inline. Everything
+ * else goes to fh_mon_call_full, by a tail call and before anything is
+ * written, so that this path makes no calls and saves no registers. */
+static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     (void)self;
+    (void)kwnames;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (FH_UNLIKELY(nargs < 3))
+        Py_RETURN_NONE;
+    PyObject *callable = args[2];
+    if (Py_IS_TYPE(callable, &PyFunction_Type))
+        Py_RETURN_NONE; /* no C_RETURN; PY_START tells whether it is a callback */
+    int mode = fh_mon_mode;
+    uintptr_t target;
+    if (mode == 0 || !fh_mon_common_target(callable, mode, &target) || target == 0 || fh_hook_paused ||
+        !fh_mon_offset_is_one_digit(args[1]))
+        return fh_mon_call_full(args, nargs);
+    PyObject *code = args[0];
+    if (fh_sites_on && (code != fh_site_last_code || fh_site_last_age != fh_site_codes_age))
+        return fh_mon_call_full(args, nargs);
+    fh_hook_stack *hs = &fh_hook_own;
+    fh_thread *ts = fh_current;
+    fh_target *t = fh_leave_ready(ts, target);
+    if (t == NULL || hs->count == hs->capacity || !fh_clock_is_inline(&ts->clock))
+        return fh_mon_call_full(args, nargs);
+    fh_hook_write(hs, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_one_digit_offset(args[1]), 0,
+                  fh_sites_on ? (uintptr_t)code : 0);
+    fh_leave_push(ts, t, 1);
+    Py_RETURN_NONE;
+}
+
+/* C_RETURN / C_RAISE (code, offset, callable, arg0), the whole of it;
+ * fh_mon_on_c_return below takes the common case. */
+static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *const *args, Py_ssize_t nargs)
+{
     fh_hook_stack *hs = &fh_hook_own;
     if (nargs < 2 || hs->count == 0)
         Py_RETURN_NONE;
@@ -315,21 +377,55 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, Py_ss
     uint32_t kind = top->kind, where = top->where;
     uintptr_t site = top->site;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-    if (kind == FH_HOOK_BUILTIN) {
-        if (site != 0)
-            fh_enter_runtime_at(site, where);
-        else
-            fh_enter_runtime();
-    }
+    if (kind == FH_HOOK_BUILTIN)
+        fh_enter_runtime_at(site, where);
     if (FH_UNLIKELY(fh_mon_mode == 0))
         fh_mon_after_drain_close();
     Py_RETURN_NONE;
 }
 
-/* PY_START / PY_RESUME / PY_THROW (code, offset, ...) */
-static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* fh_hook_close_popped for fh_mon_on_c_return. */
+static FH_NOINLINE PyObject *fh_mon_close_full(uint64_t now)
+{
+    fh_hook_close_popped(now);
+    Py_RETURN_NONE;
+}
+
+/* C_RETURN / C_RAISE for a U frame on top of the hook stack, opened at
+ * this code and offset, while the capture is on: its entry is popped, and
+ * the frame closed by the core's fast path unless that declines (then by
+ * fh_mon_close_full). Everything else goes to fh_mon_c_return_full. The
+ * slow paths are tail calls, so that this path makes no calls (as in
+ * fh_mon_on_call). */
+static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     (void)self;
+    (void)kwnames;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    fh_hook_stack *hs = &fh_hook_own;
+    uint32_t count = hs->count;
+    if (nargs < 2 || count == 0)
+        Py_RETURN_NONE;
+    const fh_hook_entry *top = &hs->entries[count - 1u];
+    if (top->closer != (uintptr_t)args[0])
+        Py_RETURN_NONE; /* not a call this code made: nothing of ours */
+    if (top->kind != FH_HOOK_BUILTIN || fh_mon_mode == 0 || !fh_mon_offset_is_one_digit(args[1]) ||
+        top->where != fh_mon_one_digit_offset(args[1]))
+        return fh_mon_c_return_full(args, nargs);
+    __atomic_store_n(&hs->count, count - 1u, __ATOMIC_RELAXED);
+    fh_close_plan plan;
+    if (!fh_close_ready(&plan, top->site, top->where, 1))
+        return fh_mon_close_full(plan.now);
+    fh_close_commit(&plan);
+    Py_RETURN_NONE;
+}
+
+/* PY_START / PY_RESUME / PY_THROW (code, offset, ...) */
+static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    (void)self;
+    (void)kwnames;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (nargs < 1 || fh_mon_mode == 0)
         Py_RETURN_NONE;
     /* A callback of a recorded U frame on top; or a Python function run by a
@@ -352,9 +448,11 @@ static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, Py_ssize
 /* PY_RETURN / PY_YIELD / PY_UNWIND (code, offset, value). A callback is
  * closed by its own frame's exit: the same code at the same Python stack
  * depth (a function calling itself from Python is no callback). */
-static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     (void)self;
+    (void)kwnames;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     fh_hook_stack *hs = &fh_hook_own;
     if (nargs < 1 || hs->count == 0 || hs->entries[hs->count - 1u].closer != (uintptr_t)args[0])
         Py_RETURN_NONE;
@@ -384,15 +482,65 @@ static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, Py_ssiz
     Py_RETURN_NONE;
 }
 
-static PyMethodDef fh_mon_callbacks[] = {
-    {"on_call", (PyCFunction)(void (*)(void))fh_mon_on_call, METH_FASTCALL, "CALL"},
-    {"on_c_return", (PyCFunction)(void (*)(void))fh_mon_on_c_return, METH_FASTCALL, "C_RETURN, C_RAISE"},
-    {"on_start", (PyCFunction)(void (*)(void))fh_mon_on_start, METH_FASTCALL, "PY_START, PY_RESUME, PY_THROW"},
-    {"on_return", (PyCFunction)(void (*)(void))fh_mon_on_return, METH_FASTCALL, "PY_RETURN, PY_YIELD, PY_UNWIND"},
+/* The objects registered with sys.monitoring: instances of a type of
+ * their own that CPython calls through their vectorcall slot, straight
+ * into the functions above. A builtin function object would be called
+ * through CPython's trampoline for builtins first (a recursion check and
+ * an argument check on every event). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    const char *events;
+} fh_mon_callback_object;
+
+/* A call from Python code (only someone holding the object makes one):
+ * this module's own code, so the captures never record it. */
+static PyObject *fh_mon_callback_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    return PyVectorcall_Call(self, args, kwargs);
+}
+
+static PyObject *fh_mon_callback_repr(PyObject *self)
+{
+    return PyUnicode_FromFormat("<fasthost sys.monitoring callback: %s>", ((fh_mon_callback_object *)self)->events);
+}
+
+static void fh_mon_callback_dealloc(PyObject *self) { PyObject_Free(self); }
+
+static PyTypeObject fh_mon_callback_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "fasthost._core.MonitoringCallback",
+    .tp_basicsize = sizeof(fh_mon_callback_object),
+    .tp_dealloc = fh_mon_callback_dealloc,
+    .tp_vectorcall_offset = offsetof(fh_mon_callback_object, vectorcall),
+    .tp_repr = fh_mon_callback_repr,
+    .tp_call = fh_mon_callback_call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .tp_doc = "A fasthost callback for sys.monitoring events.",
 };
 
-/* The callback for fh_mon_callbacks[i], a new reference. */
-static PyObject *fh_mon_callback(int i) { return PyCFunction_New(&fh_mon_callbacks[i], NULL); }
+static const struct {
+    vectorcallfunc function;
+    const char *events;
+} fh_mon_callbacks[] = {
+    {fh_mon_on_call, "CALL"},
+    {fh_mon_on_c_return, "C_RETURN, C_RAISE"},
+    {fh_mon_on_start, "PY_START, PY_RESUME, PY_THROW"},
+    {fh_mon_on_return, "PY_RETURN, PY_YIELD, PY_UNWIND"},
+};
+
+/* The callback for fh_mon_callbacks[i], a new reference; NULL with an
+ * exception set. */
+static PyObject *fh_mon_callback(int i)
+{
+    if (PyType_Ready(&fh_mon_callback_type) < 0)
+        return NULL;
+    fh_mon_callback_object *callback = PyObject_New(fh_mon_callback_object, &fh_mon_callback_type);
+    if (callback == NULL)
+        return NULL;
+    callback->vectorcall = fh_mon_callbacks[i].function;
+    callback->events = fh_mon_callbacks[i].events;
+    return (PyObject *)callback;
+}
 
 #else
 #define FH_HAVE_MONITORING 0

@@ -53,6 +53,23 @@ FH_INLINE uint64_t fh_clock_ticks(const fh_clock *clock)
     return fh_load(&fh_manual_now);
 }
 
+/* Whether fh_clock_ticks reads `clock` without a call (rdtsc, or the
+ * manual clock): callers whose fast path must stay free of calls (so that
+ * it saves no registers) leave a monotonic clock to their slow path. */
+FH_INLINE int fh_clock_is_inline(const fh_clock *clock) { return clock->kind != FH_CLOCK_MONOTONIC; }
+
+/* fh_clock_ticks for a clock that fh_clock_is_inline accepted. */
+FH_INLINE uint64_t fh_clock_ticks_inline(const fh_clock *clock)
+{
+#if FH_HAVE_RDTSC
+    if (FH_LIKELY(clock->kind == FH_CLOCK_TSC))
+        return __rdtsc();
+#else
+    (void)clock;
+#endif
+    return fh_load(&fh_manual_now);
+}
+
 FH_INLINE uint64_t fh_clock_to_ns(const fh_clock *clock, uint64_t ticks)
 {
     return (uint64_t)(((unsigned __int128)ticks * clock->ns_per_tick) >> 32);

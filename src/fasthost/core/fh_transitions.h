@@ -134,13 +134,15 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
     return frame;
 }
 
-FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t)
+/* Opens a U frame for `t`; a `leaf` caller (see fh_close_ready) has made
+ * sure that the clock is read without a call. */
+FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t, int leaf)
 {
     fh_frame *frame = fh_push(ts, FH_FRAME_UNMANAGED);
     frame->target = t;
     fh_bump(&ts->results[FH_CALL_LEAVE][FH_OK], 1);
     /* Timestamp last, so the frame excludes our own bookkeeping. */
-    frame->start = fh_clock_ticks(&ts->clock);
+    frame->start = leaf ? fh_clock_ticks_inline(&ts->clock) : fh_clock_ticks(&ts->clock);
     return FH_OK;
 }
 
@@ -158,19 +160,30 @@ static FH_NOINLINE int fh_leave_runtime_full(uint64_t target)
         if (FH_UNLIKELY(t == NULL))
             return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
     }
-    return fh_leave_push(ts, t);
+    return fh_leave_push(ts, t, 0);
+}
+
+/* The target record for an open of `target` on the fast path: the thread is
+ * synced to the running session, has room for a frame and finds the target
+ * in its recent cache. NULL otherwise (the full path decides). Reads only. */
+FH_INLINE fh_target *fh_leave_ready(const fh_thread *ts, uint64_t target)
+{
+    const fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
+    fh_target *t = recent->target;
+    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate) || ts->depth >= ts->capacity || t == NULL ||
+                    recent->address != target))
+        return NULL;
+    return t;
 }
 
 /* LeaveRuntime: managed code is about to call `target` (unmanaged). */
 FH_INLINE int fh_leave_runtime(uint64_t target)
 {
     fh_thread *ts = fh_current;
-    fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
-    fh_target *t = recent->target;
-    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate) || ts->depth >= ts->capacity || t == NULL ||
-                    recent->address != target))
+    fh_target *t = fh_leave_ready(ts, target);
+    if (t == NULL)
         return fh_leave_runtime_full(target);
-    return fh_leave_push(ts, t);
+    return fh_leave_push(ts, t, 0);
 }
 
 /* What every close of a U frame records besides its histogram: the
@@ -230,40 +243,84 @@ static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t wher
     return fh_enter_account(ts, t, inclusive, exclusive);
 }
 
+/* What the fast close of the top frame found, before writing anything. */
+typedef struct fh_close_plan {
+    fh_thread *ts;
+    fh_frame *frame;
+    fh_site *site;    /* the call site's record, or NULL (no call site) */
+    uint64_t *bucket; /* the inclusive duration's histogram bucket */
+    uint64_t now;     /* the close's timestamp; 0 when none was taken */
+    uint64_t inclusive;
+    uint32_t depth;
+} fh_close_plan;
+
+/* 1 when the close of the top frame can take the fast path: the thread is
+ * synced, a U frame with nothing nested in it is on top, its call site (if
+ * `code` is not 0) is known and its histogram row exists. Writes nothing,
+ * so a caller that gets 0 hands the whole close to fh_enter_close (with
+ * plan->now). A `leaf` caller (one that makes no calls on its fast path, so
+ * that it saves no registers) takes a clock that needs a call, a call site
+ * missing from the recent cache, or a precision other than the default, as
+ * a miss too. */
+FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where, int leaf)
+{
+    fh_thread *ts = fh_current;
+    plan->ts = ts;
+    plan->now = 0;
+    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate)))
+        return 0;
+    if (leaf && FH_UNLIKELY(!fh_clock_is_inline(&ts->clock) || ts->precision != FH_DEFAULT_PRECISION))
+        return 0;
+    /* Timestamp first (after the gate check), for the same reason. */
+    uint64_t now = plan->now = leaf ? fh_clock_ticks_inline(&ts->clock) : fh_clock_ticks(&ts->clock);
+    uint32_t depth = plan->depth = ts->depth;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
+        return 0;
+    fh_frame *frame = plan->frame = &ts->stack[depth - 1u];
+    /* One comparison of the tag: a U frame with no unrecorded open on it. */
+    if (FH_UNLIKELY(frame->tag != FH_FRAME_UNMANAGED || frame->child_ns != 0))
+        return 0;
+    fh_target *t = frame->target;
+    plan->site = NULL;
+    if (code != 0) {
+        fh_site *site = ts->recent_sites[fh_site_slot(code, where)];
+        if (FH_UNLIKELY(site == NULL || site->code != code || site->where != where || site->target != t->address) &&
+            (leaf || (site = fh_site_find(ts, code, where, t->address)) == NULL))
+            return 0;
+        plan->site = site;
+    }
+    uint64_t inclusive = plan->inclusive = fh_frame_ns(ts, frame, now);
+    /* A leaf caller's bucket is at the default precision, whose shifts are
+     * by constants: a variable shift ties up registers it does not have. */
+    uint32_t slot;
+    uint64_t *row = t->rows[leaf ? fh_bucket_row(inclusive, FH_DEFAULT_PRECISION, &slot)
+                                 : fh_bucket_row(inclusive, ts->precision, &slot)];
+    if (FH_UNLIKELY(row == NULL))
+        return 0;
+    plan->bucket = &row[slot];
+    return 1;
+}
+
+/* The fast close's writes, for a plan fh_close_ready accepted. */
+FH_INLINE int fh_close_commit(const fh_close_plan *plan)
+{
+    fh_thread *ts = plan->ts;
+    uint64_t inclusive = plan->inclusive;
+    fh_pop(ts, plan->frame, plan->depth, inclusive);
+    fh_bump(plan->bucket, 1);
+    if (plan->site != NULL)
+        fh_site_add(plan->site, inclusive, inclusive);
+    return fh_enter_account(ts, plan->frame->target, inclusive, inclusive);
+}
+
 /* The fast close, with the call site (code, where) when code is not 0:
  * for the plain EnterRuntime the compiler drops every site line. */
 FH_INLINE int fh_enter_fast(uint64_t code, uint32_t where)
 {
-    fh_thread *ts = fh_current;
-    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate)))
-        return fh_enter_close(0, code, where);
-    /* Timestamp first (after the gate check), for the same reason. */
-    uint64_t now = fh_clock_ticks(&ts->clock);
-    uint32_t depth = ts->depth;
-    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
-        return fh_enter_close(now, code, where);
-    fh_frame *frame = &ts->stack[depth - 1u];
-    /* One comparison of the tag: a U frame with no unrecorded open on it. */
-    if (FH_UNLIKELY(frame->tag != FH_FRAME_UNMANAGED || frame->child_ns != 0))
-        return fh_enter_close(now, code, where);
-    fh_target *t = frame->target;
-    fh_site *site = NULL;
-    if (code != 0) {
-        site = ts->recent_sites[fh_site_slot(code, where)];
-        if (FH_UNLIKELY(site == NULL || site->code != code || site->where != where || site->target != t->address) &&
-            (site = fh_site_find(ts, code, where, t->address)) == NULL)
-            return fh_enter_close(now, code, where);
-    }
-    uint64_t inclusive = fh_frame_ns(ts, frame, now);
-    uint32_t index = fh_bucket_index(inclusive, ts->precision);
-    uint64_t *row = t->rows[index >> ts->precision];
-    if (FH_UNLIKELY(row == NULL))
-        return fh_enter_close(now, code, where);
-    fh_pop(ts, frame, depth, inclusive);
-    fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
-    if (code != 0)
-        fh_site_add(site, inclusive, inclusive);
-    return fh_enter_account(ts, t, inclusive, inclusive);
+    fh_close_plan plan;
+    if (!fh_close_ready(&plan, code, where, 0))
+        return fh_enter_close(plan.now, code, where);
+    return fh_close_commit(&plan);
 }
 
 /* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
