@@ -153,11 +153,52 @@ static PyMethodDef fh_minimal_monitor_callbacks[] = {
     {"minimal_on_c_return", (PyCFunction)(void (*)(void))fh_minimal_on_c_return, METH_FASTCALL, "C_RETURN"},
 };
 
-static PyObject *fh_minimal_monitor_callback(int i)
+/* The same two callbacks as objects that CPython calls through their own
+ * vectorcall slot, as fasthost's are (capture/fh_monitor.h), rather than
+ * through its trampoline for builtin functions: the floor of that way of
+ * being called. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+} fh_minimal_vectorcall_object;
+
+static PyObject *fh_minimal_vectorcall_on_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw)
+{
+    (void)kw;
+    return fh_minimal_on_call(self, args, PyVectorcall_NARGS(nargsf));
+}
+
+static PyObject *fh_minimal_vectorcall_on_c_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw)
+{
+    (void)kw;
+    return fh_minimal_on_c_return(self, args, PyVectorcall_NARGS(nargsf));
+}
+
+static void fh_minimal_vectorcall_dealloc(PyObject *self) { PyObject_Free(self); }
+
+static PyTypeObject fh_minimal_vectorcall_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bench._native.MinimalCallback",
+    .tp_basicsize = sizeof(fh_minimal_vectorcall_object),
+    .tp_dealloc = fh_minimal_vectorcall_dealloc,
+    .tp_vectorcall_offset = offsetof(fh_minimal_vectorcall_object, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+};
+
+/* Callback i (0: CALL, 1: C_RETURN and C_RAISE), a builtin function or
+ * (`vectorcall`) an object of the type above. */
+static PyObject *fh_minimal_monitor_callback(int i, int vectorcall)
 {
     if (!fh_minimal_ready())
         return PyErr_NoMemory();
-    return PyCFunction_New(&fh_minimal_monitor_callbacks[i], NULL);
+    if (!vectorcall)
+        return PyCFunction_New(&fh_minimal_monitor_callbacks[i], NULL);
+    if (PyType_Ready(&fh_minimal_vectorcall_type) < 0)
+        return NULL;
+    fh_minimal_vectorcall_object *callback = PyObject_New(fh_minimal_vectorcall_object, &fh_minimal_vectorcall_type);
+    if (callback != NULL)
+        callback->vectorcall = i == 0 ? fh_minimal_vectorcall_on_call : fh_minimal_vectorcall_on_c_return;
+    return (PyObject *)callback;
 }
 
 /* ---- peers for bench/: recorders that share state between threads ------ */

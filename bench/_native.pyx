@@ -13,7 +13,7 @@ from time import monotonic_ns as _now
 import sys
 
 cdef extern from "_native.h":
-    object fh_minimal_monitor_callback(int i)
+    object fh_minimal_monitor_callback(int i, int vectorcall)
 
 cdef extern from "_native.h" nogil:
     int fasthost_import() except -1 with gil
@@ -79,18 +79,20 @@ def minimal_profile_hook(bint on):
         raise MemoryError()
 
 
-def minimal_monitor(bint on, int tool=5):
+def minimal_monitor(bint on, int tool=5, bint vectorcall=False):
     """Turns on (or off) a minimal C sys.monitoring recorder under tool id
     ``tool`` (Python 3.12+): the minimal hand-written leave at every call of
     anything but a Python function and enter at its C_RETURN/C_RAISE. The
-    floor that capture_native is measured against."""
+    floor that capture_native is measured against. Its callbacks are builtin
+    functions, or with ``vectorcall`` objects called through their own
+    vectorcall slot, as fasthost's are."""
     monitoring = sys.monitoring
     events = monitoring.events
     if on:
         monitoring.use_tool_id(tool, "fasthost minimal recorder")
-        monitoring.register_callback(tool, events.CALL, fh_minimal_monitor_callback(0))
-        monitoring.register_callback(tool, events.C_RETURN, fh_minimal_monitor_callback(1))
-        monitoring.register_callback(tool, events.C_RAISE, fh_minimal_monitor_callback(1))
+        monitoring.register_callback(tool, events.CALL, fh_minimal_monitor_callback(0, vectorcall))
+        monitoring.register_callback(tool, events.C_RETURN, fh_minimal_monitor_callback(1, vectorcall))
+        monitoring.register_callback(tool, events.C_RAISE, fh_minimal_monitor_callback(1, vectorcall))
         monitoring.set_events(tool, events.CALL | events.C_RETURN | events.C_RAISE)
     else:
         monitoring.set_events(tool, 0)
