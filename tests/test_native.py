@@ -9,6 +9,7 @@ import ctypes
 import ctypes.util
 import functools
 import importlib.util
+import math
 import operator
 import os
 import queue
@@ -539,3 +540,86 @@ def test_cython_functions_are_each_their_own_target(session, cython_module):
     assert (calls_of(snap, "fh_cymod.first"), calls_of(snap, "fh_cymod.second")) == (5, 3)
     (method,) = snap.targets[snap.targets["target"] == _core._callable_target(box.get)]
     assert int(method["calls"]) == 2
+
+
+def _fasthosts_callbacks():
+    """fasthost's sys.monitoring callbacks, one per kind of event, as anyone
+    can get them: the previous callback register_callback returns (put
+    straight back). Each is taken from an event that shares its function
+    (C_RAISE for C_RETURN's...): register_callback's own return still
+    reaches fasthost, so the call that swaps them is closed."""
+    events = sys.monitoring.events
+    callbacks = []
+    with fasthost.capture_native():
+        tool = _core._monitor_tool_id()
+        for event in (events.CALL, events.C_RAISE, events.PY_RESUME, events.PY_YIELD):
+            callbacks.append(sys.monitoring.register_callback(tool, event, None))
+            sys.monitoring.register_callback(tool, event, callbacks[-1])
+    return callbacks
+
+
+def _not_a_monitoring_event():
+    """Arguments sys.monitoring never passes: each once."""
+    code = _not_a_monitoring_event.__code__
+    return [
+        (),
+        (1, 2, 3),  # not a code object: it would be kept as one for the call sites
+        (code, None, len, None),  # not an int: the fast paths read an int's tag
+        (code, True, len, None),
+        (code, 2, len, None, None),
+        (code,),
+    ]
+
+
+@needs_monitoring
+@pytest.mark.parametrize("args", _not_a_monitoring_event())
+def test_a_monitoring_callback_called_with_arguments_sys_monitoring_never_passes_raises_and_opens_nothing(
+    session, args
+):
+    callbacks = _fasthosts_callbacks()
+    with fasthost.capture_native():
+        for callback in callbacks:
+            with pytest.raises(TypeError, match=r"fasthost sys\.monitoring callback: .* takes \(code, offset"):
+                callback(*args)
+        for _ in range(5):
+            math.cos(0.5)
+        opened = fasthost.depth()
+    snap = fasthost.snapshot()
+    assert opened == 0
+    assert _core._monitor_tool_id() is None  # nothing left open: the id went back
+    assert calls_of(snap, "math.cos") == 5
+    assert snap.totals["errors"] == 0, {k: v for k, v in snap.totals["results"].items() if v}
+
+
+@needs_monitoring
+def test_a_monitoring_callback_takes_no_keywords(session):
+    code = test_a_monitoring_callback_takes_no_keywords.__code__
+    callbacks = _fasthosts_callbacks()
+    with fasthost.capture_native():
+        with pytest.raises(TypeError, match="no keywords"):
+            callbacks[0](code, 2, len, None, arg0=None)
+        opened = fasthost.depth()
+    assert opened == 0
+    assert _core._monitor_tool_id() is None
+
+
+@needs_monitoring
+def test_the_monitoring_callbacks_cannot_be_made_copied_or_pickled(session):
+    import copy
+    import pickle
+
+    callbacks = _fasthosts_callbacks()
+    kind = type(callbacks[0])
+    assert {type(c) for c in callbacks} == {kind}
+    assert [repr(c) for c in callbacks] == [
+        "<fasthost sys.monitoring callback: CALL>",
+        "<fasthost sys.monitoring callback: C_RETURN, C_RAISE>",
+        "<fasthost sys.monitoring callback: PY_START, PY_RESUME, PY_THROW>",
+        "<fasthost sys.monitoring callback: PY_RETURN, PY_YIELD, PY_UNWIND>",
+    ]
+    with pytest.raises(TypeError, match="cannot create"):
+        kind()
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(callbacks[0])
+    with pytest.raises(TypeError, match="cannot pickle"):
+        copy.copy(callbacks[0])

@@ -1,9 +1,10 @@
 /* fh_monitor.h -- the native capture on Python 3.12+: sys.monitoring (PEP 669).
  *
  * Included by fasthost._core after fh_capture.h, whose per-thread hook stack
- * it shares. The callbacks registered with sys.monitoring are the C
- * functions below (METH_FASTCALL builtins, called by vectorcall), so an
- * event costs one C call into the core, never Python code.
+ * it shares. The callbacks registered with sys.monitoring are objects of
+ * a small type (MonitoringCallback, below) that CPython calls through their
+ * vectorcall slot straight into the C functions below, so an event costs
+ * one C call into the core, never Python code.
  *
  *   CALL          a call to anything but a Python function opens a U frame
  *                 (its C address as target); C_RETURN / C_RAISE close it.
@@ -293,16 +294,35 @@ static inline uint32_t fh_mon_one_digit_offset(PyObject *offset)
     return (uint32_t)((PyLongObject *)offset)->long_value.ob_digit[0];
 }
 
+/* Whether an event's arguments are of the kinds sys.monitoring passes: no
+ * keywords, `least` to `most` of them, a code object, then an int (the
+ * instruction offset). Only a call from Python code (someone holding the
+ * callback that register_callback returned) can break this, and every
+ * path below relies on it: the fast paths read the int's tag, the call
+ * sites keep args[0] as a code object to name it later. (A negative
+ * offset is no danger: no event is at one, so nothing closes what it
+ * opens, as with any other event made up by hand.) */
+FH_INLINE int fh_mon_args_ok(PyObject *const *args, size_t nargsf, PyObject *kwnames, Py_ssize_t least,
+                             Py_ssize_t most)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    return kwnames == NULL && nargs >= least && nargs <= most && Py_IS_TYPE(args[0], &PyCode_Type) &&
+           Py_IS_TYPE(args[1], &PyLong_Type);
+}
+
+/* The TypeError for a callback called with other arguments (see
+ * fh_mon_args_ok); NULL. Out of line, so the callbacks reach it by a tail
+ * call. */
+static FH_NOINLINE PyObject *fh_mon_bad_args(PyObject *self);
+
 /* CALL(code, offset, callable, arg0). A call's frame is closed by the
  * C_RETURN / C_RAISE at the same code and offset: calls at one place nest
  * (recursion through a callback), so the newest entry is always the one
  * that returns first. For that, a call that opens nothing while others are
  * open (a Python class, or any call while draining) leaves a placeholder.
  * This is the whole of it; fh_mon_on_call below takes the common case. */
-static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args, Py_ssize_t nargs)
+static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args)
 {
-    if (FH_UNLIKELY(nargs < 3))
-        Py_RETURN_NONE;
     PyObject *callable = args[2];
     /* A Python function: no C_RETURN; PY_START tells whether it is a callback. */
     if (Py_IS_TYPE(callable, &PyFunction_Type) ||
@@ -336,11 +356,8 @@ static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args, Py_ssize_t 
  * written, so that this path makes no calls and saves no registers. */
 static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    (void)self;
-    (void)kwnames;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (FH_UNLIKELY(nargs < 3))
-        Py_RETURN_NONE;
+    if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 4, 4)))
+        return fh_mon_bad_args(self);
     PyObject *callable = args[2];
     if (Py_IS_TYPE(callable, &PyFunction_Type))
         Py_RETURN_NONE; /* no C_RETURN; PY_START tells whether it is a callback */
@@ -348,15 +365,15 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
     uintptr_t target;
     if (mode == 0 || !fh_mon_common_target(callable, mode, &target) || target == 0 || fh_hook_paused ||
         !fh_mon_offset_is_one_digit(args[1]))
-        return fh_mon_call_full(args, nargs);
+        return fh_mon_call_full(args);
     PyObject *code = args[0];
     if (fh_sites_on && (code != fh_site_last_code || fh_site_last_age != fh_site_codes_age))
-        return fh_mon_call_full(args, nargs);
+        return fh_mon_call_full(args);
     fh_hook_stack *hs = &fh_hook_own;
     fh_thread *ts = fh_current;
     fh_target *t = fh_leave_ready(ts, target);
     if (t == NULL || hs->count == hs->capacity || !fh_clock_is_inline(&ts->clock))
-        return fh_mon_call_full(args, nargs);
+        return fh_mon_call_full(args);
     fh_hook_write(hs, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_one_digit_offset(args[1]), 0,
                   fh_sites_on ? (uintptr_t)code : 0);
     fh_leave_push(ts, t, 1);
@@ -365,10 +382,10 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
 
 /* C_RETURN / C_RAISE (code, offset, callable, arg0), the whole of it;
  * fh_mon_on_c_return below takes the common case. */
-static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *const *args, Py_ssize_t nargs)
+static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *const *args)
 {
     fh_hook_stack *hs = &fh_hook_own;
-    if (nargs < 2 || hs->count == 0)
+    if (hs->count == 0)
         Py_RETURN_NONE;
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
     if (top->closer != (uintptr_t)args[0] || (top->kind != FH_HOOK_BUILTIN && top->kind != FH_HOOK_UNOPENED) ||
@@ -399,19 +416,18 @@ static FH_NOINLINE PyObject *fh_mon_close_full(uint64_t now)
  * fh_mon_on_call). */
 static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    (void)self;
-    (void)kwnames;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 4, 4)))
+        return fh_mon_bad_args(self);
     fh_hook_stack *hs = &fh_hook_own;
     uint32_t count = hs->count;
-    if (nargs < 2 || count == 0)
+    if (count == 0)
         Py_RETURN_NONE;
     const fh_hook_entry *top = &hs->entries[count - 1u];
     if (top->closer != (uintptr_t)args[0])
         Py_RETURN_NONE; /* not a call this code made: nothing of ours */
     if (top->kind != FH_HOOK_BUILTIN || fh_mon_mode == 0 || !fh_mon_offset_is_one_digit(args[1]) ||
         top->where != fh_mon_one_digit_offset(args[1]))
-        return fh_mon_c_return_full(args, nargs);
+        return fh_mon_c_return_full(args);
     __atomic_store_n(&hs->count, count - 1u, __ATOMIC_RELAXED);
     fh_close_plan plan;
     if (!fh_close_ready(&plan, top->site, top->where, 1))
@@ -423,10 +439,9 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_
 /* PY_START / PY_RESUME / PY_THROW (code, offset, ...) */
 static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    (void)self;
-    (void)kwnames;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1 || fh_mon_mode == 0)
+    if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 2, 3)))
+        return fh_mon_bad_args(self);
+    if (fh_mon_mode == 0)
         Py_RETURN_NONE;
     /* A callback of a recorded U frame on top; or a Python function run by a
      * call of ours that opened nothing (a Python class's __init__): it gets
@@ -450,11 +465,10 @@ static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, size_t n
  * depth (a function calling itself from Python is no callback). */
 static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    (void)self;
-    (void)kwnames;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 3, 3)))
+        return fh_mon_bad_args(self);
     fh_hook_stack *hs = &fh_hook_own;
-    if (nargs < 1 || hs->count == 0 || hs->entries[hs->count - 1u].closer != (uintptr_t)args[0])
+    if (hs->count == 0 || hs->entries[hs->count - 1u].closer != (uintptr_t)args[0])
         Py_RETURN_NONE;
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
     /* A call this very frame made that never reported its return (another
@@ -491,6 +505,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     const char *events;
+    const char *arguments; /* what sys.monitoring passes, for fh_mon_bad_args */
 } fh_mon_callback_object;
 
 /* A call from Python code (only someone holding the object makes one):
@@ -503,6 +518,13 @@ static PyObject *fh_mon_callback_call(PyObject *self, PyObject *args, PyObject *
 static PyObject *fh_mon_callback_repr(PyObject *self)
 {
     return PyUnicode_FromFormat("<fasthost sys.monitoring callback: %s>", ((fh_mon_callback_object *)self)->events);
+}
+
+static FH_NOINLINE PyObject *fh_mon_bad_args(PyObject *self)
+{
+    PyErr_Format(PyExc_TypeError, "%R takes %s, as sys.monitoring passes them (the offset an int, no keywords)",
+                 self, ((fh_mon_callback_object *)self)->arguments);
+    return NULL;
 }
 
 static void fh_mon_callback_dealloc(PyObject *self) { PyObject_Free(self); }
@@ -521,11 +543,12 @@ static PyTypeObject fh_mon_callback_type = {
 static const struct {
     vectorcallfunc function;
     const char *events;
+    const char *arguments;
 } fh_mon_callbacks[] = {
-    {fh_mon_on_call, "CALL"},
-    {fh_mon_on_c_return, "C_RETURN, C_RAISE"},
-    {fh_mon_on_start, "PY_START, PY_RESUME, PY_THROW"},
-    {fh_mon_on_return, "PY_RETURN, PY_YIELD, PY_UNWIND"},
+    {fh_mon_on_call, "CALL", "(code, offset, callable, arg0)"},
+    {fh_mon_on_c_return, "C_RETURN, C_RAISE", "(code, offset, callable, arg0)"},
+    {fh_mon_on_start, "PY_START, PY_RESUME, PY_THROW", "(code, offset) or (code, offset, exception)"},
+    {fh_mon_on_return, "PY_RETURN, PY_YIELD, PY_UNWIND", "(code, offset, value)"},
 };
 
 /* The callback for fh_mon_callbacks[i], a new reference; NULL with an
@@ -539,6 +562,7 @@ static PyObject *fh_mon_callback(int i)
         return NULL;
     callback->vectorcall = fh_mon_callbacks[i].function;
     callback->events = fh_mon_callbacks[i].events;
+    callback->arguments = fh_mon_callbacks[i].arguments;
     return (PyObject *)callback;
 }
 
