@@ -623,3 +623,30 @@ def test_the_monitoring_callbacks_cannot_be_made_copied_or_pickled(session):
         pickle.dumps(callbacks[0])
     with pytest.raises(TypeError, match="cannot pickle"):
         copy.copy(callbacks[0])
+
+
+@needs_monitoring
+@pytest.mark.xfail(
+    strict=True,
+    reason="a ufunc's target is its address: a ufunc freed inside a capture leaves its address to the next object, "
+    "whose target then holds both objects' calls under the later one's name (not fixed: keeping every ufunc called "
+    "alive until reset, as call sites keep their code objects, holds memory for each np.frompyfunc made)",
+)
+def test_calls_of_a_ufunc_freed_during_a_capture_are_not_counted_as_the_next_ones_at_its_address(session):
+    import gc
+
+    freed = []
+    with fasthost.capture_native():
+        for _ in range(3):
+            transient = np.frompyfunc(abs, 1, 1)
+            freed.append(id(transient))
+            transient(np.arange(2.0))
+            del transient
+            gc.collect()
+        kept = np.frompyfunc(abs, 1, 1)
+        kept(np.arange(2.0))
+    if id(kept) not in freed:
+        pytest.skip("the allocator gave the kept ufunc a fresh address: nothing to check")
+    targets = fasthost.snapshot().targets
+    (row,) = targets[targets["target"] == id(kept)]
+    assert int(row["calls"]) == 1
