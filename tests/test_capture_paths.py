@@ -303,8 +303,10 @@ def test_opens_refused_past_max_depth_still_pair_with_their_closes(capture, cloc
 @pytest.mark.parametrize("capture", CAPTURES)
 @pytest.mark.parametrize("clock", INLINE_CLOCKS)
 def test_max_targets_full_sends_calls_to_overflow_and_drops_call_sites_exactly(capture, clock):
+    rounds = [None] * 20  # not range(20): capture_native records that call too
+
     def work():
-        for _ in range(20):
+        for _ in rounds:
             math.cos(1.0)
             math.sin(1.0)
             math.tan(1.0)
@@ -374,8 +376,9 @@ def test_another_monitoring_tool_beside_a_capture_sees_every_call_and_so_does_fa
         monitoring.register_callback(tool, events.C_RETURN, on_return)
         monitoring.register_callback(tool, events.C_RAISE, on_return)
         monitoring.set_events(tool, events.CALL | events.C_RETURN | events.C_RAISE)
+        before = monitoring.get_events(tool)  # CPython leaves C_RETURN and C_RAISE out of it
         snap = recorded(capture, cos_loop)
-        assert monitoring.get_events(tool) == events.CALL | events.C_RETURN | events.C_RAISE
+        assert monitoring.get_events(tool) == before
     finally:
         monitoring.set_events(tool, 0)
         monitoring.free_tool_id(tool)
