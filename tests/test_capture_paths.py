@@ -26,6 +26,9 @@ import fasthost
 from fasthost import _core, _testing
 
 MONITORING = sys.version_info >= (3, 12)
+# 3.9-3.11: capture_native warns about the ctypes libraries loaded before it
+# (libc here): these tests are about builtins
+pytestmark = pytest.mark.filterwarnings("ignore::fasthost.capture.ctypes.NotInstrumentedWarning")
 CAPTURES = {"builtins": fasthost.capture_builtins, "native": fasthost.capture_native}
 # tsc where the CPU has an invariant one: the clock of every default session
 INLINE_CLOCKS = ["auto", "manual"]
@@ -460,8 +463,6 @@ def _callback_workloads():
 @pytest.mark.parametrize("capture", CAPTURES)
 @pytest.mark.parametrize("clock", INLINE_CLOCKS)
 @pytest.mark.parametrize("workload", ["keys", "generator", "sqlite3", "qsort"])
-# 3.9-3.11: capture_native says that libc, loaded before it, is not instrumented
-@pytest.mark.filterwarnings("ignore::fasthost.capture.ctypes.NotInstrumentedWarning")
 def test_builtins_inside_callbacks_pair_and_count_exactly(capture, clock, workload):
     work, expected, callbacks = _callback_workloads()[workload]
     snap = recorded(capture, work, clock=clock)
