@@ -543,7 +543,7 @@ def test_cython_functions_are_each_their_own_target(session, cython_module):
 
 
 def _fasthosts_callbacks():
-    """fasthost's sys.monitoring callbacks, one per kind of event, as anyone
+    """fasthost's sys.monitoring callbacks (CALL, C_RETURN, PY_START, PY_RETURN), as anyone
     can get them: the previous callback register_callback returns (put
     straight back). Each is taken from an event that shares its function
     (C_RAISE for C_RETURN's...): register_callback's own return still
@@ -559,23 +559,20 @@ def _fasthosts_callbacks():
 
 
 def _not_a_monitoring_event():
-    """Arguments sys.monitoring never passes: each once."""
+    """Arguments no event has: each once."""
     code = _not_a_monitoring_event.__code__
     return [
         (),
-        (1, 2, 3),  # not a code object: it would be kept as one for the call sites
+        (code,),
         (code, None, len, None),  # not an int: the fast paths read an int's tag
         (code, True, len, None),
         (code, 2, len, None, None),
-        (code,),
     ]
 
 
 @needs_monitoring
 @pytest.mark.parametrize("args", _not_a_monitoring_event())
-def test_a_monitoring_callback_called_with_arguments_sys_monitoring_never_passes_raises_and_opens_nothing(
-    session, args
-):
+def test_a_monitoring_callback_called_with_arguments_no_event_has_raises_and_opens_nothing(session, args):
     callbacks = _fasthosts_callbacks()
     with fasthost.capture_native():
         for callback in callbacks:
@@ -589,6 +586,35 @@ def test_a_monitoring_callback_called_with_arguments_sys_monitoring_never_passes
     assert _core._monitor_tool_id() is None  # nothing left open: the id went back
     assert calls_of(snap, "math.cos") == 5
     assert snap.totals["errors"] == 0, {k: v for k, v in snap.totals["results"].items() if v}
+
+
+@needs_monitoring
+def test_events_of_a_code_like_object_are_ignored(session):
+    # The Monitoring C API (3.13) lets an extension that emulates Python
+    # fire events for an object that only emulates a code object: not a
+    # place fasthost can name (it would have kept it as a code object).
+    class CodeLike:
+        co_name = "emulated"
+
+    codelike = CodeLike()
+    on_call, on_c_return, on_start, on_return = _fasthosts_callbacks()
+    with fasthost.capture_native():
+        results = [
+            on_call(codelike, 2, len, None),
+            on_start(codelike, 0),
+            on_return(codelike, 4, None),
+            on_c_return(codelike, 2, len, None),
+        ]
+        for _ in range(5):
+            math.cos(0.5)
+        opened = fasthost.depth()
+    snap = fasthost.snapshot()
+    assert results == [None] * 4
+    assert opened == 0
+    assert _core._monitor_tool_id() is None
+    assert calls_of(snap, "len") == 0
+    assert calls_of(snap, "math.cos") == 5
+    assert snap.totals["errors"] == 0
 
 
 @needs_monitoring

@@ -294,14 +294,14 @@ static inline uint32_t fh_mon_one_digit_offset(PyObject *offset)
     return (uint32_t)((PyLongObject *)offset)->long_value.ob_digit[0];
 }
 
-/* Whether an event's arguments are of the kinds sys.monitoring passes: no
+/* Whether an event's arguments are of the kinds the fast paths take: no
  * keywords, `least` to `most` of them, a code object, then an int (the
- * instruction offset). Only a call from Python code (someone holding the
- * callback that register_callback returned) can break this, and every
- * path below relies on it: the fast paths read the int's tag, the call
- * sites keep args[0] as a code object to name it later. (A negative
- * offset is no danger: no event is at one, so nothing closes what it
- * opens, as with any other event made up by hand.) */
+ * instruction offset). sys.monitoring always passes these for Python code;
+ * anything else goes to fh_mon_other_args. Every path below relies on it:
+ * the fast paths read the int's tag, the call sites keep args[0] as a code
+ * object to name it later. (A negative offset is no danger: no event is at
+ * one, so nothing closes what it opens, as with any other event made up by
+ * hand.) */
 FH_INLINE int fh_mon_args_ok(PyObject *const *args, size_t nargsf, PyObject *kwnames, Py_ssize_t least,
                              Py_ssize_t most)
 {
@@ -310,10 +310,16 @@ FH_INLINE int fh_mon_args_ok(PyObject *const *args, size_t nargsf, PyObject *kwn
            Py_IS_TYPE(args[1], &PyLong_Type);
 }
 
-/* The TypeError for a callback called with other arguments (see
- * fh_mon_args_ok); NULL. Out of line, so the callbacks reach it by a tail
- * call. */
-static FH_NOINLINE PyObject *fh_mon_bad_args(PyObject *self);
+/* For arguments fh_mon_args_ok refused: an event of a code-like object
+ * (the Monitoring C API lets an extension that emulates Python code fire
+ * events for an object that only emulates a code object) is ignored: its
+ * calls have no place fasthost can name, and nothing it opens could be
+ * closed by the events of real code. Anything else is no event: a call by
+ * hand from Python code (someone holding the callback that
+ * register_callback returned), a TypeError. Out of line, so the callbacks
+ * reach it by a tail call. */
+static FH_NOINLINE PyObject *fh_mon_other_args(PyObject *self, PyObject *const *args, size_t nargsf,
+                                               PyObject *kwnames, Py_ssize_t least, Py_ssize_t most);
 
 /* CALL(code, offset, callable, arg0). A call's frame is closed by the
  * C_RETURN / C_RAISE at the same code and offset: calls at one place nest
@@ -357,7 +363,7 @@ static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args)
 static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 4, 4)))
-        return fh_mon_bad_args(self);
+        return fh_mon_other_args(self, args, nargsf, kwnames, 4, 4);
     PyObject *callable = args[2];
     if (Py_IS_TYPE(callable, &PyFunction_Type))
         Py_RETURN_NONE; /* no C_RETURN; PY_START tells whether it is a callback */
@@ -417,7 +423,7 @@ static FH_NOINLINE PyObject *fh_mon_close_full(uint64_t now)
 static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 4, 4)))
-        return fh_mon_bad_args(self);
+        return fh_mon_other_args(self, args, nargsf, kwnames, 4, 4);
     fh_hook_stack *hs = &fh_hook_own;
     uint32_t count = hs->count;
     if (count == 0)
@@ -440,7 +446,7 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_
 static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 2, 3)))
-        return fh_mon_bad_args(self);
+        return fh_mon_other_args(self, args, nargsf, kwnames, 2, 3);
     if (fh_mon_mode == 0)
         Py_RETURN_NONE;
     /* A callback of a recorded U frame on top; or a Python function run by a
@@ -466,7 +472,7 @@ static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, size_t n
 static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 3, 3)))
-        return fh_mon_bad_args(self);
+        return fh_mon_other_args(self, args, nargsf, kwnames, 3, 3);
     fh_hook_stack *hs = &fh_hook_own;
     if (hs->count == 0 || hs->entries[hs->count - 1u].closer != (uintptr_t)args[0])
         Py_RETURN_NONE;
@@ -505,7 +511,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     const char *events;
-    const char *arguments; /* what sys.monitoring passes, for fh_mon_bad_args */
+    const char *arguments; /* what sys.monitoring passes, for fh_mon_other_args */
 } fh_mon_callback_object;
 
 /* A call from Python code (only someone holding the object makes one):
@@ -520,8 +526,12 @@ static PyObject *fh_mon_callback_repr(PyObject *self)
     return PyUnicode_FromFormat("<fasthost sys.monitoring callback: %s>", ((fh_mon_callback_object *)self)->events);
 }
 
-static FH_NOINLINE PyObject *fh_mon_bad_args(PyObject *self)
+static FH_NOINLINE PyObject *fh_mon_other_args(PyObject *self, PyObject *const *args, size_t nargsf,
+                                               PyObject *kwnames, Py_ssize_t least, Py_ssize_t most)
 {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL && nargs >= least && nargs <= most && Py_IS_TYPE(args[1], &PyLong_Type))
+        Py_RETURN_NONE; /* a code-like object's event */
     PyErr_Format(PyExc_TypeError, "%R takes %s, as sys.monitoring passes them (the offset an int, no keywords)",
                  self, ((fh_mon_callback_object *)self)->arguments);
     return NULL;
