@@ -371,14 +371,16 @@ MONITORING = sys.version_info >= (3, 12)
 MINIMAL_NAME = "minimal C monitoring recorder" if MONITORING else "minimal C profile hook"
 
 
-def minimal_recorder(run: Callable[[], object]) -> Callable[[], None]:
+def minimal_recorder(run: Callable[[], object], vectorcall: bool = False) -> Callable[[], None]:
     """`run` under the floor a capture is measured against: the minimal C
     sys.monitoring recorder on 3.12+ (what capture_builtins and
-    capture_native use there), the minimal C profile hook before."""
+    capture_native use there; with `vectorcall`, its callbacks are called
+    through their own vectorcall slot, as fasthost's are), the minimal C
+    profile hook before."""
 
     def go() -> None:
         if MONITORING:
-            native.minimal_monitor(True)
+            native.minimal_monitor(True, vectorcall=vectorcall)
         else:
             native.minimal_profile_hook(True)
         try:
@@ -425,15 +427,23 @@ def native_loop(sizes: Sizes) -> list[Row]:
         "no call sites": under(calls_only, callsites=False),
         "minimal": minimal_recorder(calls_only),
     }
+    if MONITORING:
+        variants["minimal, vectorcall"] = minimal_recorder(calls_only, vectorcall=True)
     results = turns({key: per_unit(run, 1) for key, run in variants.items()}, sizes.repeats)
 
     def overhead(key: str) -> list[float]:
         return [max(x - y, 1e-9) / native_calls for x, y in zip(results[key], results["none"])]
 
-    per_call = {key: statistics.median(overhead(key)) for key in ("fasthost", "no call sites", "minimal")}
+    per_call = {key: statistics.median(overhead(key)) for key in variants if key != "none"}
     vs_minimal = statistics.median(f / m for f, m in zip(overhead("fasthost"), overhead("minimal")))
     bare = statistics.median(f / m for f, m in zip(overhead("no call sites"), overhead("minimal")))
     sites_cost = statistics.median(f / m for f, m in zip(overhead("fasthost"), overhead("no call sites")))
+    note = f"without call sites {bare:.2f}x the minimal recorder; call sites cost {sites_cost:.2f}x"
+    peers = {MINIMAL_NAME: per_call["minimal"], "without call sites": per_call["no call sites"]}
+    if MONITORING:
+        vs_vectorcall = statistics.median(f / m for f, m in zip(overhead("fasthost"), overhead("minimal, vectorcall")))
+        note += f"; {vs_vectorcall:.2f}x the minimal recorder with vectorcall callbacks, as fasthost's"
+        peers["minimal, vectorcall callbacks"] = per_call["minimal, vectorcall"]
 
     profilers = Profilers()
     mixed_variants = {"none": mixed, "fasthost": under(mixed), "cProfile": profilers.cprofile(mixed)}
@@ -447,12 +457,12 @@ def native_loop(sizes: Sizes) -> list[Row]:
             f"{name} per native call ({version})",
             "ns/call",
             per_call["fasthost"],
-            {MINIMAL_NAME: per_call["minimal"], "without call sites": per_call["no call sites"]},
+            peers,
             vs_minimal,
             "fasthost overhead / minimal recorder's",
             "≤ 1.2x",
             vs_minimal <= 1.2,
-            note=f"without call sites {bare:.2f}x the minimal recorder; call sites cost {sites_cost:.2f}x",
+            note=note,
         ),
         Row(
             f"{name} vs cProfile, calls and a Python function ({version})",

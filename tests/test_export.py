@@ -2,8 +2,12 @@
 on a real qsort, diff/merge, save/load, report, plot, memory."""
 
 import ctypes
+import errno
 import json
 import os
+import stat
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -13,6 +17,7 @@ import pytest
 
 import fasthost
 from fasthost import HResult, _testing
+from fasthost.export import storage
 
 libc = ctypes.CDLL(None)
 libm = ctypes.CDLL("libm.so.6")
@@ -469,3 +474,84 @@ def test_recorded_time_counts_each_nanosecond_once_where_inclusive_sums_count_ne
     assert totals["recorded_ns"] == totals["exclusive_ns"] + totals["callback_exclusive_ns"]
     assert totals["unmanaged_ns"] == int(qsort["total_ns"]) + int(strcmp["total_ns"])
     assert f"time:   {format_ns(totals['recorded_ns'])} recorded:" in snap.report()
+
+
+# ---- a write that fails loses nothing -----------------------------------------------
+
+
+def _pairs_on(targets: range) -> fasthost.Snapshot:
+    """A snapshot of one leave/enter pair on each of ``targets``."""
+    for target in targets:
+        fasthost.leave_runtime(target)
+        fasthost.enter_runtime()
+    return fasthost.snapshot()
+
+
+def test_a_save_that_fails_midway_leaves_the_old_file_as_it_was(recording, tmp_path):
+    old = tmp_path / "run.npz"
+    _pairs_on(range(0x1000, 0x1003)).save(old)
+    fasthost.reset()
+    _pairs_on(range(0x10000, 0x10000 + 16 * 900, 16)).save(tmp_path / "bigger.npz")
+    limit = old.stat().st_size // 2
+    # A real failure midway: a file-size limit smaller than either file,
+    # so the write of the bigger snapshot stops with EFBIG.
+    script = (
+        "import resource, signal, sys, fasthost\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"bigger = fasthost.load({str(tmp_path / 'bigger.npz')!r})\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "try:\n"
+        f"    bigger.save({str(old)!r})\n"
+        "except OSError as error:\n"
+        "    print('refused', error.errno)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["refused", str(errno.EFBIG)]
+    kept = fasthost.load(old)
+    assert kept.totals["transitions"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bigger.npz", "run.npz"]  # nothing left over
+
+
+def test_a_save_interrupted_by_an_exception_leaves_the_old_file_as_it_was(recording, tmp_path):
+    old = tmp_path / "run.npz"
+    _pairs_on(range(0x1000, 0x1003)).save(old)
+    before = old.read_bytes()
+
+    def write_half_and_fail():
+        with storage.open_for_writing(old) as f:
+            f.write(b"half a snapshot")
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_half_and_fail()
+    assert old.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run.npz"]
+
+
+def test_saving_over_a_file_keeps_its_permissions(recording, tmp_path):
+    path = tmp_path / "run.npz"
+    _pairs_on(range(0x1000, 0x1002)).save(path)
+    path.chmod(0o640)
+    _pairs_on(range(0x2000, 0x2003)).save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert fasthost.load(path).totals["transitions"] == 2 + 3
+
+
+def test_saving_through_a_symbolic_link_replaces_the_file_it_points_to(recording, tmp_path):
+    real = tmp_path / "runs" / "latest.npz"
+    real.parent.mkdir()
+    _pairs_on(range(0x1000, 0x1002)).save(real)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(real)
+    _pairs_on(range(0x2000, 0x2003)).save(link)
+    assert link.is_symlink()
+    assert link.resolve() == real
+    assert fasthost.load(real).totals["transitions"] == 2 + 3
+
+
+def test_saving_to_a_device_writes_into_it_and_leaves_the_device_alone(recording):
+    before = os.stat("/dev/null")
+    _pairs_on(range(0x1000, 0x1002)).save("/dev/null")
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode)
+    assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)

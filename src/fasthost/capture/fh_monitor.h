@@ -1,10 +1,11 @@
 /* fh_monitor.h -- the native capture on Python 3.12+: sys.monitoring (PEP 669).
  *
  * Included by fasthost._core after fh_capture.h, whose per-thread hook stack
- * it shares. The callbacks registered with sys.monitoring are objects of
- * a small type (MonitoringCallback, below) that CPython calls through their
- * vectorcall slot straight into the C functions below, so an event costs
- * one C call into the core, never Python code.
+ * it shares. The callbacks registered with sys.monitoring are objects
+ * whose vectorcall slot is one of the C functions below, so an event costs
+ * one C call into the core, never Python code. For CALL and C_RETURN the
+ * common case is handled inline, without calls; the rest by tail calls to
+ * the full paths.
  *
  *   CALL          a call to anything but a Python function opens a U frame
  *                 (its C address as target); C_RETURN / C_RAISE close it.

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import secrets
 import stat
 import struct
 import zipfile
@@ -233,11 +234,63 @@ _NOT_REGULAR = (
 
 @contextlib.contextmanager
 def open_for_writing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """``path`` opened for writing, created or truncated, as ``open(path,
-    "wb")`` does, except that it never waits: a named pipe with no reader
-    raises ``OSError`` (ENXIO, "a named pipe with no reader") at once,
-    where ``open`` would block until a reader came, hanging a command whose
-    work is done. A pipe with a reader is written normally."""
+    """``path`` opened for writing, as ``open(path, "wb")`` would, but
+    losing nothing when a write fails.
+
+    A regular file (or one not there yet) is written to a new file beside
+    it, which replaces it once complete and closed: a write that fails
+    midway (a full disk, a file-size limit, an exception from the caller)
+    raises and leaves the old file as it was, with nothing left over. The
+    file keeps its permissions; through a symbolic link, the file it points
+    to is replaced. Anything else (a pipe, a terminal, ``/dev/null``) is
+    written in place, as is a file in a folder where no new file can be
+    made. A named pipe with no reader raises ``OSError`` (ENXIO, "a named
+    pipe with no reader") at once, where ``open`` would block until a
+    reader came, hanging a command whose work is done."""
+    target = os.path.realpath(path)
+    try:
+        mode: int | None = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with _open_in_place(path) as f:
+            yield f
+        return
+    try:
+        fd, temporary = _new_file_beside(target)
+    except OSError:
+        with _open_in_place(path) as f:
+            yield f
+        return
+    try:
+        with _fdopen(fd, "wb", lambda fd: os.fchmod(fd, stat.S_IMODE(mode)) if mode is not None else None) as f:
+            yield f
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _new_file_beside(target: str) -> tuple[int, str]:
+    """A new, empty file in ``target``'s folder, named after it (hidden),
+    created with the permissions ``open`` gives a new file (0o666 less the
+    umask): its descriptor and name."""
+    folder, name = os.path.split(target)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", os.path.join(folder, f".{name}.*.tmp"))
+
+
+@contextlib.contextmanager
+def _open_in_place(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """``path`` opened for writing, created or truncated, without waiting
+    for a reader (see open_for_writing)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     nonblocking = getattr(os, "O_NONBLOCK", 0)
     try:
