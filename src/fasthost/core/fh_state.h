@@ -400,11 +400,13 @@ static FH_NOINLINE void fh_record_nested(fh_thread *ts, fh_target *t, uint64_t i
  * The code object picks a base slot and the offset counts on from it, so
  * the calls of one function (at least 4 bytes apart) never evict each
  * other within 1 KiB of its bytecode; a hash of the offset would. The base
- * is the code object's address in 16-byte units (objects are 16-byte
- * aligned, and larger than that): no multiply on the hot path. */
+ * is a multiplicative hash of the address, not its low bits: code objects
+ * of one size sit at the same offset of their allocator's pools, a
+ * multiple of 4 KiB apart, and would all share one base. */
 static inline uint32_t fh_site_slot(uint64_t code, uint32_t where)
 {
-    return (uint32_t)((code >> 4) + (where >> 2)) & (FH_RECENT_SITES - 1u);
+    uint32_t base = (uint32_t)((code >> 4) * 0x9E3779B97F4A7C15ull >> 56);
+    return (base + (where >> 2)) & (FH_RECENT_SITES - 1u);
 }
 
 static inline uint32_t fh_site_hash(uint64_t code, uint32_t where, uint64_t target, uint32_t mask)
