@@ -37,6 +37,7 @@ cdef extern from "fh_capture.h":
     int fh_sites_on
     int fh_hook_paused
     PyObject *fh_site_codes
+    PyObject *fh_target_objects
     uint64_t fh_site_codes_age
     ctypedef struct PyCodeObject:
         pass
@@ -269,6 +270,11 @@ def _builtins_hook_saved_count():
 # core's site records always names the same code.
 _site_codes = {}
 fh_site_codes = <PyObject *>_site_codes
+# Likewise the objects whose address is a target (ufuncs, numpy's array
+# functions, C types, seen by sys.monitoring): a freed one's address would
+# pass, with its calls, to the next object made there.
+_target_objects = {}
+fh_target_objects = <PyObject *>_target_objects
 
 
 def _sites_enable(on):
@@ -278,9 +284,11 @@ def _sites_enable(on):
 
 
 def _site_codes_clear():
-    """Forgets the code objects (a new session: no record refers to them)."""
+    """Forgets the code objects and the target objects (a new session: no
+    record refers to them)."""
     global fh_site_codes_age
     _site_codes.clear()
+    _target_objects.clear()
     fh_site_codes_age += 1
 
 

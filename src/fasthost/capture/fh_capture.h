@@ -223,22 +223,34 @@ static uint64_t fh_site_codes_age; /* bumped when the set is emptied */
 static FH_TLS PyObject *fh_site_last_code;
 static FH_TLS uint64_t fh_site_last_age;
 
+/* Puts `object` in `kept` ({id(object): object}), by identity: equal
+ * objects (the same source compiled twice, under two file names) are
+ * different places. 0 if it could not (no memory). */
+static int fh_keep_alive(PyObject *kept, PyObject *object)
+{
+    PyObject *key = kept != NULL ? PyLong_FromVoidPtr(object) : NULL;
+    int failed = key == NULL || PyDict_SetDefault(kept, key, object) == NULL;
+    Py_XDECREF(key);
+    if (failed)
+        PyErr_Clear();
+    return !failed;
+}
+
 static inline void fh_site_keep(PyObject *code)
 {
     if (code == fh_site_last_code && fh_site_last_age == fh_site_codes_age)
         return;
-    /* By identity: equal code objects (the same source compiled twice,
-     * under two file names) are different places. */
-    PyObject *key = fh_site_codes != NULL ? PyLong_FromVoidPtr(code) : NULL;
-    int failed = key == NULL || PyDict_SetDefault(fh_site_codes, key, code) == NULL;
-    Py_XDECREF(key);
-    if (failed) {
-        PyErr_Clear();
+    if (!fh_keep_alive(fh_site_codes, code))
         return;
-    }
     fh_site_last_code = code;
     fh_site_last_age = fh_site_codes_age;
 }
+
+/* The objects whose address is a target (a ufunc, a numpy array function,
+ * a C type: see fh_monitor.h), kept like call sites' code objects: a
+ * freed ufunc's address would otherwise pass, with its calls, to the next
+ * object made there. Owned by _core; emptied with fh_site_codes. */
+static PyObject *fh_target_objects;
 
 /* The caller's code object and the call's offset in bytes, for a legacy
  * hook event in `frame`. Borrowed: the frame holds the code. */

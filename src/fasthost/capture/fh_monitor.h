@@ -345,6 +345,15 @@ static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args)
             fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_UNOPENED, where, 0, 0);
         Py_RETURN_NONE;
     }
+    /* A target that is the object's own address: the object lives as long
+     * as the session's data. The fast path sees a target only after this
+     * path has put it in the thread's recent cache, so every such object
+     * is kept before its first call is recorded. */
+    if (target == (uintptr_t)callable && !fh_keep_alive(fh_target_objects, callable)) {
+        if (fh_hook_own.count != 0)
+            fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_UNOPENED, where, 0, 0);
+        Py_RETURN_NONE;
+    }
     uintptr_t site = 0;
     if (fh_sites_on) {
         fh_site_keep(args[0]);
