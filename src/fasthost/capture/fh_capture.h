@@ -188,15 +188,16 @@ static FH_NOINLINE int fh_hook_grow(fh_hook_stack *hs)
     return 1;
 }
 
-/* Pushes an entry onto a hook stack that has room for it. */
-FH_INLINE void fh_hook_write(fh_hook_stack *hs, uintptr_t closer, uint32_t kind, uint32_t where, int32_t depth,
-                             uintptr_t site)
+/* Pushes an entry onto a hook stack that has room for it; `ts` is the
+ * calling thread's state (fh_current). */
+FH_INLINE void fh_hook_write(fh_hook_stack *hs, const fh_thread *ts, uintptr_t closer, uint32_t kind, uint32_t where,
+                             int32_t depth, uintptr_t site)
 {
     fh_hook_entry *entry = &hs->entries[hs->count];
     entry->closer = closer;
     entry->kind = kind;
     entry->where = where;
-    entry->position = fh_current_depth();
+    entry->position = fh_open_depth(ts);
     entry->depth = depth;
     entry->site = site;
     __atomic_store_n(&hs->count, hs->count + 1u, __ATOMIC_RELAXED);
@@ -207,7 +208,7 @@ static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kin
 {
     if (FH_UNLIKELY(hs->count == hs->capacity) && !fh_hook_grow(hs))
         return 0;
-    fh_hook_write(hs, closer, kind, where, depth, site);
+    fh_hook_write(hs, fh_current, closer, kind, where, depth, site);
     return 1;
 }
 
@@ -296,23 +297,19 @@ static inline uintptr_t fh_hook_closer(PyObject *callable)
     return fh_hook_wants(callable) ? (uintptr_t)PyCFunction_GET_FUNCTION(callable) : 0;
 }
 
-/* Closes the frame on top of the hook stack if `closer` opened it (a
- * callback's frame when `callback`, else a builtin's or a placeholder). */
-static inline void fh_hook_close(uintptr_t closer, int callback)
+/* RETURN: closes the callback `frame` opened, if its entry is on top of
+ * the hook stack. */
+static FH_NOINLINE int fh_hook_return(PyFrameObject *frame)
 {
     fh_hook_stack *hs = &fh_hook_own;
     if (hs->count == 0)
-        return;
+        return 0;
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
-    if (top->closer != closer || (top->kind == FH_HOOK_CALLBACK) != callback)
-        return;
+    if (top->closer != (uintptr_t)frame || top->kind != FH_HOOK_CALLBACK)
+        return 0;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-    if (top->kind == FH_HOOK_CALLBACK)
-        fh_reverse_leave_runtime();
-    else if (top->kind == FH_HOOK_BUILTIN && top->site != 0)
-        fh_enter_runtime_at(top->site, top->where);
-    else if (top->kind == FH_HOOK_BUILTIN)
-        fh_enter_runtime();
+    fh_reverse_leave_runtime();
+    return 0;
 }
 
 /* The core's full close of the U frame whose hook entry has just been
@@ -325,7 +322,8 @@ static FH_NOINLINE int fh_hook_close_popped(uint64_t now)
     return 0;
 }
 
-/* C_RETURN / C_EXCEPTION: fh_hook_close for a builtin's frame, with the
+/* C_RETURN / C_EXCEPTION: closes the frame of the builtin `callable` (or
+ * pops its placeholder) if its entry is on top of the hook stack, with the
  * core's fast close inline and every slow path a tail call, so that the
  * hook makes no calls on its common path (and saves no registers). */
 FH_INLINE int fh_hook_c_return(PyObject *callable)
@@ -347,13 +345,6 @@ FH_INLINE int fh_hook_c_return(PyObject *callable)
     return 0;
 }
 
-/* RETURN: closes the callback this frame opened, if it is on top. */
-static FH_NOINLINE int fh_hook_return(PyFrameObject *frame)
-{
-    fh_hook_close((uintptr_t)frame, 1);
-    return 0;
-}
-
 static FH_NOINLINE int fh_hook_callback(PyFrameObject *frame)
 {
     if (fh_top_is_unmanaged() && fh_hook_push(&fh_hook_own, (uintptr_t)frame, FH_HOOK_CALLBACK, 0, 0, 0))
@@ -368,9 +359,9 @@ static int fh_hook_drain(int what, PyFrameObject *frame, PyObject *arg)
         if (fh_hook_wants(arg))
             fh_hook_push(&fh_hook_own, fh_hook_closer(arg), FH_HOOK_UNOPENED, 0, 0, 0);
     } else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
-        fh_hook_close(fh_hook_closer(arg), 0);
+        fh_hook_c_return(arg);
     } else if (what == PyTrace_RETURN) {
-        fh_hook_close((uintptr_t)frame, 1);
+        fh_hook_return(frame);
     }
     return 0;
 }

@@ -390,7 +390,7 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
     fh_target *t = fh_leave_ready(ts, target);
     if (t == NULL || hs->count == hs->capacity || !fh_clock_is_inline(&ts->clock))
         return fh_mon_call_full(args);
-    fh_hook_write(hs, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_one_digit_offset(args[1]), 0,
+    fh_hook_write(hs, ts, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_one_digit_offset(args[1]), 0,
                   fh_sites_on ? (uintptr_t)code : 0);
     fh_leave_push(ts, t, 1);
     Py_RETURN_NONE;

@@ -168,8 +168,11 @@ static inline int fh_top_is_unmanaged(void)
     return depth - 1u < ts->capacity && ts->stack[depth - 1u].tag == FH_FRAME_UNMANAGED;
 }
 
-/* Open frames on the calling thread: recorded, set aside, unrecorded. */
-static inline uint64_t fh_current_depth(void) { return fh_current->depth + fh_current->hidden; }
+/* Open frames on the thread of `ts`: recorded, set aside, unrecorded. */
+static inline uint64_t fh_open_depth(const fh_thread *ts) { return ts->depth + ts->hidden; }
+
+/* The same for the calling thread. */
+static inline uint64_t fh_current_depth(void) { return fh_open_depth(fh_current); }
 
 /* ---- hooks for the test-only extension (see fh_test_api.h) --------------- */
 
