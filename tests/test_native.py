@@ -581,9 +581,14 @@ def test_a_monitoring_callback_called_with_arguments_no_event_has_raises_and_ope
         for _ in range(5):
             math.cos(0.5)
         opened = fasthost.depth()
+        hook_entries = _core._hook_open_count()
     snap = fasthost.snapshot()
     assert opened == 0
-    assert _core._monitor_tool_id() is None  # nothing left open: the id went back
+    # Nothing left open on this thread, placeholders included. (Not the tool
+    # id: another thread of the process, pytest-xdist's I/O thread, may be
+    # inside a builtin it entered during the capture, which holds the id
+    # until it returns, as it should.)
+    assert hook_entries == 0
     assert calls_of(snap, "math.cos") == 5
     assert snap.totals["errors"] == 0, {k: v for k, v in snap.totals["results"].items() if v}
 

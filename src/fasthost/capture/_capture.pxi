@@ -257,6 +257,12 @@ def _builtins_hook_installed():
     return bool(fh_hook_installed(PyThreadState_Get()))
 
 
+def _hook_open_count():
+    """Entries on the calling thread's hook stack: the frames its captures
+    opened and the placeholders between them (tests)."""
+    return fh_hook_open_count()
+
+
 def _builtins_hook_saved_count():
     """How many threads' previous hooks the profile hook keeps (tests)."""
     return len(_saved_profile_hooks)
