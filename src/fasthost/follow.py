@@ -172,8 +172,7 @@ def write() -> None:
             _Process.captures = None
         fasthost.stop()
         path = os.path.join(_Process.options["dir"], _Process.token + DATA)
-        fasthost.snapshot().save(path + ".part")
-        os.replace(path + ".part", path)  # whole or absent: never half a file
+        fasthost.snapshot().save(path)  # whole or absent: save() renames a complete file into place
     except Exception as exc:
         print(f"fasthost: pid {os.getpid()} could not write its data: {exc}", file=sys.stderr)
     finally:

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import secrets
 import stat
 import struct
 import zipfile
@@ -279,7 +278,7 @@ def _new_file_beside(target: str) -> tuple[int, str]:
     folder, name = os.path.split(target)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        temporary = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
             return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:
