@@ -25,6 +25,16 @@ def drain_stack():
     assert fasthost.depth() == 0
 
 
+def open_frames_of_the_test(snap):
+    """Frames still open on the test's own threads: the main thread and
+    those that ended (a test joins the threads it makes). A capture also
+    records threads the test did not make, such as pytest-xdist's I/O
+    thread, which can be inside a builtin it entered during the capture."""
+    threads = snap.threads
+    own = (threads["alive"] == 0) | (threads["tid"] == threading.get_native_id())
+    return int(threads["depth"][own].sum())
+
+
 def hooks_installed():
     """What a test could leave behind besides a recording: a profile hook
     (Python-level, or fasthost's C-level one, which sys.getprofile() does

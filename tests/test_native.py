@@ -24,6 +24,8 @@ import pytest
 import fasthost
 from fasthost import _core
 
+from .conftest import open_frames_of_the_test
+
 MONITORING = sys.version_info >= (3, 12)
 needs_monitoring = pytest.mark.skipif(not MONITORING, reason="3.9-3.11 report only builtin calls to a profiler")
 
@@ -155,7 +157,7 @@ def test_builtins_called_back_from_native_pthreads_are_captured(session, callers
         assert callers.call_from_threads(callback, 4, 500) == 0
     snap = fasthost.snapshot()
     assert calls_of(snap, "abs") == 4 * 500
-    assert int(snap.threads["depth"].sum()) == 0
+    assert open_frames_of_the_test(snap) == 0
 
 
 @needs_monitoring
@@ -200,7 +202,7 @@ def test_the_tool_id_is_held_until_a_worker_inside_a_call_returns():
     assert held is not None  # draining: its frame is still open
     assert after is None  # closed, so the id went back
     assert sys.monitoring.get_tool(held) is None
-    assert int(snap.threads["depth"].sum()) == 0
+    assert open_frames_of_the_test(snap) == 0
 
 
 def _wait_until_blocked(thread):
