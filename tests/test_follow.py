@@ -109,6 +109,59 @@ def test_a_pool_and_a_subprocess_child_add_up_exactly_under_each_start_method(tm
     assert not [name for name in os.listdir(tmp_path) if name.startswith("fasthost-run-")]
 
 
+# Spawn children that Pool.terminate()'s SIGTERM reaches while they import a
+# module that writing a snapshot imports too (zipfile, and what it imports):
+# child number k is signalled at the k-th audit event of `import zipfile`,
+# which puts the signal at a different point of the import each time (the
+# lookup, reading the .pyc, the module's body, its own imports).
+MID_IMPORT = (
+    PRELUDE
+    + """
+if __name__ == "__mp_main__" and "KILL_AT" in os.environ:  # a spawned child, importing this file
+    fresh = "zipfile" not in sys.modules
+    cos_calls(5)
+    tell(child=os.getpid(), fresh=fresh)
+    countdown = [int(os.environ["KILL_AT"])]
+
+    def hook(event, args):
+        countdown[0] -= 1
+        if countdown[0] == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # runs its handler at the next bytecode: mid-import
+
+    sys.addaudithook(hook)
+    import zipfile  # noqa: F401
+
+if __name__ == "__main__":
+    ends = {}
+    for at in range(1, 9):
+        os.environ["KILL_AT"] = str(at)
+        child = multiprocessing.get_context("spawn").Process(target=cos_calls, args=(1,))
+        child.start()
+        child.join()
+        ends[child.pid] = child.exitcode
+    tell(ends=ends)
+"""
+)
+
+
+def test_a_child_terminated_in_the_middle_of_an_import_still_writes_its_data(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "mid_import.py", MID_IMPORT))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line[len("FACTS ") :]) for line in proc.stdout.splitlines() if line.startswith("FACTS ")]
+    children = {told["child"]: told["fresh"] for told in lines if "child" in told}
+    ends = {int(pid): status for told in lines if "ends" in told for pid, status in told["ends"].items()}
+    assert all(children.values()), "zipfile was imported before the child's own import: nothing to interrupt"
+    assert sorted(children) == sorted(ends)
+    assert set(ends.values()) == {-signal.SIGTERM}  # each died of the signal, mid-import
+    assert "could not" not in proc.stderr
+    assert "wrote no data" not in proc.stderr
+    snap = fasthost.load(out)
+    by_pid = calls_by_pid(snap)
+    assert {pid: by_pid.get(pid) for pid in children} == {pid: 5 for pid in children}
+    assert snap.totals["calls"]["leave"] == 5 * len(children)
+
+
 FORKS = (
     PRELUDE
     + """
