@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import textwrap
 from pathlib import Path
 
@@ -160,6 +161,49 @@ def test_a_child_terminated_in_the_middle_of_an_import_still_writes_its_data(tmp
     by_pid = calls_by_pid(snap)
     assert {pid: by_pid.get(pid) for pid in children} == {pid: 5 for pid in children}
     assert snap.totals["calls"]["leave"] == 5 * len(children)
+
+
+# A Python child under --capture ctypes,cffi that makes cffi unimportable
+# (as tests do to hide a package): stopping the cffi capture at exit raises.
+UNSTOPPABLE = (
+    PRELUDE
+    + """
+cos_calls(9)
+sys.modules["cffi"] = None
+tell(child=os.getpid())
+"""
+)
+
+
+def test_a_child_whose_capture_fails_to_stop_still_writes_its_data(tmp_path):
+    pytest.importorskip("cffi")
+    child = write(tmp_path, "unstoppable.py", UNSTOPPABLE)
+    script = write(tmp_path, "run.py", f"import subprocess, sys\nsubprocess.run([sys.executable, {str(child)!r}])\n")
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "--capture", "ctypes,cffi", "-o", out, script)
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert f"fasthost: pid {told['child']} could not stop a capture: ModuleNotFoundError" in proc.stderr
+    assert "wrote no data" not in proc.stderr
+    assert calls_by_pid(fasthost.load(out))[told["child"]] == 9
+
+
+def test_a_capture_that_fails_to_stop_does_not_keep_the_others_on(monkeypatch):
+    pytest.importorskip("cffi")
+    import fasthost.cffi
+    import fasthost.ctypes
+    from fasthost.capture.modes import Captures
+
+    captures = Captures(["ctypes", "cffi"]).start()
+    monkeypatch.setitem(sys.modules, "cffi", None)  # the cffi capture's stop imports cffi: it raises
+    try:
+        with pytest.raises(ImportError):
+            captures.stop()
+        assert not fasthost.ctypes.enabled()  # stopped after the cffi capture failed
+    finally:
+        monkeypatch.undo()
+        fasthost.cffi.disable()
+        fasthost.ctypes.disable()
 
 
 FORKS = (
