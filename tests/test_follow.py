@@ -163,6 +163,34 @@ def test_a_child_terminated_in_the_middle_of_an_import_still_writes_its_data(tmp
     assert snap.totals["calls"]["leave"] == 5 * len(children)
 
 
+# A fork-method child that SIGTERM reaches right after the fork, when it has
+# marked itself started and has not reached Process._bootstrap yet (where
+# Pool.terminate() can find a worker that a pool has just started).
+FORK_THEN_SIGTERM = (
+    PRELUDE
+    + """
+if __name__ == "__main__":
+    os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))  # after fasthost's hook
+    child = multiprocessing.get_context("fork").Process(target=cos_calls, args=(3,))
+    child.start()
+    child.join()
+    tell(child=child.pid, status=child.exitcode)
+"""
+)
+
+
+def test_a_fork_child_terminated_before_its_process_runs_still_writes_its_data(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "fork_sigterm.py", FORK_THEN_SIGTERM))
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert told["status"] == -signal.SIGTERM
+    assert "wrote no data" not in proc.stderr
+    snap = fasthost.load(out)
+    assert told["child"] in snap.pids
+    assert calls_by_pid(snap).get(told["child"], 0) == 0  # ended before its target ran
+
+
 # A Python child under --capture ctypes,cffi that makes cffi unimportable
 # (as tests do to hide a package): stopping the cffi capture at exit raises.
 UNSTOPPABLE = (

@@ -143,7 +143,7 @@ def _after_fork() -> None:
     if _Process.options is None:
         return
     _Process.is_run = False
-    if _Process.forkserver:
+    if _Process.forkserver or _forked_by_multiprocessing():
         _Process.forkserver = False
         _write_on_sigterm()  # from now: a pool may end it before it runs a task
     try:
@@ -151,6 +151,20 @@ def _after_fork() -> None:
     except Exception as exc:
         _Process.token = None
         print(f"fasthost: pid {os.getpid()} not recorded: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _forked_by_multiprocessing() -> bool:
+    """In a forked child: whether the fork start method made it (its
+    ``Popen._launch`` is on the stack), so that it is a ``Process``, which
+    SIGTERM may end before ``_bootstrap`` installs the writer."""
+    popen_fork = sys.modules.get("multiprocessing.popen_fork")
+    if popen_fork is None:
+        return False
+    launch = popen_fork.Popen._launch.__code__
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_code is not launch:
+        frame = frame.f_back
+    return frame is not None
 
 
 def write() -> None:
