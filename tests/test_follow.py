@@ -76,6 +76,15 @@ def write(tmp_path, name, text):
     return path
 
 
+def run_followed(tmp_path, name, text, *options):
+    """``fasthost run`` of the script ``text`` (saved as ``name``), which
+    must succeed: its process, the facts it told, its output file."""
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", *options, "-o", out, write(tmp_path, name, text))
+    assert proc.returncode == 0, proc.stderr
+    return proc, facts(proc.stdout), out
+
+
 def calls_by_pid(snap):
     return {int(pid): int(snap.threads["leave"][snap.threads["pid"] == pid].sum()) for pid in snap.pids}
 
@@ -146,9 +155,7 @@ if __name__ == "__main__":
 
 
 def test_a_child_terminated_in_the_middle_of_an_import_still_writes_its_data(tmp_path):
-    out = tmp_path / "out.npz"
-    proc = fasthost_cli("run", "-o", out, write(tmp_path, "mid_import.py", MID_IMPORT))
-    assert proc.returncode == 0, proc.stderr
+    proc, _, out = run_followed(tmp_path, "mid_import.py", MID_IMPORT)
     lines = [json.loads(line[len("FACTS ") :]) for line in proc.stdout.splitlines() if line.startswith("FACTS ")]
     children = {told["child"]: told["fresh"] for told in lines if "child" in told}
     ends = {int(pid): status for told in lines if "ends" in told for pid, status in told["ends"].items()}
@@ -180,10 +187,7 @@ if __name__ == "__main__":
 
 
 def test_a_fork_child_terminated_before_its_process_runs_still_writes_its_data(tmp_path):
-    out = tmp_path / "out.npz"
-    proc = fasthost_cli("run", "-o", out, write(tmp_path, "fork_sigterm.py", FORK_THEN_SIGTERM))
-    assert proc.returncode == 0, proc.stderr
-    told = facts(proc.stdout)
+    proc, told, out = run_followed(tmp_path, "fork_sigterm.py", FORK_THEN_SIGTERM)
     assert told["status"] == -signal.SIGTERM
     assert "wrote no data" not in proc.stderr
     snap = fasthost.load(out)
@@ -249,10 +253,7 @@ tell(run=os.getpid(), child=pid, status=status)
 
 
 def test_a_forked_child_that_exits_does_not_clobber_the_runs_output(tmp_path):
-    out = tmp_path / "out.npz"
-    proc = fasthost_cli("run", "-o", out, write(tmp_path, "forks.py", FORKS))
-    assert proc.returncode == 0, proc.stderr
-    told = facts(proc.stdout)
+    proc, told, out = run_followed(tmp_path, "forks.py", FORKS)
     assert told["status"] == 0
     snap = fasthost.load(out)
     assert calls_by_pid(snap) == {told["run"]: 1000, told["child"]: 7}
@@ -260,10 +261,7 @@ def test_a_forked_child_that_exits_does_not_clobber_the_runs_output(tmp_path):
 
 
 def test_without_following_a_forked_child_leaves_the_runs_output_alone(tmp_path):
-    out = tmp_path / "out.npz"
-    proc = fasthost_cli("run", "--no-follow", "-o", out, write(tmp_path, "forks.py", FORKS))
-    assert proc.returncode == 0, proc.stderr
-    told = facts(proc.stdout)
+    _, told, out = run_followed(tmp_path, "forks.py", FORKS, "--no-follow")
     assert calls_by_pid(fasthost.load(out)) == {told["run"]: 1000}
 
 
@@ -289,10 +287,7 @@ tell(run=os.getpid(), killed=int(killed.stdout), killed_status=killed.returncode
 
 
 def test_children_that_die_without_writing_are_named_and_the_rest_combine(tmp_path):
-    out = tmp_path / "out.npz"
-    proc = fasthost_cli("run", "-o", out, write(tmp_path, "dying.py", DYING))
-    assert proc.returncode == 0, proc.stderr
-    told = facts(proc.stdout)
+    proc, told, out = run_followed(tmp_path, "dying.py", DYING)
     assert told["killed_status"] == -signal.SIGKILL
     silent = sorted([told["killed"], told["exited"]])
     snap = fasthost.load(out)
