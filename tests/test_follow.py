@@ -195,6 +195,22 @@ def test_a_fork_child_terminated_before_its_process_runs_still_writes_its_data(t
     assert calls_by_pid(snap).get(told["child"], 0) == 0  # ended before its target ran
 
 
+def test_the_run_reads_a_childs_file_whose_started_mark_is_missing():
+    # What a child leaves when SIGTERM lands between taking its token and
+    # leaving its mark: the writer writes (the token is set), the mark never comes.
+    from fasthost.follow import Follow
+
+    fasthost.start()
+    fasthost.stop()
+    follow = Follow([], {})
+    follow.start()
+    try:
+        fasthost.snapshot().save(os.path.join(follow.dir, f"{os.getpid()}-0123456789ab.npz"))
+    finally:
+        outcome = follow.finish()
+    assert (len(outcome.snapshots), outcome.silent) == (1, [])
+
+
 # A Python child under --capture ctypes,cffi that makes cffi unimportable
 # (as tests do to hide a package): stopping the cffi capture at exit raises.
 UNSTOPPABLE = (
