@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import textwrap
 from pathlib import Path
 
@@ -75,6 +76,15 @@ def write(tmp_path, name, text):
     return path
 
 
+def run_followed(tmp_path, name, text, *options):
+    """``fasthost run`` of the script ``text`` (saved as ``name``), which
+    must succeed: its process, the facts it told, its output file."""
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", *options, "-o", out, write(tmp_path, name, text))
+    assert proc.returncode == 0, proc.stderr
+    return proc, facts(proc.stdout), out
+
+
 def calls_by_pid(snap):
     return {int(pid): int(snap.threads["leave"][snap.threads["pid"] == pid].sum()) for pid in snap.pids}
 
@@ -109,6 +119,141 @@ def test_a_pool_and_a_subprocess_child_add_up_exactly_under_each_start_method(tm
     assert not [name for name in os.listdir(tmp_path) if name.startswith("fasthost-run-")]
 
 
+# Spawn children that Pool.terminate()'s SIGTERM reaches while they import a
+# module that writing a snapshot imports too (zipfile, and what it imports):
+# child number k is signalled at the k-th audit event of `import zipfile`,
+# which puts the signal at a different point of the import each time (the
+# lookup, reading the .pyc, the module's body, its own imports).
+MID_IMPORT = (
+    PRELUDE
+    + """
+if __name__ == "__mp_main__" and "KILL_AT" in os.environ:  # a spawned child, importing this file
+    fresh = "zipfile" not in sys.modules
+    cos_calls(5)
+    tell(child=os.getpid(), fresh=fresh)
+    countdown = [int(os.environ["KILL_AT"])]
+
+    def hook(event, args):
+        countdown[0] -= 1
+        if countdown[0] == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # runs its handler at the next bytecode: mid-import
+
+    sys.addaudithook(hook)
+    import zipfile  # noqa: F401
+
+if __name__ == "__main__":
+    ends = {}
+    for at in range(1, 9):
+        os.environ["KILL_AT"] = str(at)
+        child = multiprocessing.get_context("spawn").Process(target=cos_calls, args=(1,))
+        child.start()
+        child.join()
+        ends[child.pid] = child.exitcode
+    tell(ends=ends)
+"""
+)
+
+
+def test_a_child_terminated_in_the_middle_of_an_import_still_writes_its_data(tmp_path):
+    proc, _, out = run_followed(tmp_path, "mid_import.py", MID_IMPORT)
+    lines = [json.loads(line[len("FACTS ") :]) for line in proc.stdout.splitlines() if line.startswith("FACTS ")]
+    children = {told["child"]: told["fresh"] for told in lines if "child" in told}
+    ends = {int(pid): status for told in lines if "ends" in told for pid, status in told["ends"].items()}
+    assert all(children.values()), "zipfile was imported before the child's own import: nothing to interrupt"
+    assert sorted(children) == sorted(ends)
+    assert set(ends.values()) == {-signal.SIGTERM}  # each died of the signal, mid-import
+    assert "could not" not in proc.stderr
+    assert "wrote no data" not in proc.stderr
+    snap = fasthost.load(out)
+    by_pid = calls_by_pid(snap)
+    assert {pid: by_pid.get(pid) for pid in children} == {pid: 5 for pid in children}
+    assert snap.totals["calls"]["leave"] == 5 * len(children)
+
+
+# A fork-method child that SIGTERM reaches right after the fork, when it has
+# marked itself started and has not reached Process._bootstrap yet (where
+# Pool.terminate() can find a worker that a pool has just started).
+FORK_THEN_SIGTERM = (
+    PRELUDE
+    + """
+if __name__ == "__main__":
+    os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))  # after fasthost's hook
+    child = multiprocessing.get_context("fork").Process(target=cos_calls, args=(3,))
+    child.start()
+    child.join()
+    tell(child=child.pid, status=child.exitcode)
+"""
+)
+
+
+def test_a_fork_child_terminated_before_its_process_runs_still_writes_its_data(tmp_path):
+    proc, told, out = run_followed(tmp_path, "fork_sigterm.py", FORK_THEN_SIGTERM)
+    assert told["status"] == -signal.SIGTERM
+    assert "wrote no data" not in proc.stderr
+    snap = fasthost.load(out)
+    assert told["child"] in snap.pids
+    assert calls_by_pid(snap).get(told["child"], 0) == 0  # ended before its target ran
+
+
+def test_the_run_reads_a_childs_file_whose_started_mark_is_missing():
+    # What a child leaves when SIGTERM lands between taking its token and
+    # leaving its mark: the writer writes (the token is set), the mark never comes.
+    from fasthost.follow import Follow
+
+    fasthost.start()
+    fasthost.stop()
+    follow = Follow([], {})
+    follow.start()
+    try:
+        fasthost.snapshot().save(os.path.join(follow.dir, f"{os.getpid()}-0123456789ab.npz"))
+    finally:
+        outcome = follow.finish()
+    assert (len(outcome.snapshots), outcome.silent) == (1, [])
+
+
+# A Python child under --capture ctypes,cffi that makes cffi unimportable
+# (as tests do to hide a package): stopping the cffi capture at exit raises.
+UNSTOPPABLE = (
+    PRELUDE
+    + """
+cos_calls(9)
+sys.modules["cffi"] = None
+tell(child=os.getpid())
+"""
+)
+
+
+def test_a_child_whose_capture_fails_to_stop_still_writes_its_data(tmp_path):
+    pytest.importorskip("cffi")
+    child = write(tmp_path, "unstoppable.py", UNSTOPPABLE)
+    script = write(tmp_path, "run.py", f"import subprocess, sys\nsubprocess.run([sys.executable, {str(child)!r}])\n")
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "--capture", "ctypes,cffi", "-o", out, script)
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert f"fasthost: pid {told['child']} could not stop a capture: ModuleNotFoundError" in proc.stderr
+    assert "wrote no data" not in proc.stderr
+    assert calls_by_pid(fasthost.load(out))[told["child"]] == 9
+
+
+def test_a_capture_that_fails_to_stop_does_not_keep_the_others_on(monkeypatch):
+    pytest.importorskip("cffi")
+    import fasthost.cffi
+    import fasthost.ctypes
+    from fasthost.capture.modes import Captures
+
+    captures = Captures(["ctypes", "cffi"]).start()
+    monkeypatch.setitem(sys.modules, "cffi", None)  # the cffi capture's stop imports cffi: it raises
+    try:
+        with pytest.raises(ImportError):
+            captures.stop()
+        assert not fasthost.ctypes.enabled()  # stopped after the cffi capture failed
+    finally:
+        monkeypatch.undo()
+        fasthost.cffi.disable()
+        fasthost.ctypes.disable()
+
+
 FORKS = (
     PRELUDE
     + """
@@ -124,10 +269,7 @@ tell(run=os.getpid(), child=pid, status=status)
 
 
 def test_a_forked_child_that_exits_does_not_clobber_the_runs_output(tmp_path):
-    out = tmp_path / "out.npz"
-    proc = fasthost_cli("run", "-o", out, write(tmp_path, "forks.py", FORKS))
-    assert proc.returncode == 0, proc.stderr
-    told = facts(proc.stdout)
+    proc, told, out = run_followed(tmp_path, "forks.py", FORKS)
     assert told["status"] == 0
     snap = fasthost.load(out)
     assert calls_by_pid(snap) == {told["run"]: 1000, told["child"]: 7}
@@ -135,10 +277,7 @@ def test_a_forked_child_that_exits_does_not_clobber_the_runs_output(tmp_path):
 
 
 def test_without_following_a_forked_child_leaves_the_runs_output_alone(tmp_path):
-    out = tmp_path / "out.npz"
-    proc = fasthost_cli("run", "--no-follow", "-o", out, write(tmp_path, "forks.py", FORKS))
-    assert proc.returncode == 0, proc.stderr
-    told = facts(proc.stdout)
+    _, told, out = run_followed(tmp_path, "forks.py", FORKS, "--no-follow")
     assert calls_by_pid(fasthost.load(out)) == {told["run"]: 1000}
 
 
@@ -164,10 +303,7 @@ tell(run=os.getpid(), killed=int(killed.stdout), killed_status=killed.returncode
 
 
 def test_children_that_die_without_writing_are_named_and_the_rest_combine(tmp_path):
-    out = tmp_path / "out.npz"
-    proc = fasthost_cli("run", "-o", out, write(tmp_path, "dying.py", DYING))
-    assert proc.returncode == 0, proc.stderr
-    told = facts(proc.stdout)
+    proc, told, out = run_followed(tmp_path, "dying.py", DYING)
     assert told["killed_status"] == -signal.SIGKILL
     silent = sorted([told["killed"], told["exited"]])
     snap = fasthost.load(out)

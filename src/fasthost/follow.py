@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["ENVIRONMENT", "Follow", "Outcome", "detach", "write"]
@@ -142,7 +143,7 @@ def _after_fork() -> None:
     if _Process.options is None:
         return
     _Process.is_run = False
-    if _Process.forkserver:
+    if _Process.forkserver or _forked_by_multiprocessing():
         _Process.forkserver = False
         _write_on_sigterm()  # from now: a pool may end it before it runs a task
     try:
@@ -150,6 +151,20 @@ def _after_fork() -> None:
     except Exception as exc:
         _Process.token = None
         print(f"fasthost: pid {os.getpid()} not recorded: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _forked_by_multiprocessing() -> bool:
+    """In a forked child: whether the fork start method made it (its
+    ``Popen._launch`` is on the stack), so that it is a ``Process``, which
+    SIGTERM may end before ``_bootstrap`` installs the writer."""
+    popen_fork = sys.modules.get("multiprocessing.popen_fork")
+    if popen_fork is None:
+        return False
+    launch = popen_fork.Popen._launch.__code__
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_code is not launch:
+        frame = frame.f_back
+    return frame is not None
 
 
 def write() -> None:
@@ -167,14 +182,17 @@ def write() -> None:
             return  # the run ended first and named this process as still running
         import fasthost
 
-        if _Process.captures is not None:
-            _Process.captures.stop()
-            _Process.captures = None
+        captures, _Process.captures = _Process.captures, None
+        if captures is not None:
+            try:
+                captures.stop()
+            except Exception as exc:  # what was recorded is still worth writing
+                print(f"fasthost: pid {os.getpid()} could not stop a capture: {_described(exc)}", file=sys.stderr)
         fasthost.stop()
         path = os.path.join(_Process.options["dir"], _Process.token + DATA)
         fasthost.snapshot().save(path)  # whole or absent: save() renames a complete file into place
     except Exception as exc:
-        print(f"fasthost: pid {os.getpid()} could not write its data: {exc}", file=sys.stderr)
+        print(f"fasthost: pid {os.getpid()} could not write its data: {_described(exc)}", file=sys.stderr)
     finally:
         _Process.writing = False
         if _Process.signal_pending is not None:
@@ -209,8 +227,47 @@ def _write_and_die(signum: int, frame: Any) -> None:
     if _Process.writing:
         _Process.signal_pending = signum
         return
-    write()
+    with _imports_set_aside(frame):
+        write()
     _die(signum)
+
+
+@contextlib.contextmanager
+def _imports_set_aside(frame: Any) -> Iterator[None]:
+    """Takes out of ``sys.modules``, for the time of the block, the modules
+    whose import the interrupted code (``frame`` and its callers) is in the
+    middle of. A signal handler runs between any two bytecodes of the main
+    thread, imports included (``ctypes.util`` importing ``shutil`` importing
+    ``fnmatch``): writing imports the same modules, and would get them half
+    made ("partially initialized module 'fnmatch' has no attribute
+    'translate'"); without them it imports whole copies of its own. An
+    import is ours when our stack holds its module, its namespace or its
+    spec. A module that another thread is importing stays: that import
+    expects to find it there when done."""
+    on_stack: set[int] = set()
+    while frame is not None:
+        on_stack.add(id(frame.f_globals))
+        on_stack.update(id(value) for value in frame.f_locals.values())
+        frame = frame.f_back
+    aside = {}
+    for name, module in list(sys.modules.items()):
+        try:  # past the class's own __getattribute__: a lazy module would load
+            namespace = object.__getattribute__(module, "__dict__")
+        except AttributeError:
+            continue
+        spec = namespace.get("__spec__")
+        if getattr(spec, "_initializing", False) and on_stack & {id(module), id(namespace), id(spec)}:
+            aside[name] = module
+    for name in aside:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        sys.modules.update(aside)  # the interrupted imports go on with their own modules
+
+
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _die(signum: int) -> None:
@@ -291,7 +348,8 @@ class Follow:
             os.environ[ENVIRONMENT] = self._saved_environment
         try:
             names = os.listdir(self.dir)
-            tokens = sorted(name[: -len(STARTED)] for name in names if name.endswith(STARTED))
+            # A file without its mark: SIGTERM came between the token and the mark.
+            tokens = sorted({name[: -len(end)] for end in (STARTED, DATA) for name in names if name.endswith(end)})
             snapshots = [fasthost.load(os.path.join(self.dir, t + DATA)) for t in tokens if t + DATA in names]
             silent = [int(t.split("-")[0]) for t in tokens if t + DATA not in names]
         finally:

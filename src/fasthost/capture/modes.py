@@ -67,10 +67,18 @@ class Captures:
     def stop(self) -> None:
         """Turns off what ``start`` turned on, in reverse order. The first
         thing it calls is the builtins capture's stop (a builtin call before
-        it would be recorded as the program's)."""
+        it would be recorded as the program's). One that raises does not
+        keep the others on: the first error is raised once all were
+        called."""
         stops, self._stops = self._stops, []
+        failure: BaseException | None = None
         for stop in stops[::-1]:
-            stop()
+            try:
+                stop()
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Captures:
         return self.start()
