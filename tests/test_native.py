@@ -697,3 +697,60 @@ def test_the_objects_kept_for_targets_are_let_go_by_a_new_session(session):
 
     gc.collect()
     assert alive() is None
+
+
+def _pthread_callback_body(i):
+    abs(i)
+    sorted([3, 1, 2], key=lambda v: abs(v))
+
+
+@pytest.mark.filterwarnings("ignore::fasthost.capture.ctypes.NotInstrumentedWarning")  # libcallers, 3.9-3.11
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+@pytest.mark.xfail(
+    not MONITORING,
+    strict=True,
+    reason="3.9-3.11: a ctypes callback made before the capture runs on a native pthread in a fresh thread state, "
+    "which no profile hook reaches (threading.setprofile only reaches threading's threads)",
+)
+def test_builtins_called_back_from_native_pthreads_by_a_callback_made_before_the_capture_are_captured(
+    session, callers, capture
+):
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_int)(_pthread_callback_body)
+    with capture():
+        assert callers.call_from_threads(callback, 3, 200) == 0
+    snap = fasthost.snapshot()
+    # per call: abs once, sorted once, and sorted's key calls abs 3 times
+    assert (calls_of(snap, "abs"), calls_of(snap, "sorted")) == (3 * 200 * 4, 3 * 200)
+    assert int(snap.threads["depth"].sum()) == 0
+
+
+@pytest.mark.filterwarnings("ignore::fasthost.capture.ctypes.NotInstrumentedWarning")  # libcallers, 3.9-3.11
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_periodic_captures_while_native_pthreads_call_back_into_builtins_leave_nothing_open(callers, capture):
+    unbalanced = []
+
+    def body(i):
+        before = fasthost.depth()
+        _pthread_callback_body(i)
+        if fasthost.depth() != before:
+            unbalanced.append((i, before, fasthost.depth()))
+
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_int)(body)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (callers.call_from_threads(callback, 3, 1500), done.set()))
+    thread.start()
+    periods = 0
+    while not done.is_set() or periods < 3:
+        with capture():  # starts and stops a session of its own each time
+            if periods % 3 == 1:
+                fasthost.reset()  # with frames in flight on the pthreads
+        periods += 1
+    thread.join()
+    snap = fasthost.snapshot()
+    assert unbalanced == []
+    assert int(snap.threads["depth"].sum()) == 0
+    assert _core._monitor_tool_id() is None
+    for row in snap.targets:  # counts, histograms and call sites agree
+        calls = int(row["calls"])
+        assert int(snap.histogram("inclusive", target=int(row["target"])).counts.sum()) == calls
+        assert int(snap.callsites[snap.callsites["target"] == row["target"]]["calls"].sum()) == calls
