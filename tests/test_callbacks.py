@@ -342,3 +342,42 @@ def test_another_threads_own_profile_hook_survives_a_capture():
     capture_done.set()
     t.join()
     assert seen == [own_hook]
+
+
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_each_frames_self_time_under_a_capture_is_exact_on_the_manual_clock(capture):
+    # advance_manual_time run from C (map's iteration) is no call event: the
+    # clock moves inside the frame that consumes the map, and only there.
+    from fasthost import _testing
+
+    advance = _testing.advance_manual_time
+
+    def key(value):  # an M frame under min(), with an any() (U) inside
+        any(map(advance, [1000]))
+        return 0
+
+    def numbers():  # an M frame under sum() for each resumption
+        for i in range(3):
+            any(map(advance, [100]))
+            yield i
+
+    _testing.set_manual_time(1_000_000)
+    fasthost.start(clock="manual")
+    try:
+        with capture():
+            min(map(advance, [10, 20]), key=key)  # 30 ns of min's own
+            sum(numbers())
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    rows = {
+        name: [int(_row(snap, name)[k]) for k in ("calls", "total_ns", "exclusive_ns")]
+        for name in ("min", "any", "sum")
+    }
+    assert rows == {"min": [1, 2030, 30], "any": [5, 2300, 2300], "sum": [1, 300, 0]}
+    assert [int(snap.threads[k].sum()) for k in ("callback_calls", "callback_total_ns", "callback_exclusive_ns")] == [
+        2 + 4,  # key twice; numbers() resumed three times and once more to end
+        2300,
+        0,
+    ]
+    assert snap.totals["exclusive_ns"] + snap.totals["callback_exclusive_ns"] == 2330  # every ns once
