@@ -13,8 +13,10 @@ import textwrap
 import threading
 import time
 
+import pytest
+
 import fasthost
-from fasthost import HResult, _testing
+from fasthost import HResult, _core, _testing
 from fasthost.capture.builtins import _threading_profile_hook
 
 from .conftest import drain_stack
@@ -396,6 +398,37 @@ def test_capture_started_and_stopped_on_different_threads_leaves_no_hook_or_fram
         _run_thread(lambda: holder["capture"].stop())
         math.sin(1.0)  # our hook drains off the main thread on its next event
         assert fasthost.depth() == 0
+    assert not fasthost.running()
+
+
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_a_stop_from_another_thread_while_start_installs_leaves_the_capture_off(capture):
+    """A shared capture stopped by another thread at the moment its start()
+    installs: the stop either waits and removes what was installed, or
+    comes first and nothing is installed; never a capture left on that no
+    stop() can reach, holding the tool id (3.12+) or every thread's hook."""
+    cap = capture()
+    stoppers = []
+
+    def trace(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "_install" and not stoppers:
+            stoppers.append(threading.Thread(target=cap.stop))
+            stoppers[0].start()
+            stoppers[0].join(0.3)  # done, or waiting for start() to finish
+        return None
+
+    sys.settrace(trace)
+    try:
+        cap.start()
+    finally:
+        sys.settrace(None)
+    stoppers[0].join()
+    assert not cap.active
+    assert _core._monitor_tool_id() is None
+    assert not _core._builtins_hook_installed()
+    with capture():  # a new capture starts, and its stop is the last word
+        math.cos(1.0)
+    assert _core._monitor_tool_id() is None
     assert not fasthost.running()
 
 
