@@ -186,13 +186,18 @@ static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)
 {
     PyTypeObject *type = Py_TYPE(callable);
     if (type == &PyMethod_Type) {
-        /* A bound method of something native: what it wraps. */
+        /* A bound method of something native: what it wraps (under either
+         * capture: the profile hook of 3.9-3.11 sees a bound builtin's call
+         * too). */
         PyObject *function = PyMethod_GET_FUNCTION(callable);
-        return mode != FH_MON_NATIVE || Py_IS_TYPE(function, &PyMethod_Type) ? 0 : fh_mon_target(function, mode);
+        return Py_IS_TYPE(function, &PyMethod_Type) ? 0 : fh_mon_target(function, mode);
     }
-    int how = fh_mon_how(type, callable);
-    if (how != FH_HOW_CFUNCTION && mode != FH_MON_NATIVE)
+    /* Under FH_MON_BUILTINS only the exact types fh_mon_common_target takes
+     * are builtins, as for the profile hook of 3.9-3.11 (not a Cython
+     * function, which only begins like one). */
+    if (mode != FH_MON_NATIVE)
         return 0;
+    int how = fh_mon_how(type, callable);
     uintptr_t target;
     switch (how) {
     case FH_HOW_CFUNCTION:
