@@ -269,6 +269,38 @@ def test_setrecursionlimit_inside_a_capture_leaves_nothing_open():
         assert _core._monitor_tool_id() is None
 
 
+def test_setrecursionlimit_from_another_thread_while_a_callback_is_open_closes_it(session):
+    # A callback is closed at the same Python stack depth it started at; the
+    # limit another thread sets moves every thread's limit and remainder.
+    limit = sys.getrecursionlimit()
+    inside, go, after = threading.Event(), threading.Event(), []
+
+    def key(value):
+        if value == 1:
+            inside.set()
+            assert go.wait(10)
+        return value
+
+    def worker():
+        sorted(range(3), key=key)
+        after.append((fasthost.depth(), _core._hook_open_count()))
+
+    try:
+        with fasthost.capture_native():
+            thread = threading.Thread(target=worker)
+            thread.start()
+            assert inside.wait(10)
+            sys.setrecursionlimit(limit + 777)
+            go.set()
+            thread.join()
+    finally:
+        sys.setrecursionlimit(limit)
+    snap = fasthost.snapshot()
+    assert after == [(0, 0)]
+    assert int(snap.threads["callback_calls"].sum()) == 3
+    assert snap.totals["results"]["HOST_E_ABANDONED"] == 0
+
+
 def test_a_bound_builtin_called_with_star_args_leaves_nothing_open(session):
     import types
 
