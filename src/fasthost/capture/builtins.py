@@ -71,7 +71,6 @@ class _Capture:
         for name in fasthost.__all__:
             getattr(fasthost, name)
 
-        _core._sites_enable(self.callsites)
         # Installed under the lock, so that a stop() from another thread
         # either comes first (and nothing is installed) or finds it
         # installed and removes it; paused, so that fasthost's own calls
@@ -82,8 +81,9 @@ class _Capture:
             with _lock:
                 if _active is self and self._started:
                     try:
+                        _core._sites_enable(self.callsites)
+                        self._installed = True  # what a failed install did is removed by stop() too
                         self._install()
-                        self._installed = True
                     except BaseException:
                         failed = True
                         raise
