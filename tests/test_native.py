@@ -828,3 +828,16 @@ def test_periodic_captures_while_native_pthreads_call_back_into_builtins_leave_n
         calls = int(row["calls"])
         assert int(snap.histogram("inclusive", target=int(row["target"])).counts.sum()) == calls
         assert int(snap.callsites[snap.callsites["target"] == row["target"]]["calls"].sum()) == calls
+
+
+def test_a_builtin_another_module_imported_is_named_after_its_public_module(session, monkeypatch):
+    # functools.reduce is _functools.reduce; enum imported it on 3.11-3.12,
+    # and "enum.reduce", the shorter name, named it in every report.
+    import types
+
+    short = types.ModuleType("fh_z")
+    short.reduce = functools.reduce
+    monkeypatch.setitem(sys.modules, "fh_z", short)
+    with fasthost.capture_builtins():
+        functools.reduce(operator.add, [1, 2, 3])
+    assert calls_of(fasthost.snapshot(), "functools.reduce") == 1
