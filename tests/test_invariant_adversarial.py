@@ -432,6 +432,58 @@ def test_a_stop_from_another_thread_while_start_installs_leaves_the_capture_off(
     assert not fasthost.running()
 
 
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_periodic_captures_into_one_session_over_recursive_keys_and_generators_abandon_nothing(capture):
+    """Captures started and stopped in a loop, all recording into one
+    running session, while workers sort with a key that sorts with itself
+    and sum generators that sleep: every call closes as itself, so nothing
+    is abandoned, nothing stays open, and counts, histograms and call sites
+    agree."""
+
+    def numbers():
+        for i in range(10):
+            time.sleep(0.0002)
+            yield i
+
+    def key(value):
+        if value > 0:
+            sorted([value - 1], key=key)
+            time.sleep(0.0001)
+        return value
+
+    stop, left = threading.Event(), []
+
+    def work(step):
+        while not stop.is_set():
+            step()
+        left.append((fasthost.depth(), _core._hook_open_count()))
+
+    workers = [
+        threading.Thread(target=work, args=(lambda: sum(numbers()),)),
+        threading.Thread(target=work, args=(lambda: sorted([5], key=key),)),
+    ]
+    fasthost.start(clock="monotonic")
+    try:
+        for worker in workers:
+            worker.start()
+        for _ in range(60):
+            with capture():
+                time.sleep(0.0005)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    assert left == [(0, 0), (0, 0)]
+    assert {k: v for k, v in snap.totals["results"].items() if v and k != "S_OK"} == {}
+    assert int(snap.threads["depth"].sum()) == 0
+    assert _core._monitor_tool_id() is None
+    for row in snap.targets:
+        assert int(snap.histogram("inclusive", target=int(row["target"])).counts.sum()) == int(row["calls"])
+        assert int(snap.callsites[snap.callsites["target"] == row["target"]]["calls"].sum()) == int(row["calls"])
+
+
 def test_generators_and_coroutines_suspended_across_capture_boundaries():
     import asyncio
 
