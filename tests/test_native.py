@@ -312,10 +312,15 @@ def test_a_bound_builtin_called_with_star_args_leaves_nothing_open(session):
     assert fasthost.snapshot().totals["results"]["HOST_E_ABANDONED"] == 0
 
 
+@pytest.mark.xfail(
+    sys.version_info < (3, 11),
+    strict=True,
+    reason="3.9-3.10 call the method object itself, and report that call to no profile hook",
+)
 @pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
 def test_a_bound_builtin_is_counted_under_either_capture(session, capture):
     # A builtin bound as a method (types.MethodType, or a class attribute of
-    # a type that binds) is the builtin's call: the profile hook of 3.9-3.11
+    # a type that binds) is the builtin's call: the profile hook of 3.11
     # sees it, and so must sys.monitoring under capture_builtins.
     import types
 

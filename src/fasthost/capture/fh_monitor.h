@@ -187,7 +187,7 @@ static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)
     PyTypeObject *type = Py_TYPE(callable);
     if (type == &PyMethod_Type) {
         /* A bound method of something native: what it wraps (under either
-         * capture: the profile hook of 3.9-3.11 sees a bound builtin's call
+         * capture: the profile hook of 3.11 sees a bound builtin's call
          * too). */
         PyObject *function = PyMethod_GET_FUNCTION(callable);
         return Py_IS_TYPE(function, &PyMethod_Type) ? 0 : fh_mon_target(function, mode);
