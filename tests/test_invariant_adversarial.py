@@ -463,17 +463,16 @@ def test_periodic_captures_into_one_session_over_recursive_keys_and_generators_a
         threading.Thread(target=work, args=(lambda: sorted([5], key=key),)),
     ]
     fasthost.start(clock="monotonic")
+    for worker in workers:
+        worker.start()
     try:
-        for worker in workers:
-            worker.start()
         for _ in range(60):
             with capture():
                 time.sleep(0.0005)
     finally:
         stop.set()
-        for worker in workers:
-            worker.join()
-        fasthost.stop()
+        list(map(threading.Thread.join, workers))
+    fasthost.stop()
     snap = fasthost.snapshot()
     assert left == [(0, 0), (0, 0)]
     assert {k: v for k, v in snap.totals["results"].items() if v and k != "S_OK"} == {}
