@@ -6,6 +6,8 @@ nanosecond once (docs/protocol.md §3, §4)."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 import sqlite3
 import sys
@@ -342,3 +344,135 @@ def test_another_threads_own_profile_hook_survives_a_capture():
     capture_done.set()
     t.join()
     assert seen == [own_hook]
+
+
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_each_frames_self_time_under_a_capture_is_exact_on_the_manual_clock(capture):
+    # advance_manual_time run from C (map's iteration) is no call event: the
+    # clock moves inside the frame that consumes the map, and only there.
+    from fasthost import _testing
+
+    advance = _testing.advance_manual_time
+
+    def key(value):  # an M frame under min(), with an any() (U) inside
+        any(map(advance, [1000]))
+        return 0
+
+    def numbers():  # an M frame under sum() for each resumption
+        for i in range(3):
+            any(map(advance, [100]))
+            yield i
+
+    _testing.set_manual_time(1_000_000)
+    fasthost.start(clock="manual")
+    try:
+        with capture():
+            min(map(advance, [10, 20]), key=key)  # 30 ns of min's own
+            sum(numbers())
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    rows = {
+        name: [int(_row(snap, name)[k]) for k in ("calls", "total_ns", "exclusive_ns")]
+        for name in ("min", "any", "sum")
+    }
+    assert rows == {"min": [1, 2030, 30], "any": [5, 2300, 2300], "sum": [1, 300, 0]}
+    assert [int(snap.threads[k].sum()) for k in ("callback_calls", "callback_total_ns", "callback_exclusive_ns")] == [
+        2 + 4,  # key twice; numbers() resumed three times and once more to end
+        2300,
+        0,
+    ]
+    assert snap.totals["exclusive_ns"] + snap.totals["callback_exclusive_ns"] == 2330  # every ns once
+
+
+def _interrupted_sleep():
+    """sorted()'s third key sleeps in time.sleep until a SIGALRM handler
+    (itself a callback: it runs inside the sleep) raises KeyboardInterrupt."""
+    import signal
+    import time
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    def key(value):
+        if value == 2:
+            signal.setitimer(signal.ITIMER_REAL, 0.005)
+            time.sleep(30)  # never ends: the handler raises first
+        return value
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        sorted(range(5), key=key)
+    except KeyboardInterrupt:  # not pytest.raises: its own calls would be recorded
+        pass
+    else:
+        raise AssertionError("the signal handler did not interrupt the sleep")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _Key:
+    """A dict key whose __hash__ and __eq__ are Python: callbacks of the
+    dict method that looks it up."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __hash__(self):
+        return hash(self.value)
+
+    def __eq__(self, other):
+        return math.cos(0.0) == 1.0 and self.value == other.value
+
+
+def _dict_lookups():
+    table = {_Key(i): i for i in range(8)}  # hashed by bytecode: no callback
+    for i in range(8):
+        table.get(_Key(i))  # a new key: __hash__, then __eq__ with the stored one
+
+
+def _thrown_generator():
+    def numbers():
+        while True:
+            with contextlib.suppress(ValueError):
+                yield math.cos(0.0)
+
+    gen = numbers()
+    next(gen)  # resumed by a builtin: a callback
+    for _ in range(3):
+        gen.throw(ValueError)  # each throw resumes it (PY_THROW): a callback
+    gen.close()  # and so does the GeneratorExit that ends it
+
+
+def _vectorized():
+    import numpy as np
+
+    np.vectorize(lambda v: math.cos(v), otypes=[float])(np.arange(5.0))
+
+
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+@pytest.mark.parametrize(
+    ("work", "calls", "callbacks"),
+    [
+        # key 0, 1, 2 and the signal handler; sleep and sorted raise
+        (_interrupted_sleep, {"time.sleep": 1, "sorted": 1}, {"builtins": 4, "native": 4}),
+        (_dict_lookups, {"math.cos": 8}, {"builtins": 16, "native": 16}),
+        # next, three throws, and close: each resumes it; the close ends it
+        (_thrown_generator, {"math.cos": 4}, {"builtins": 5, "native": 5}),
+        # the ufunc np.vectorize makes is native, not a builtin (seen on 3.12+)
+        (_vectorized, {"math.cos": 5}, {"builtins": 0, "native": 5 if sys.version_info >= (3, 12) else 0}),
+    ],
+    ids=["signal-handler-raising-in-a-sleep-in-a-key", "dict-hash-and-eq", "generator-throw-and-close", "np.vectorize"],
+)
+def test_callbacks_of_signal_handlers_dict_lookups_thrown_generators_and_ufuncs_pair_and_count(
+    session, capture, work, calls, callbacks
+):
+    with capture():
+        work()
+    assert fasthost.depth() == 0
+    snap = fasthost.snapshot()
+    assert {name: int(_row(snap, name)["calls"]) for name in calls} == calls
+    assert _callbacks(snap) == callbacks["native" if capture is fasthost.capture_native else "builtins"]
+    results = {k: v for k, v in snap.totals["results"].items() if v and k != "S_OK"}
+    assert results == {}

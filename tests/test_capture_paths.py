@@ -514,3 +514,42 @@ def test_a_capture_started_while_the_last_one_drains_counts_every_call_once(capt
     assert open_frames_of_the_test(snap) == 0
     assert errors(snap) == {}
     assert _core._monitor_tool_id() is None
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_recursive_key_started_while_the_capture_drains_returns_without_closing_its_callers_sort(capture):
+    # The worker's inner sorted() was called by key() itself; its second key
+    # call starts while the capture drains and returns under a new capture.
+    # Its return is key()'s, not the inner sorted()'s: that closes at its
+    # own return, counted once.
+    fasthost.start(clock="monotonic")
+    to_main, to_worker = threading.Event(), threading.Event()
+
+    def key(value):
+        if value == "outer":
+            return sorted([1, 2], key=key)
+        to_main.set()
+        assert to_worker.wait(10)
+        to_worker.clear()
+        return value
+
+    thread = threading.Thread(target=lambda: sorted(["outer"], key=key))
+    try:
+        first = CAPTURES[capture]().start()
+        thread.start()
+        assert to_main.wait(10)  # the worker is inside key(1)
+        to_main.clear()
+        first.stop()
+        to_worker.set()
+        assert to_main.wait(10)  # inside key(2), started while draining
+        to_main.clear()
+        with CAPTURES[capture]():
+            to_worker.set()
+            thread.join()
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    assert calls_of(snap, "sorted") == 2
+    assert errors(snap) == {}
+    assert int(snap.threads["depth"].sum()) == 0
+    assert _core._monitor_tool_id() is None

@@ -13,8 +13,10 @@ import textwrap
 import threading
 import time
 
+import pytest
+
 import fasthost
-from fasthost import HResult, _testing
+from fasthost import HResult, _core, _testing
 from fasthost.capture.builtins import _threading_profile_hook
 
 from .conftest import drain_stack
@@ -397,6 +399,88 @@ def test_capture_started_and_stopped_on_different_threads_leaves_no_hook_or_fram
         math.sin(1.0)  # our hook drains off the main thread on its next event
         assert fasthost.depth() == 0
     assert not fasthost.running()
+
+
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_a_stop_from_another_thread_while_start_installs_leaves_the_capture_off(capture):
+    """A shared capture stopped by another thread at the moment its start()
+    installs: the stop either waits and removes what was installed, or
+    comes first and nothing is installed; never a capture left on that no
+    stop() can reach, holding the tool id (3.12+) or every thread's hook."""
+    cap = capture()
+    stoppers = []
+
+    def trace(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "_install" and not stoppers:
+            stoppers.append(threading.Thread(target=cap.stop))
+            stoppers[0].start()
+            stoppers[0].join(0.3)  # done, or waiting for start() to finish
+        return None
+
+    sys.settrace(trace)
+    try:
+        cap.start()
+    finally:
+        sys.settrace(None)
+    stoppers[0].join()
+    assert not cap.active
+    assert _core._monitor_tool_id() is None
+    assert not _core._builtins_hook_installed()
+    with capture():  # a new capture starts, and its stop is the last word
+        math.cos(1.0)
+    assert _core._monitor_tool_id() is None
+    assert not fasthost.running()
+
+
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_periodic_captures_into_one_session_over_recursive_keys_and_generators_abandon_nothing(capture):
+    """Captures started and stopped in a loop, all recording into one
+    running session, while workers sort with a key that sorts with itself
+    and sum generators that sleep: every call closes as itself, so nothing
+    is abandoned, nothing stays open, and counts, histograms and call sites
+    agree."""
+
+    def numbers():
+        for i in range(10):
+            time.sleep(0.0002)
+            yield i
+
+    def key(value):
+        if value > 0:
+            sorted([value - 1], key=key)
+            time.sleep(0.0001)
+        return value
+
+    stop, left = threading.Event(), []
+
+    def work(step):
+        while not stop.is_set():
+            step()
+        left.append((fasthost.depth(), _core._hook_open_count()))
+
+    workers = [
+        threading.Thread(target=work, args=(lambda: sum(numbers()),)),
+        threading.Thread(target=work, args=(lambda: sorted([5], key=key),)),
+    ]
+    fasthost.start(clock="monotonic")
+    for worker in workers:
+        worker.start()
+    try:
+        for _ in range(60):
+            with capture():
+                time.sleep(0.0005)
+    finally:
+        stop.set()
+        list(map(threading.Thread.join, workers))
+    fasthost.stop()
+    snap = fasthost.snapshot()
+    assert left == [(0, 0), (0, 0)]
+    assert {k: v for k, v in snap.totals["results"].items() if v and k != "S_OK"} == {}
+    assert int(snap.threads["depth"].sum()) == 0
+    assert _core._monitor_tool_id() is None
+    for row in snap.targets:
+        assert int(snap.histogram("inclusive", target=int(row["target"])).counts.sum()) == int(row["calls"])
+        assert int(snap.callsites[snap.callsites["target"] == row["target"]]["calls"].sum()) == int(row["calls"])
 
 
 def test_generators_and_coroutines_suspended_across_capture_boundaries():

@@ -49,3 +49,49 @@ def test_fork_inside_an_open_frame_leaves_the_child_able_to_record(recording):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert fasthost.enter_runtime() is HResult.S_OK
+
+
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_a_child_forked_inside_a_captured_callback_closes_its_frames_and_records(capture):
+    import math
+
+    from fasthost import _core
+
+    fasthost.start(clock="monotonic")
+    read_end, write_end = os.pipe()
+    forked = []  # the child's pid in the parent, 0 in the child
+
+    def key(value):  # an M frame under sorted(), os.fork() a U frame inside it
+        if value == 1:
+            forked.append(os.fork())
+        return value
+
+    cap = capture().start()
+    sorted([0, 1, 2], key=key)
+    if forked == [0]:  # the child, past the frames open at the fork: never returns into pytest
+        try:
+            depth = fasthost.depth()
+            for _ in range(5):
+                math.cos(0.5)
+            sorted([2, 1], key=math.sin)
+            cap.stop()
+            fasthost.stop()
+            snap = fasthost.snapshot()
+            rows = {str(r["symbol"]): int(r["calls"]) for r in snap.targets}
+            results = {k: v for k, v in snap.totals["results"].items() if v and k != "S_OK"}
+            left = (_core._monitor_tool_id(), _core._builtins_hook_installed(), _core._hook_open_count())
+            report = repr((depth, rows.get("math.cos"), rows.get("sorted"), results, left))
+            os.write(write_end, report.encode())
+        finally:
+            os._exit(0)
+    cap.stop()
+    fasthost.stop()
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = pipe.read()
+    os.waitpid(forked[0], 0)
+    # fork, key and sorted were open at the fork: closed in the child as abandoned
+    assert report == repr((0, 5, 1, {"HOST_E_ABANDONED": 3}, (None, False, 0)))
+    snap = fasthost.snapshot()
+    assert int(snap.totals["results"]["HOST_E_ABANDONED"]) == 0
+    assert [int(r["calls"]) for r in snap.targets if str(r["symbol"]) == "sorted"] == [1]

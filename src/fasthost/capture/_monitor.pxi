@@ -116,7 +116,7 @@ def _monitor_install(native):
 
 
 def _monitor_remove():
-    """Ends the capture: nothing more is opened; the closing events stay on
+    """Ends the capture: nothing more is opened; the events stay on
     until every thread's open frames are closed, then the tool id is given
     back (at once if none is open)."""
     global fh_mon_mode, fh_mon_drained, _tool_id
@@ -130,10 +130,10 @@ def _monitor_remove():
         fh_hook_abandon_all()
         _tool_id = None
         return
-    events = sys.monitoring.events
-    # C_RETURN and C_RAISE only come with CALL (which now opens nothing).
-    closing = events.CALL | events.C_RETURN | events.C_RAISE | events.PY_RETURN | events.PY_YIELD | events.PY_UNWIND
-    sys.monitoring.set_events(_tool_id, closing)
+    # Every event stays on while frames drain: C_RETURN and C_RAISE only
+    # come with CALL, and a Python function started inside a draining call
+    # gets a placeholder at its PY_START (a capture started again before it
+    # returns would take its return for its caller's). They open nothing.
     if fh_hook_all_closed():
         _monitor_release()
     else:

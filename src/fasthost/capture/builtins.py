@@ -40,6 +40,7 @@ class _Capture:
         self._owns_session = False
         self._threading_hook: Any = None
         self._started = False
+        self._installed = False
 
     def _install(self) -> None:
         raise NotImplementedError
@@ -49,7 +50,8 @@ class _Capture:
 
     def start(self) -> Any:
         """Starts capturing in every thread. Returns ``self``. Raises
-        ``RuntimeError`` if another capture is on."""
+        ``RuntimeError`` if another capture is on. A ``stop()`` made from
+        another thread while this runs leaves the capture off."""
         global _active
         with _lock:
             if _active is not None:
@@ -61,7 +63,7 @@ class _Capture:
             if self._legacy:
                 self._threading_hook = _threading_profile_hook()
                 threading.setprofile(_core._builtins_hook_thread_start)
-        self._started = True
+            self._started = True
         # fasthost's lazily loaded names, loaded now: their first lookup
         # under the capture would be recorded as the program's calls.
         from fasthost.export import report  # noqa: F401
@@ -69,14 +71,26 @@ class _Capture:
         for name in fasthost.__all__:
             getattr(fasthost, name)
 
-        _core._sites_enable(self.callsites)
-        # Last, outside the lock: fasthost's own calls (the lock's release)
-        # are never under the capture, so they are never targets.
+        # Installed under the lock, so that a stop() from another thread
+        # either comes first (and nothing is installed) or finds it
+        # installed and removes it; paused, so that fasthost's own calls
+        # (the lock's release) are never targets.
+        failed = False
+        outer = _core._pause()
         try:
-            self._install()
-        except BaseException:
-            self.stop()
-            raise
+            with _lock:
+                if _active is self and self._started:
+                    try:
+                        _core._sites_enable(self.callsites)
+                        self._installed = True  # what a failed install did is removed by stop() too
+                        self._install()
+                    except BaseException:
+                        failed = True
+                        raise
+        finally:
+            _core._resume(outer)
+            if failed:
+                self.stop()
         return self
 
     def stop(self) -> None:
@@ -84,23 +98,29 @@ class _Capture:
         before (on Python 3.12+ the sys.monitoring tool id is given back),
         and the session stops if ``start()`` started it. A thread inside a
         call keeps fasthost's hook until that call returns and its frame is
-        closed. Does nothing if not started."""
+        closed. Does nothing if not started. Any thread may stop a capture."""
         global _active
         if not self._started:
             return
-        self._remove()  # first, for the same reason
-        _core._sites_enable(False)
-        with _lock:
-            if not self._started:
-                return
-            if self._legacy and _threading_profile_hook() is _core._builtins_hook_thread_start:
-                # Not if the code under capture set a hook of its own meanwhile.
-                threading.setprofile(self._threading_hook)
-            self._started = False
-            _active = None
-            if self._owns_session:
-                fasthost.stop()
-                self._owns_session = False
+        outer = _core._pause()  # removed first: fasthost's own calls are never targets
+        try:
+            with _lock:
+                if not self._started:
+                    return
+                if self._installed:
+                    self._installed = False
+                    self._remove()
+                _core._sites_enable(False)
+                if self._legacy and _threading_profile_hook() is _core._builtins_hook_thread_start:
+                    # Not if the code under capture set a hook of its own meanwhile.
+                    threading.setprofile(self._threading_hook)
+                self._started = False
+                _active = None
+                if self._owns_session:
+                    fasthost.stop()
+                    self._owns_session = False
+        finally:
+            _core._resume(outer)
 
     @property
     def active(self) -> bool:

@@ -19,8 +19,8 @@
  * a callback by the same code object and depth. No two open calls share a
  * place, so a return whose call began before the capture closes nothing.
  *
- * When the capture ends, only the closing events stay on (draining) until
- * every thread's frames are closed; then the tool id is given back.
+ * When the capture ends, its events stay on, opening nothing (draining),
+ * until every thread's frames are closed; then the tool id is given back.
  */
 #ifndef FASTHOST_MONITOR_H
 #define FASTHOST_MONITOR_H
@@ -186,13 +186,18 @@ static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)
 {
     PyTypeObject *type = Py_TYPE(callable);
     if (type == &PyMethod_Type) {
-        /* A bound method of something native: what it wraps. */
+        /* A bound method of something native: what it wraps (under either
+         * capture: the profile hook of 3.11 sees a bound builtin's call
+         * too). */
         PyObject *function = PyMethod_GET_FUNCTION(callable);
-        return mode != FH_MON_NATIVE || Py_IS_TYPE(function, &PyMethod_Type) ? 0 : fh_mon_target(function, mode);
+        return Py_IS_TYPE(function, &PyMethod_Type) ? 0 : fh_mon_target(function, mode);
     }
-    int how = fh_mon_how(type, callable);
-    if (how != FH_HOW_CFUNCTION && mode != FH_MON_NATIVE)
+    /* Under FH_MON_BUILTINS only the exact types fh_mon_common_target takes
+     * are builtins, as for the profile hook of 3.9-3.11 (not a Cython
+     * function, which only begins like one). */
+    if (mode != FH_MON_NATIVE)
         return 0;
+    int how = fh_mon_how(type, callable);
     uintptr_t target;
     switch (how) {
     case FH_HOW_CFUNCTION:
@@ -457,15 +462,15 @@ static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, size_t n
 {
     if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 2, 3)))
         return fh_mon_other_args(self, args, nargsf, kwnames, 2, 3);
-    if (fh_mon_mode == 0)
-        Py_RETURN_NONE;
     /* A callback of a recorded U frame on top; or a Python function run by a
-     * call of ours that opened nothing (a Python class's __init__): it gets
-     * a placeholder, so that every frame started inside one of our calls
-     * has an entry above it, and a return whose code made the call on top
-     * can only be that caller's (see on_return). */
+     * call of ours that opened nothing (a Python class's __init__), or run
+     * while the capture drains: it gets a placeholder, so that every frame
+     * started inside one of our calls has an entry above it, and a return
+     * whose code made the call on top can only be that caller's (see
+     * on_return; a capture started again before such a frame returns would
+     * otherwise take its return for its caller's). */
     uint32_t kind;
-    if (fh_top_is_unmanaged())
+    if (fh_mon_mode != 0 && fh_top_is_unmanaged())
         kind = FH_HOOK_CALLBACK;
     else if (fh_hook_own.count != 0 && !FH_HOOK_IS_CALLBACK(fh_hook_own.entries[fh_hook_own.count - 1u].kind))
         kind = FH_HOOK_CALLBACK_UNOPENED;

@@ -110,15 +110,23 @@ def _find_python_names() -> dict[int, str]:
     (the type itself, its methods and what calling an instance runs) and
     numpy ufunc reachable from a loaded module. Of several names for one
     address the plainest wins (``os.stat`` over ``posix.stat``)."""
-    candidates: dict[int, list[tuple[bool, bool, bool, int, str]]] = {}
+    candidates: dict[int, list[tuple[bool, bool, bool, bool, int, str]]] = {}
 
-    def add(address: int, name: str, own_name: str, abroad: bool = False) -> None:
+    def add(address: int, name: str, own_name: str, abroad: bool = False, elsewhere: bool = False) -> None:
         # An alias (zipfile's _dedupe = dict.fromkeys) loses to the name
         # the object gives itself, a class seen in another module (pickle's
-        # partial) to its own module's, a private module to a public one.
+        # partial) to its own module's, a function of a private accelerator
+        # module seen elsewhere (enum's reduce) to its public module's
+        # (functools.reduce), a private module to a public one.
         if address:
             alias = name.rpartition(".")[2] != own_name
-            candidates.setdefault(address, []).append((alias, abroad, name.startswith("_"), len(name), name))
+            candidates.setdefault(address, []).append((alias, abroad, elsewhere, name.startswith("_"), len(name), name))
+
+    def elsewhere(value: object, module_name: str) -> bool:
+        """Whether ``value`` comes from a private module (``_functools``)
+        other than ``module_name`` and its public face (``functools``)."""
+        home = getattr(value, "__module__", None)
+        return isinstance(home, str) and home.startswith("_") and module_name not in (home, home[1:])
 
     for module_name, module in list(sys.modules.items()):
         try:
@@ -129,7 +137,13 @@ def _find_python_names() -> dict[int, str]:
         for attribute, value in attributes:
             kind = type(value)
             if kind is types.BuiltinFunctionType or kind is np.ufunc:
-                add(_core._callable_target(value), prefix + attribute, value.__name__)
+                add(
+                    _core._callable_target(value),
+                    prefix + attribute,
+                    value.__name__,
+                    False,
+                    elsewhere(value, module_name),
+                )
             elif callable(value) and not isinstance(value, type) and kind not in _PYTHON_CALLABLES:
                 # Functions that are objects of a generic type: Cython's (by
                 # their C function), numpy's array functions, pybind11's (by
