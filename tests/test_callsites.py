@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fasthost
+from fasthost import _testing
 from fasthost.export.report import called_from
 
 from .conftest import run_threads
@@ -68,6 +69,61 @@ def test_call_sites_add_up_over_threads(session):
     counts, _ = sites_of(fasthost.snapshot(), "math.sqrt")
     function = "test_call_sites_add_up_over_threads.<locals>.work" if sys.version_info >= (3, 11) else "work"
     assert counts == {(function, line): 1000}
+
+
+def test_call_sites_of_threads_folded_into_the_ended_row_stay_exact(session):
+    """Past 64 ended threads a session folds the next ones into one row:
+    their call sites' counts and histograms add up exactly there."""
+
+    def work():
+        for _ in range(10):
+            math.sqrt(2.0)
+
+    line = work.__code__.co_firstlineno + 2  # the math.sqrt line
+    with fasthost.capture_builtins():
+        for _ in range(70):
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+    snap = fasthost.snapshot()
+    assert any(str(name).endswith(" ended threads>") for name in snap.threads["name"])
+    counts, _ = sites_of(snap, "math.sqrt")
+    function = work.__qualname__ if sys.version_info >= (3, 11) else "work"
+    assert counts == {(function, line): 700}
+    sqrt = snap.callsites["target"] == int(snap.targets[snap.targets["symbol"] == "math.sqrt"]["target"][0])
+    assert int(snap.callsite_counts[sqrt].sum()) == 700
+
+
+def test_a_call_site_counts_past_2_32_calls_in_one_bucket(tmp_path):
+    """A call site's histogram has 64-bit counts, as a target's: a hot
+    loop calls one place 2**32 times in minutes. The counts are added in
+    one step (fasthost._testing), in threads that end and fold into the
+    ended-threads row, where their sums pass 2**32 too."""
+    code, where, target, ns = id(here.__code__), 8, 0x5EED, 100
+    fasthost.start(clock="manual")
+    try:
+        fasthost.leave_runtime(1)
+        fasthost.enter_runtime()
+        _testing.add_site_samples(code, where, target, ns, 2**32 + 5)
+
+        def work():
+            fasthost.leave_runtime(1)
+            fasthost.enter_runtime()
+            _testing.add_site_samples(code, where, target, ns, 2**31)
+
+        for _ in range(66):  # the last two fold into one row: 2**32 there
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    total = 2**32 + 5 + 66 * 2**31
+    snap.save(tmp_path / "big.npz")
+    for loaded in (snap, fasthost.load(tmp_path / "big.npz")):
+        (site,) = loaded.callsites[loaded.callsites["target"] == target]
+        assert int(site["calls"]) == total
+        assert int(loaded.callsite_counts[loaded.callsites["target"] == target].sum()) == total
 
 
 def test_call_sites_sum_to_the_targets_calls_and_times(session):
