@@ -111,6 +111,43 @@ def test_a_builtins_duration_on_the_manual_clock_is_exact_on_every_path(capture,
     assert (int(site["calls"]), int(site["total_ns"])) == (1, ns)
 
 
+# Durations where a call site's bucket (precision 3) is easy to get wrong
+# from the target's: the exact buckets below 32 ns, the row edges around
+# every power of two, and the top of uint64.
+_EDGE_DURATIONS = [
+    *range(40),
+    *(2**k + d for k in range(5, 63) for d in (-1, 0, 1, 2 ** (k - 3))),
+    2**63,
+    2**63 + 2**60 + 7,
+    2**64 - 2**21,
+]
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+@pytest.mark.parametrize("precision", range(1, 9))
+def test_a_call_sites_histogram_puts_each_duration_in_its_own_bucket_on_every_path(capture, precision):
+    """Each duration is made three times at one site: the first reaches a
+    new histogram row by the full path, the others take the fast close,
+    which at the default precision takes the site's bucket from the
+    target's (at precisions 1 and 2 the site's buckets are the finer)."""
+
+    def work():
+        for ns in _EDGE_DURATIONS * 3:
+            _testing.set_manual_time(1)  # no wrap past 2**64 over the loop
+            any(map(_testing.advance_manual_time, [ns]))
+
+    snap = recorded(capture, work, clock="manual", precision=precision)
+    (row,) = snap.targets[snap.targets["symbol"] == "any"]
+    at = snap.callsites["target"] == int(row["target"])
+    assert [int(n) for n in snap.callsites[at]["calls"]] == [len(_EDGE_DURATIONS) * 3]
+    expected = np.bincount([_bucket(ns, 3) for ns in _EDGE_DURATIONS * 3], minlength=snap.callsite_counts.shape[1])
+    assert snap.callsite_counts[at][0].tolist() == expected.tolist()
+    site = snap.callsites[at][0]
+    total = sum(_EDGE_DURATIONS * 3) % 2**64  # the core's counters are uint64
+    assert (int(site["total_ns"]), int(site["exclusive_ns"])) == (total, total) == (int(row["total_ns"]),) * 2
+    assert int(snap.histogram("inclusive", target="any").counts.sum()) == len(_EDGE_DURATIONS) * 3
+
+
 @pytest.mark.parametrize("capture", CAPTURES)
 @pytest.mark.parametrize("clock", INLINE_CLOCKS)
 @pytest.mark.parametrize("how", ["reset", "restart"])
