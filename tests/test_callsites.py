@@ -198,3 +198,32 @@ def test_ufunc_call_sites_under_the_native_capture(session):
     counts, _ = sites_of(fasthost.snapshot(), "numpy.multiply")
     function = "test_ufunc_call_sites_under_the_native_capture"
     assert counts == {(function, line): 12}
+
+
+def _one_long_call(ns: int) -> None:
+    """One call of `any` lasting exactly `ns` on the manual clock."""
+    _testing.set_manual_time(1)
+    any(map(_testing.advance_manual_time, [ns]))
+
+
+def test_call_site_times_past_2_64_ns_wrap_as_their_targets_do(tmp_path):
+    """Two threads each make a 2**63-ns call at one line: the line's time
+    is past 2**64 ns. It wraps as the uint64 counters of the core and a
+    target's sums over threads do; snapshot() and merge() do not fail."""
+    ns = 2**63 + 5
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_builtins():
+            run_threads(lambda: _one_long_call(ns), 2)
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    merged = fasthost.merge([snap, snap])
+    for combined, calls in ((snap, 2), (merged, 4)):
+        (row,) = combined.targets[combined.targets["symbol"] == "any"]
+        (site,) = combined.callsites[combined.callsites["target"] == row["target"]]
+        assert int(site["calls"]) == int(row["calls"]) == calls
+        assert int(site["total_ns"]) == int(row["total_ns"]) == calls * ns % 2**64
+        assert int(site["exclusive_ns"]) == int(row["exclusive_ns"]) == calls * ns % 2**64
+        at = combined.callsites["target"] == row["target"]
+        assert int(combined.callsite_counts[at].sum()) == calls
