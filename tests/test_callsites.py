@@ -13,7 +13,8 @@ import pytest
 
 import fasthost
 from fasthost import _testing
-from fasthost.export.report import called_from
+from fasthost.export.callsites import SITE_PRECISION
+from fasthost.export.report import called_from, format_ns
 
 from .conftest import run_threads
 
@@ -227,3 +228,138 @@ def test_call_site_times_past_2_64_ns_wrap_as_their_targets_do(tmp_path):
         assert int(site["exclusive_ns"]) == int(row["exclusive_ns"]) == calls * ns % 2**64
         at = combined.callsites["target"] == row["target"]
         assert int(combined.callsite_counts[at].sum()) == calls
+
+
+def _site_of_any(snap):
+    """The one call site of `any`: its row and its histogram counts."""
+    at = snap.callsites["target"] == int(snap.targets[snap.targets["symbol"] == "any"]["target"][0])
+    (site,) = snap.callsites[at]
+    return site, snap.callsite_counts[at][0]
+
+
+def _buckets(durations: list[int]) -> list[int]:
+    """The call-site histogram of `durations` (precision 3)."""
+    hist = fasthost.Histogram(SITE_PRECISION)
+    hist.record_many(np.array(durations, dtype=np.uint64))
+    return hist.counts.tolist()
+
+
+def test_call_site_histograms_of_ended_threads_fold_bucket_by_bucket_and_diff_exactly():
+    """70 threads that end, each calling one line with durations of its own
+    (rows the folded row has not seen yet): past the 64 the session keeps,
+    their site histograms add up bucket by bucket in the ended-threads
+    row, and the diff over the last threads is theirs alone."""
+    durations = [[2 ** (i % 62) + i, i, 2 ** (i % 62) + i] for i in range(70)]
+
+    def calls(mine):
+        for ns in mine:
+            _one_long_call(ns)
+
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_builtins():
+            for i, mine in enumerate(durations):
+                if i == 66:
+                    earlier = fasthost.snapshot()
+                thread = threading.Thread(target=calls, args=(mine,))
+                thread.start()
+                thread.join()
+        later = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert any(str(name).endswith(" ended threads>") for name in later.threads["name"])
+    every = [ns for mine in durations for ns in mine]
+    site, counts = _site_of_any(later)
+    assert (int(site["calls"]), int(site["total_ns"])) == (210, sum(every) % 2**64)
+    assert counts.tolist() == _buckets(every)
+    site, counts = _site_of_any(later.diff(earlier))
+    assert int(site["calls"]) == 12
+    assert counts.tolist() == _buckets([ns for mine in durations[66:] for ns in mine])
+
+
+def _site_bucket(ns: int) -> int:
+    hist = fasthost.Histogram(SITE_PRECISION)
+    hist.record(ns)
+    return int(np.flatnonzero(hist.counts)[0])
+
+
+def test_called_from_quantiles_lie_in_the_bucket_of_each_sites_exact_quantile():
+    """One target called from two lines with durations of their own, on
+    the manual clock: each line's p50 and p99 (report, to_dict) are in the
+    precision-3 bucket of the exact quantile of that line's durations."""
+    fast = [3, 17, 31, 32, 33, 40, 64, 100, 1000, 1023] * 10
+    slow = [5_000_000 + 77 * i for i in range(49)] + [2**40 + 1]
+
+    def work():
+        for ns in fast:
+            _one_long_call(ns)
+        for ns in slow:  # not _one_long_call: a line of its own
+            _testing.set_manual_time(1)
+            any(map(_testing.advance_manual_time, [ns]))
+
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_native():
+            work()
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    (row,) = snap.targets[snap.targets["symbol"] == "any"]
+    found = {site["calls"]: site for site in called_from(snap, int(row["target"]))}
+    text = snap.report()
+    for durations in (fast, slow):
+        site = found[len(durations)]
+        for q, name in ((0.5, "p50_ns"), (0.99, "p99_ns")):
+            exact = int(np.quantile(durations, q, method="inverted_cdf"))
+            assert _site_bucket(int(site[name])) == _site_bucket(exact), (name, site[name], exact)
+        assert f"{format_ns(site['p50_ns']):>9} {format_ns(site['p99_ns']):>9}" in text
+
+
+def _lines(count: int, body: str) -> list:
+    """`count` functions `f(durations)`, each from a file of its own, whose
+    `body` makes one call site: sites told apart by file."""
+    made = []
+    for number in range(count):
+        namespace = {"adv": _testing.advance_manual_time, "set_time": _testing.set_manual_time}
+        exec(compile("def f(durations):\n" + body, f"<memory{number}>", "exec"), namespace)
+        made.append(namespace["f"])
+    return made
+
+
+def _thread_bytes(work) -> int:
+    """The core's bytes for a thread that runs `work` (in the session)."""
+    seen = {}
+
+    def run():
+        work()
+        rows = fasthost.memory_usage()["threads"]
+        seen["bytes"] = int(rows[rows["tid"] == threading.get_native_id()]["bytes"][0])
+
+    run_threads(run, 1)
+    return seen["bytes"]
+
+
+def test_call_sites_hold_memory_for_the_rows_they_use_up_to_max_targets_sites():
+    """A site is its counters and row pointers (under 1 KiB with its one
+    row, where an inline 32-bit histogram took 2 KiB); one whose durations
+    reach all 62 rows holds them all, and a thread holds at most
+    max_targets sites, so its memory stays bounded."""
+    body = "    for ns in durations:\n        set_time(1); any(map(adv, [ns]))\n"
+    every_row = [0, 8, *(2**k for k in range(4, 64))]
+    site_and_rows = 544 + 62 * 64  # the fh_site record and 62 rows of 8 counts
+    fasthost.start(clock="manual", max_targets=1024)
+    try:
+        with fasthost.capture_builtins():
+            one = _thread_bytes(lambda: [f([100]) for f in _lines(1, body)])
+            many = _thread_bytes(lambda: [f([100]) for f in _lines(500, body)])
+            full = _thread_bytes(lambda: [f(every_row) for f in _lines(600, body)])
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    # 500 sites of `any` and 500 of set_time (one line, two calls): 1000 sites
+    assert (many - one) / 999 < 1024
+    # 1024 sites at most: 512 of `any` (every row) and 512 of set_time (one row)
+    # besides: the site index as it doubled (~48 KiB), the target's own rows
+    # (~15 KiB) and an arena chunk's unused tail (< 64 KiB)
+    assert full - one <= 512 * site_and_rows + 512 * (544 + 64) + 128 * 1024
+    assert snap.meta["callsites_dropped"] >= 2 * (600 - 512) * len(every_row)  # the cap was reached
