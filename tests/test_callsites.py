@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 import threading
 
@@ -363,3 +364,53 @@ def test_call_sites_hold_memory_for_the_rows_they_use_up_to_max_targets_sites():
     # (~15 KiB) and an arena chunk's unused tail (< 64 KiB)
     assert full - one <= 512 * site_and_rows + 512 * (544 + 64) + 128 * 1024
     assert snap.meta["callsites_dropped"] >= 2 * (600 - 512) * len(every_row)  # the cap was reached
+
+
+FORKED_SITES = r"""
+import json, os, sys, threading
+import numpy as np
+import fasthost
+from fasthost import _testing
+
+def calls(durations):
+    for ns in durations:
+        _testing.set_manual_time(1)
+        any(map(_testing.advance_manual_time, [ns]))
+
+def site(snap):
+    at = snap.callsites["target"] == int(snap.targets[snap.targets["symbol"] == "any"]["target"][0])
+    return [int(snap.callsites[at]["calls"].sum()), np.flatnonzero(snap.callsite_counts[at].sum(axis=0)).tolist()]
+
+fasthost.start(clock="manual")
+capture = fasthost.capture_builtins().start()
+calls([100] * 50)  # the parent's site, its rows made: the child's calls could take its fast path
+go = threading.Event()  # the worker is inside a builtin (its wait) at the fork
+worker = threading.Thread(target=lambda: (go.wait(), calls([5000] * 50)))
+worker.start()
+pid = os.fork()
+if pid == 0:
+    calls([100, 2**40, 3] * 10)
+    capture.stop()
+    fasthost.stop()
+    sys.stdout.write(json.dumps(site(fasthost.snapshot())) + "\n"); sys.stdout.flush()
+    os._exit(0)
+go.set()
+worker.join()  # one thread at a time moves the manual clock
+calls([100] * 50)
+os.waitpid(pid, 0)
+capture.stop()
+fasthost.stop()
+sys.stdout.write(json.dumps(site(fasthost.snapshot())) + "\n")
+"""
+
+
+def test_a_forked_child_counts_only_its_own_calls_at_a_call_site():
+    """A child forked inside a capture, while the parent has recorded at a
+    call site and another thread is inside a builtin: the child's site
+    holds its own calls, in their buckets; the parent's its own."""
+    proc = subprocess.run([sys.executable, "-c", FORKED_SITES], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    child, parent = (json.loads(line) for line in proc.stdout.splitlines())
+    buckets = [int(np.flatnonzero(_buckets([ns]))[0]) for ns in (3, 100, 5000, 2**40)]
+    assert child == [30, [buckets[0], buckets[1], buckets[3]]]
+    assert parent == [150, [buckets[1], buckets[2]]]
