@@ -549,3 +549,51 @@ def test_a_capture_started_while_the_last_one_drains_counts_every_call_once(capt
     assert int(snap.threads["depth"].sum()) == 0
     assert errors(snap) == {}
     assert _core._monitor_tool_id() is None
+
+
+def _any_calls(durations: list[int]) -> None:
+    """A call of `any` lasting exactly each of `durations` (manual clock),
+    all at one call site."""
+    for ns in durations:
+        _testing.set_manual_time(1)
+        any(map(_testing.advance_manual_time, [ns]))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+@pytest.mark.parametrize("how", ["reset", "restart", "restart at precision 2"])
+def test_a_thread_calling_at_a_known_call_site_across_a_new_session_counts_only_the_new_ones(capture, how):
+    """Another thread's call site is in its caches, its rows made, when
+    reset() or start() begins a new session: its next calls there make a
+    new site (the old one went with the session), in their own buckets."""
+    fasthost.start(clock="manual")
+    paused, resume = threading.Event(), threading.Event()
+
+    def worker():
+        _any_calls([100] * 20)  # the last ones took the fast close
+        paused.set()
+        resume.wait()
+        _any_calls([100, 3, 2**33] * 5)
+
+    try:
+        with CAPTURES[capture]():
+            thread = threading.Thread(target=worker)
+            thread.start()
+            paused.wait()
+            try:
+                if how == "reset":
+                    fasthost.reset()
+                else:
+                    fasthost.stop()
+                    fasthost.start(clock="manual", precision=2 if how.endswith("2") else 5)
+            finally:
+                resume.set()
+                thread.join()
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    (row,) = snap.targets[snap.targets["symbol"] == "any"]
+    at = snap.callsites["target"] == int(row["target"])
+    assert [int(n) for n in snap.callsites[at]["calls"]] == [15] == [int(row["calls"])]
+    expected = np.bincount([_bucket(ns, 3) for ns in [100, 3, 2**33] * 5], minlength=snap.callsite_counts.shape[1])
+    assert snap.callsite_counts[at][0].tolist() == expected.tolist()
+    assert int(snap.callsites[at]["total_ns"][0]) == 5 * (100 + 3 + 2**33)
