@@ -51,10 +51,17 @@ def errors(snap) -> dict[str, int]:
 
 def assert_exact(snap, name: str, calls: int, *, sites: bool = True) -> None:
     """`name` has exactly `calls` calls, in its row, its histogram and (with
-    `sites`) its call sites; exclusive time is within inclusive time."""
+    `sites`) its call sites, whose histograms hold their calls and whose
+    times add up to the target's; exclusive time is within inclusive time."""
     assert calls_of(snap, name) == calls
     assert int(snap.histogram("inclusive", target=name).counts.sum()) == calls
     assert sum(site_counts(snap, name)) == (calls if sites else 0)
+    at = np.isin(snap.callsites["target"], [int(r["target"]) for r in snap.targets if str(r["symbol"]) == name])
+    assert snap.callsite_counts[at].sum(axis=1).tolist() == snap.callsites[at]["calls"].tolist()
+    if sites:
+        rows = snap.targets[snap.targets["symbol"] == name]
+        for field in ("total_ns", "exclusive_ns"):
+            assert sum(int(n) for n in snap.callsites[at][field]) == sum(int(n) for n in rows[field])
     assert (snap.targets["exclusive_ns"] <= snap.targets["total_ns"]).all()
     assert (snap.callsites["exclusive_ns"] <= snap.callsites["total_ns"]).all()
 
