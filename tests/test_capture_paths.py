@@ -130,6 +130,14 @@ _EDGE_DURATIONS = [
 ]
 
 
+def _any_calls(durations: list[int]) -> None:
+    """A call of `any` lasting exactly each of `durations` (manual clock,
+    set back before each: no wrap past 2**64), all at one call site."""
+    for ns in durations:
+        _testing.set_manual_time(1)
+        any(map(_testing.advance_manual_time, [ns]))
+
+
 @pytest.mark.parametrize("capture", CAPTURES)
 @pytest.mark.parametrize("precision", range(1, 9))
 def test_a_call_sites_histogram_puts_each_duration_in_its_own_bucket_on_every_path(capture, precision):
@@ -138,12 +146,7 @@ def test_a_call_sites_histogram_puts_each_duration_in_its_own_bucket_on_every_pa
     which at the default precision takes the site's bucket from the
     target's (at precisions 1 and 2 the site's buckets are the finer)."""
 
-    def work():
-        for ns in _EDGE_DURATIONS * 3:
-            _testing.set_manual_time(1)  # no wrap past 2**64 over the loop
-            any(map(_testing.advance_manual_time, [ns]))
-
-    snap = recorded(capture, work, clock="manual", precision=precision)
+    snap = recorded(capture, lambda: _any_calls(_EDGE_DURATIONS * 3), clock="manual", precision=precision)
     (row,) = snap.targets[snap.targets["symbol"] == "any"]
     at = snap.callsites["target"] == int(row["target"])
     assert [int(n) for n in snap.callsites[at]["calls"]] == [len(_EDGE_DURATIONS) * 3]
@@ -556,14 +559,6 @@ def test_a_capture_started_while_the_last_one_drains_counts_every_call_once(capt
     assert int(snap.threads["depth"].sum()) == 0
     assert errors(snap) == {}
     assert _core._monitor_tool_id() is None
-
-
-def _any_calls(durations: list[int]) -> None:
-    """A call of `any` lasting exactly each of `durations` (manual clock),
-    all at one call site."""
-    for ns in durations:
-        _testing.set_manual_time(1)
-        any(map(_testing.advance_manual_time, [ns]))
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
