@@ -86,7 +86,8 @@ def build(sites: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray
         rows["calls"] = sites[:, 4]
         rows["total_ns"] = sites[:, 5]
         rows["exclusive_ns"] = sites[:, 6]
-    return combine([(rows, counts.astype(np.uint64))])
+    # The core's counts are uint64 already: no second copy (3.9 KiB a site).
+    return combine([(rows, counts.astype(np.uint64, copy=False))])
 
 
 def combine(parts: list[tuple[np.ndarray, np.ndarray]], sign: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
