@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
 
 import fasthost
-from fasthost.export.report import called_from
+from fasthost import _testing
+from fasthost.export.callsites import SITE_BUCKETS, SITE_PRECISION
+from fasthost.export.report import called_from, format_ns
 
 from .conftest import run_threads
 
@@ -68,6 +72,61 @@ def test_call_sites_add_up_over_threads(session):
     counts, _ = sites_of(fasthost.snapshot(), "math.sqrt")
     function = "test_call_sites_add_up_over_threads.<locals>.work" if sys.version_info >= (3, 11) else "work"
     assert counts == {(function, line): 1000}
+
+
+def test_call_sites_of_threads_folded_into_the_ended_row_stay_exact(session):
+    """Past 64 ended threads a session folds the next ones into one row:
+    their call sites' counts and histograms add up exactly there."""
+
+    def work():
+        for _ in range(10):
+            math.sqrt(2.0)
+
+    line = work.__code__.co_firstlineno + 2  # the math.sqrt line
+    with fasthost.capture_builtins():
+        for _ in range(70):
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+    snap = fasthost.snapshot()
+    assert any(str(name).endswith(" ended threads>") for name in snap.threads["name"])
+    counts, _ = sites_of(snap, "math.sqrt")
+    function = work.__qualname__ if sys.version_info >= (3, 11) else "work"
+    assert counts == {(function, line): 700}
+    sqrt = snap.callsites["target"] == int(snap.targets[snap.targets["symbol"] == "math.sqrt"]["target"][0])
+    assert int(snap.callsite_counts[sqrt].sum()) == 700
+
+
+def test_a_call_site_counts_past_2_32_calls_in_one_bucket(tmp_path):
+    """A call site's histogram has 64-bit counts, as a target's: a hot
+    loop calls one place 2**32 times in minutes. The counts are added in
+    one step (fasthost._testing), in threads that end and fold into the
+    ended-threads row, where their sums pass 2**32 too."""
+    code, where, target, ns = id(here.__code__), 8, 0x5EED, 100
+    fasthost.start(clock="manual")
+    try:
+        fasthost.leave_runtime(1)
+        fasthost.enter_runtime()
+        _testing.add_site_samples(code, where, target, ns, 2**32 + 5)
+
+        def work():
+            fasthost.leave_runtime(1)
+            fasthost.enter_runtime()
+            _testing.add_site_samples(code, where, target, ns, 2**31)
+
+        for _ in range(66):  # the last two fold into one row: 2**32 there
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    total = 2**32 + 5 + 66 * 2**31
+    snap.save(tmp_path / "big.npz")
+    for loaded in (snap, fasthost.load(tmp_path / "big.npz")):
+        (site,) = loaded.callsites[loaded.callsites["target"] == target]
+        assert int(site["calls"]) == total
+        assert int(loaded.callsite_counts[loaded.callsites["target"] == target].sum()) == total
 
 
 def test_call_sites_sum_to_the_targets_calls_and_times(session):
@@ -142,3 +201,238 @@ def test_ufunc_call_sites_under_the_native_capture(session):
     counts, _ = sites_of(fasthost.snapshot(), "numpy.multiply")
     function = "test_ufunc_call_sites_under_the_native_capture"
     assert counts == {(function, line): 12}
+
+
+def _one_long_call(ns: int) -> None:
+    """One call of `any` lasting exactly `ns` on the manual clock."""
+    _testing.set_manual_time(1)
+    any(map(_testing.advance_manual_time, [ns]))
+
+
+def test_call_site_times_past_2_64_ns_wrap_as_their_targets_do(tmp_path):
+    """Two threads each make a 2**63-ns call at one line: the line's time
+    is past 2**64 ns. It wraps as the uint64 counters of the core and a
+    target's sums over threads do; snapshot() and merge() do not fail."""
+    ns = 2**63 + 5
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_builtins():
+            run_threads(lambda: _one_long_call(ns), 2)
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    merged = fasthost.merge([snap, snap])
+    for combined, calls in ((snap, 2), (merged, 4)):
+        (row,) = combined.targets[combined.targets["symbol"] == "any"]
+        (site,) = combined.callsites[combined.callsites["target"] == row["target"]]
+        assert int(site["calls"]) == int(row["calls"]) == calls
+        assert int(site["total_ns"]) == int(row["total_ns"]) == calls * ns % 2**64
+        assert int(site["exclusive_ns"]) == int(row["exclusive_ns"]) == calls * ns % 2**64
+        at = combined.callsites["target"] == row["target"]
+        assert int(combined.callsite_counts[at].sum()) == calls
+
+
+def _site_of_any(snap):
+    """The one call site of `any`: its row and its histogram counts."""
+    at = snap.callsites["target"] == int(snap.targets[snap.targets["symbol"] == "any"]["target"][0])
+    (site,) = snap.callsites[at]
+    return site, snap.callsite_counts[at][0]
+
+
+def _buckets(durations: list[int]) -> list[int]:
+    """The call-site histogram of `durations` (precision 3)."""
+    hist = fasthost.Histogram(SITE_PRECISION)
+    hist.record_many(np.array(durations, dtype=np.uint64))
+    return hist.counts.tolist()
+
+
+def test_call_site_histograms_of_ended_threads_fold_bucket_by_bucket_and_diff_exactly():
+    """70 threads that end, each calling one line with durations of its own
+    (rows the folded row has not seen yet): past the 64 the session keeps,
+    their site histograms add up bucket by bucket in the ended-threads
+    row, and the diff over the last threads is theirs alone."""
+    durations = [[2 ** (i % 62) + i, i, 2 ** (i % 62) + i] for i in range(70)]
+
+    def calls(mine):
+        for ns in mine:
+            _one_long_call(ns)
+
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_builtins():
+            for i, mine in enumerate(durations):
+                if i == 66:
+                    earlier = fasthost.snapshot()
+                thread = threading.Thread(target=calls, args=(mine,))
+                thread.start()
+                thread.join()
+        later = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert any(str(name).endswith(" ended threads>") for name in later.threads["name"])
+    every = [ns for mine in durations for ns in mine]
+    site, counts = _site_of_any(later)
+    assert (int(site["calls"]), int(site["total_ns"])) == (210, sum(every) % 2**64)
+    assert counts.tolist() == _buckets(every)
+    site, counts = _site_of_any(later.diff(earlier))
+    assert int(site["calls"]) == 12
+    assert counts.tolist() == _buckets([ns for mine in durations[66:] for ns in mine])
+
+
+def _site_bucket(ns: int) -> int:
+    hist = fasthost.Histogram(SITE_PRECISION)
+    hist.record(ns)
+    return int(np.flatnonzero(hist.counts)[0])
+
+
+def test_called_from_quantiles_lie_in_the_bucket_of_each_sites_exact_quantile():
+    """One target called from two lines with durations of their own, on
+    the manual clock: each line's p50 and p99 (report, to_dict) are in the
+    precision-3 bucket of the exact quantile of that line's durations."""
+    fast = [3, 17, 31, 32, 33, 40, 64, 100, 1000, 1023] * 10
+    slow = [5_000_000 + 77 * i for i in range(49)] + [2**40 + 1]
+
+    def work():
+        for ns in fast:
+            _one_long_call(ns)
+        for ns in slow:  # not _one_long_call: a line of its own
+            _testing.set_manual_time(1)
+            any(map(_testing.advance_manual_time, [ns]))
+
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_native():
+            work()
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    (row,) = snap.targets[snap.targets["symbol"] == "any"]
+    found = {site["calls"]: site for site in called_from(snap, int(row["target"]))}
+    text = snap.report()
+    for durations in (fast, slow):
+        site = found[len(durations)]
+        for q, name in ((0.5, "p50_ns"), (0.99, "p99_ns")):
+            exact = int(np.quantile(durations, q, method="inverted_cdf"))
+            assert _site_bucket(int(site[name])) == _site_bucket(exact), (name, site[name], exact)
+        assert f"{format_ns(site['p50_ns']):>9} {format_ns(site['p99_ns']):>9}" in text
+
+
+def _lines(count: int, body: str) -> list:
+    """`count` functions `f(durations)`, each from a file of its own, whose
+    `body` makes one call site: sites told apart by file."""
+    made = []
+    for number in range(count):
+        namespace = {"adv": _testing.advance_manual_time, "set_time": _testing.set_manual_time, "math": math}
+        exec(compile("def f(durations):\n" + body, f"<memory{number}>", "exec"), namespace)
+        made.append(namespace["f"])
+    return made
+
+
+def _thread_bytes(work) -> int:
+    """The core's bytes for a thread that runs `work` (in the session)."""
+    seen = {}
+
+    def run():
+        work()
+        rows = fasthost.memory_usage()["threads"]
+        seen["bytes"] = int(rows[rows["tid"] == threading.get_native_id()]["bytes"][0])
+
+    run_threads(run, 1)
+    return seen["bytes"]
+
+
+def test_call_sites_hold_memory_for_the_rows_they_use_up_to_max_targets_sites():
+    """A site is its counters and row pointers (under 1 KiB with its one
+    row, where an inline 32-bit histogram took 2 KiB); one whose durations
+    reach all 62 rows holds them all, and a thread holds at most
+    max_targets sites, so its memory stays bounded."""
+    body = "    for ns in durations:\n        set_time(1); any(map(adv, [ns]))\n"
+    every_row = [0, 8, *(2**k for k in range(4, 64))]
+    site_and_rows = 544 + 62 * 64  # the fh_site record and 62 rows of 8 counts
+    fasthost.start(clock="manual", max_targets=1024)
+    try:
+        with fasthost.capture_builtins():
+            one = _thread_bytes(lambda: [f([100]) for f in _lines(1, body)])
+            many = _thread_bytes(lambda: [f([100]) for f in _lines(500, body)])
+            full = _thread_bytes(lambda: [f(every_row) for f in _lines(600, body)])
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    # 500 sites of `any` and 500 of set_time (one line, two calls): 1000 sites
+    assert (many - one) / 999 < 1024
+    # 1024 sites at most: 512 of `any` (every row) and 512 of set_time (one row)
+    # besides: the site index as it doubled (~48 KiB), the target's own rows
+    # (~15 KiB) and an arena chunk's unused tail (< 64 KiB)
+    assert full - one <= 512 * site_and_rows + 512 * (544 + 64) + 128 * 1024
+    assert snap.meta["callsites_dropped"] >= 2 * (600 - 512) * len(every_row)  # the cap was reached
+
+
+FORKED_SITES = r"""
+import json, os, sys, threading
+import numpy as np
+import fasthost
+from fasthost import _testing
+
+def calls(durations):
+    for ns in durations:
+        _testing.set_manual_time(1)
+        any(map(_testing.advance_manual_time, [ns]))
+
+def site(snap):
+    at = snap.callsites["target"] == int(snap.targets[snap.targets["symbol"] == "any"]["target"][0])
+    return [int(snap.callsites[at]["calls"].sum()), np.flatnonzero(snap.callsite_counts[at].sum(axis=0)).tolist()]
+
+fasthost.start(clock="manual")
+capture = fasthost.capture_builtins().start()
+calls([100] * 50)  # the parent's site, its rows made: the child's calls could take its fast path
+go = threading.Event()  # the worker is inside a builtin (its wait) at the fork
+worker = threading.Thread(target=lambda: (go.wait(), calls([5000] * 50)))
+worker.start()
+pid = os.fork()
+if pid == 0:
+    calls([100, 2**40, 3] * 10)
+    capture.stop()
+    fasthost.stop()
+    sys.stdout.write(json.dumps(site(fasthost.snapshot())) + "\n"); sys.stdout.flush()
+    os._exit(0)
+go.set()
+worker.join()  # one thread at a time moves the manual clock
+calls([100] * 50)
+os.waitpid(pid, 0)
+capture.stop()
+fasthost.stop()
+sys.stdout.write(json.dumps(site(fasthost.snapshot())) + "\n")
+"""
+
+
+def test_a_forked_child_counts_only_its_own_calls_at_a_call_site():
+    """A child forked inside a capture, while the parent has recorded at a
+    call site and another thread is inside a builtin: the child's site
+    holds its own calls, in their buckets; the parent's its own."""
+    proc = subprocess.run([sys.executable, "-c", FORKED_SITES], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    child, parent = (json.loads(line) for line in proc.stdout.splitlines())
+    buckets = [int(np.flatnonzero(_buckets([ns]))[0]) for ns in (3, 100, 5000, 2**40)]
+    assert child == [30, [buckets[0], buckets[1], buckets[3]]]
+    assert parent == [150, [buckets[1], buckets[2]]]
+
+
+def test_a_snapshot_holds_the_cores_call_site_counts_once():
+    """The core's site histograms come as one dense uint64 array (496
+    counts a site, 3.9 KiB: 15 MiB for 8 threads x 500 sites); snapshot()
+    shapes it without a second copy, so its peak stays under 2.5 times it
+    (a copy of it made 2.9)."""
+    made = _lines(500, "    math.cos(0.5)\n")
+    fasthost.start(clock="monotonic")
+    try:
+        with fasthost.capture_builtins():
+            run_threads(lambda: [f(None) for f in made], 8)
+    finally:
+        fasthost.stop()
+    tracemalloc.start()
+    try:
+        fasthost.snapshot()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * (8 * 500 * SITE_BUCKETS * 8)

@@ -53,10 +53,17 @@ def errors(snap) -> dict[str, int]:
 
 def assert_exact(snap, name: str, calls: int, *, sites: bool = True) -> None:
     """`name` has exactly `calls` calls, in its row, its histogram and (with
-    `sites`) its call sites; exclusive time is within inclusive time."""
+    `sites`) its call sites, whose histograms hold their calls and whose
+    times add up to the target's; exclusive time is within inclusive time."""
     assert calls_of(snap, name) == calls
     assert int(snap.histogram("inclusive", target=name).counts.sum()) == calls
     assert sum(site_counts(snap, name)) == (calls if sites else 0)
+    at = np.isin(snap.callsites["target"], [int(r["target"]) for r in snap.targets if str(r["symbol"]) == name])
+    assert snap.callsite_counts[at].sum(axis=1).tolist() == snap.callsites[at]["calls"].tolist()
+    if sites:
+        rows = snap.targets[snap.targets["symbol"] == name]
+        for field in ("total_ns", "exclusive_ns"):
+            assert sum(int(n) for n in snap.callsites[at][field]) == sum(int(n) for n in rows[field])
     assert (snap.targets["exclusive_ns"] <= snap.targets["total_ns"]).all()
     assert (snap.callsites["exclusive_ns"] <= snap.callsites["total_ns"]).all()
 
@@ -111,6 +118,46 @@ def test_a_builtins_duration_on_the_manual_clock_is_exact_on_every_path(capture,
     assert np.flatnonzero(snap.histogram("inclusive", target="any").counts).tolist() == [_bucket(ns, precision)]
     (site,) = snap.callsites[snap.callsites["target"] == int(row["target"])]
     assert (int(site["calls"]), int(site["total_ns"])) == (1, ns)
+
+
+# Durations where a call site's bucket (precision 3) is easy to get wrong
+# from the target's: the exact buckets below 32 ns, the row edges around
+# every power of two, and the top of uint64.
+_EDGE_DURATIONS = [
+    *range(40),
+    *(2**k + d for k in range(5, 63) for d in (-1, 0, 1, 2 ** (k - 3))),
+    2**63,
+    2**63 + 2**60 + 7,
+    2**64 - 2**21,
+]
+
+
+def _any_calls(durations: list[int]) -> None:
+    """A call of `any` lasting exactly each of `durations` (manual clock,
+    set back before each: no wrap past 2**64), all at one call site."""
+    for ns in durations:
+        _testing.set_manual_time(1)
+        any(map(_testing.advance_manual_time, [ns]))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+@pytest.mark.parametrize("precision", range(1, 9))
+def test_a_call_sites_histogram_puts_each_duration_in_its_own_bucket_on_every_path(capture, precision):
+    """Each duration is made three times at one site: the first reaches a
+    new histogram row by the full path, the others take the fast close,
+    which at the default precision takes the site's bucket from the
+    target's (at precisions 1 and 2 the site's buckets are the finer)."""
+
+    snap = recorded(capture, lambda: _any_calls(_EDGE_DURATIONS * 3), clock="manual", precision=precision)
+    (row,) = snap.targets[snap.targets["symbol"] == "any"]
+    at = snap.callsites["target"] == int(row["target"])
+    assert [int(n) for n in snap.callsites[at]["calls"]] == [len(_EDGE_DURATIONS) * 3]
+    expected = np.bincount([_bucket(ns, 3) for ns in _EDGE_DURATIONS * 3], minlength=snap.callsite_counts.shape[1])
+    assert snap.callsite_counts[at][0].tolist() == expected.tolist()
+    site = snap.callsites[at][0]
+    total = sum(_EDGE_DURATIONS * 3) % 2**64  # the core's counters are uint64
+    assert (int(site["total_ns"]), int(site["exclusive_ns"])) == (total, total) == (int(row["total_ns"]),) * 2
+    assert int(snap.histogram("inclusive", target="any").counts.sum()) == len(_EDGE_DURATIONS) * 3
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
@@ -551,5 +598,45 @@ def test_a_recursive_key_started_while_the_capture_drains_returns_without_closin
     snap = fasthost.snapshot()
     assert calls_of(snap, "sorted") == 2
     assert errors(snap) == {}
-    assert int(snap.threads["depth"].sum()) == 0
+    assert open_frames_of_the_test(snap) == 0
     assert _core._monitor_tool_id() is None
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+@pytest.mark.parametrize("how", ["reset", "restart", "restart at precision 2"])
+def test_a_thread_calling_at_a_known_call_site_across_a_new_session_counts_only_the_new_ones(capture, how):
+    """Another thread's call site is in its caches, its rows made, when
+    reset() or start() begins a new session: its next calls there make a
+    new site (the old one went with the session), in their own buckets."""
+    fasthost.start(clock="manual")
+    paused, resume = threading.Event(), threading.Event()
+
+    def worker():
+        _any_calls([100] * 20)  # the last ones took the fast close
+        paused.set()
+        resume.wait()
+        _any_calls([100, 3, 2**33] * 5)
+
+    try:
+        with CAPTURES[capture]():
+            thread = threading.Thread(target=worker)
+            thread.start()
+            paused.wait()
+            try:
+                if how == "reset":
+                    fasthost.reset()
+                else:
+                    fasthost.stop()
+                    fasthost.start(clock="manual", precision=2 if how.endswith("2") else 5)
+            finally:
+                resume.set()
+                thread.join()
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    (row,) = snap.targets[snap.targets["symbol"] == "any"]
+    at = snap.callsites["target"] == int(row["target"])
+    assert [int(n) for n in snap.callsites[at]["calls"]] == [15] == [int(row["calls"])]
+    expected = np.bincount([_bucket(ns, 3) for ns in [100, 3, 2**33] * 5], minlength=snap.callsite_counts.shape[1])
+    assert snap.callsite_counts[at][0].tolist() == expected.tolist()
+    assert int(snap.callsites[at]["total_ns"][0]) == 5 * (100 + 3 + 2**33)

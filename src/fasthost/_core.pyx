@@ -520,7 +520,7 @@ def _collect():
         nrows += 64
         nsites += 16
         sites = np.zeros((nsites, len(SITE_FIELDS)), dtype=np.uint64)
-        site_counts = np.zeros((nsites, FH_SITE_BUCKETS), dtype=np.uint32)
+        site_counts = np.zeros((nsites, FH_SITE_BUCKETS), dtype=np.uint64)
         threads = np.zeros((nthreads, len(THREAD_FIELDS)), dtype=np.uint64)
         names = np.zeros(nthreads, dtype=f"S{FH_THREAD_NAME}")
         results = np.zeros((nthreads, FH_CALLS, FH_RESULTS), dtype=np.uint64)
@@ -556,7 +556,7 @@ def _collect():
 cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned char[:, ::1] names,
                       uint64_t[:, :, ::1] results, uint64_t[:, ::1] targets, long long[:, ::1] rows,
                       uint64_t[:, ::1] counts, Py_ssize_t *filled_targets, Py_ssize_t *filled_rows,
-                      uint64_t[:, ::1] sites, uint32_t[:, ::1] site_counts, Py_ssize_t *filled_sites,
+                      uint64_t[:, ::1] sites, uint64_t[:, ::1] site_counts, Py_ssize_t *filled_sites,
                       uint64_t *sites_dropped) noexcept nogil:
     """Copies every in-session thread into the (zeroed) arrays. Returns the
     number of threads copied, or -1 when an array was too small."""
@@ -565,7 +565,6 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
     cdef Py_ssize_t ti = 0, gi = 0, ri = 0, si = 0
     cdef fh_site **thread_sites
     cdef fh_site *site
-    cdef uint32_t b
     cdef uint32_t i, r, c, k, n, nrow = fh_bucket_rows(precision), width = 1u << precision
     cdef uint64_t *row
     cdef uint64_t **nested
@@ -631,8 +630,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
                 return -1
             site = thread_sites[i]
             fh_copy_site_record(ti, site, &sites[si, 0])
-            for b in range(FH_SITE_BUCKETS):
-                site_counts[si, b] = fh_read_u32(&site.counts[b])
+            fh_copy_site_counts(site, &site_counts[si, 0])
             si += 1
         sites_dropped[0] += fh_read_u64(&ts.sites_dropped)
         ti += 1
@@ -788,6 +786,7 @@ _C_API = PyCapsule_New(<void *>&_api, FASTHOST_CAPSULE_NAME, NULL)
 cdef fh_test_api _test_api
 _test_api.corrupt_current_thread = fh_test_corrupt_current
 _test_api.set_manual_time = fh_clock_set_manual
+_test_api.add_site_samples = fh_test_add_site_samples
 _TEST_API = PyCapsule_New(<void *>&_test_api, FH_TEST_CAPSULE_NAME, NULL)
 
 

@@ -57,7 +57,7 @@ cdef extern from "fh_state.h" nogil:
         FH_SITE_BUCKETS
         FH_SITE_PRECISION
     ctypedef struct fh_site:
-        uint32_t counts[1]
+        pass
 
     ctypedef struct fh_thread:
         uint32_t alive
@@ -105,6 +105,7 @@ cdef extern from "fh_session.h" nogil:
     int fh_abandon_entry(uint64_t position) noexcept
     int fh_top_is_unmanaged() noexcept
     int fh_test_corrupt_current(int how) noexcept
+    int fh_test_add_site_samples(uint64_t code, uint32_t where, uint64_t target, uint64_t ns, uint64_t count) noexcept
 
 cdef extern from "fh_readers.h" nogil:
     void fh_registry_lock() noexcept
@@ -134,6 +135,7 @@ cdef extern from "fh_readers.h" nogil:
     void fh_copy_thread_record(const fh_thread *ts, uint64_t *out) noexcept
     void fh_copy_target_record(uint64_t thread, const fh_target *t, uint64_t *out) noexcept
     void fh_copy_site_record(uint64_t thread, const fh_site *site, uint64_t *out) noexcept
+    void fh_copy_site_counts(const fh_site *site, uint64_t *out) noexcept
     void fh_copy_row_record(long long thread, long long target, long long kind, long long row, long long *out) noexcept
 
 cdef extern from "fh_test_api.h" nogil:
@@ -141,3 +143,4 @@ cdef extern from "fh_test_api.h" nogil:
     ctypedef struct fh_test_api:
         int (*corrupt_current_thread)(int how) noexcept
         void (*set_manual_time)(uint64_t ns) noexcept
+        int (*add_site_samples)(uint64_t code, uint32_t where, uint64_t target, uint64_t ns, uint64_t count) noexcept

@@ -6,7 +6,7 @@ state and a manual clock. The C loops the benchmarks compare live in bench/.
 """
 
 from cpython.pycapsule cimport PyCapsule_Import
-from libc.stdint cimport int32_t, uint64_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 
 from fasthost.hresult import HResult
@@ -53,6 +53,8 @@ cdef extern from "fh_test_api.h":
     ctypedef struct fh_test_api:
         int (*corrupt_current_thread)(int how) noexcept nogil
         void (*set_manual_time)(uint64_t ns) noexcept nogil
+        int (*add_site_samples)(uint64_t code, uint32_t where, uint64_t target, uint64_t ns,
+                                uint64_t count) noexcept nogil
 
 fasthost_import()
 cdef fh_test_api *_hooks = <fh_test_api *>PyCapsule_Import(FH_TEST_CAPSULE_NAME, 0)
@@ -154,3 +156,13 @@ def advance_manual_time(uint64_t ns):
     """Moves the "manual" clock forward by `ns`; returns the new time."""
     set_manual_time(_manual_now + ns)
     return _manual_now
+
+
+def add_site_samples(uint64_t code, uint32_t where, uint64_t target, uint64_t ns, uint64_t count):
+    """Records `count` closes of `ns` ns at the call site (code, where) ->
+    target of the calling thread, in one step, as that many closes would
+    (counts past 2**32 without 2**32 calls). RuntimeError if the thread is
+    not recording in this session (make one call first) or the site finds
+    no room."""
+    if _hooks.add_site_samples(code, where, target, ns, count) != 0:
+        raise RuntimeError("this thread is not recording (or its call sites are full)")

@@ -9,8 +9,14 @@
  * controller calls stop(), start() and reset() with frames in flight. The
  * reader and the controller share one mutex, as snapshot() and reset()
  * share the GIL in the Python module.
+ * Closes record call sites too, half of them the way a capture's callback
+ * does (fh_close_ready with `leaf`: the site's bucket taken from the
+ * target's), and the reader copies the sites' histograms as snapshot()
+ * does: each holds the calls its record says, give or take the one close
+ * in flight on its thread.
  * Phase 2 (exact): a fresh session, writers doing plain pairs; the totals
- * read afterwards must be exactly threads x pairs.
+ * read afterwards must be exactly threads x pairs, and each call site's
+ * histogram exactly its calls.
  */
 #define _GNU_SOURCE
 #define FH_ENDED_THREADS_KEPT 2u /* writers that end are folded, under the reader */
@@ -38,6 +44,19 @@ static void check(int ok, const char *what)
     }
 }
 
+/* A close at the call site (code, where): as a capture's callback makes it
+ * (the fast close with `leaf`, else the full one) when `leaf`, else through
+ * the C API's path. */
+static int site_close(uint64_t code, uint32_t where, int leaf)
+{
+    if (!leaf)
+        return fh_enter_runtime_at(code, where);
+    fh_close_plan plan;
+    if (!fh_close_ready(&plan, code, where, 1))
+        return fh_enter_close(plan.now, code, where);
+    return fh_close_commit(&plan);
+}
+
 static void *chaos_writer(void *arg)
 {
     uint64_t seed = (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 1;
@@ -46,11 +65,15 @@ static void *chaos_writer(void *arg)
         seed ^= seed >> 7;
         seed ^= seed << 17;
         uint64_t target = 0x1000 + seed % 300; /* > max_targets: overflow row */
-        switch (seed % 7) {
+        switch (seed % 8) {
         case 0:
         case 1:
             fh_leave_runtime(target);
             fh_enter_runtime();
+            break;
+        case 7: /* past max_targets sites too: dropped */
+            fh_leave_runtime(target);
+            site_close(0x7000 + (seed >> 8) % 4 * 16, (uint32_t)(seed >> 16) % 50 * 2, (seed >> 24) & 1);
             break;
         case 2:
             fh_leave_runtime(target);
@@ -92,7 +115,7 @@ static void *nesting_writer(void *arg)
         }
         check(fh_current_depth() == (uint64_t)levels, "depth is the nesting");
         for (int l = levels - 1; l >= 0; l--) {
-            int result = l % 2 ? fh_reverse_leave_runtime() : fh_enter_runtime();
+            int result = l % 2 ? fh_reverse_leave_runtime() : site_close(0x8000, (uint32_t)l, i & 1);
             check(result != FH_NOT_OWNER && result != FH_FAIL, "a correctly nested close is never refused");
         }
         check(fh_current_depth() == 0, "depth 0 after the outermost close");
@@ -141,6 +164,39 @@ static uint64_t read_memory(void)
     return seen;
 }
 
+/* A call site's calls read before and after its histogram, and the
+ * histogram's total. */
+static void read_site(fh_site *site, uint64_t *before, uint64_t *total, uint64_t *after)
+{
+    static uint64_t counts[FH_SITE_BUCKETS]; /* the reader's (one thread) */
+    *before = fh_read_u64(&site->calls);
+    fh_copy_site_counts(site, counts);
+    *total = 0;
+    for (uint32_t b = 0; b < FH_SITE_BUCKETS; b++)
+        *total += counts[b];
+    *after = fh_read_u64(&site->calls);
+}
+
+/* Every call site of `ts`: its histogram holds what its calls say, but for
+ * a close in flight on the owning thread (its calls counted, its bucket
+ * not yet, or the other way round). Returns the sites' calls. */
+static uint64_t read_sites(fh_thread *ts, int exact)
+{
+    uint64_t calls = 0;
+    uint32_t n = fh_thread_nsites(ts);
+    fh_site **sites = fh_thread_sites(ts);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t before, total, after;
+        read_site(sites[i], &before, &total, &after);
+        check(before <= after, "a site's calls never go down");
+        check(total + 1u >= before && total <= after + 1u, "a site's histogram holds its calls");
+        if (exact)
+            check(total == before && before == after, "a site's histogram holds exactly its calls");
+        calls += after;
+    }
+    return calls;
+}
+
 static uint64_t read_everything(void)
 {
     uint64_t calls = 0, seen = read_memory();
@@ -173,7 +229,7 @@ static uint64_t read_everything(void)
                         fh_add_counts(counts, rows[k], width);
             }
         }
-        seen += counts[0];
+        seen += counts[0] + read_sites(ts, 0);
     }
     fh_registry_unlock();
     sink = seen;
@@ -217,9 +273,22 @@ static void *exact_writer(void *arg)
     (void)arg;
     for (int i = 0; i < EXACT_PAIRS; i++) {
         check(fh_leave_runtime(0xE0) == FH_OK, "leave S_OK");
-        check(fh_enter_runtime() == FH_OK, "enter S_OK");
+        check(site_close(0xC0DE, (uint32_t)i % 4u * 2u, i % 3 != 0) == FH_OK, "enter S_OK");
     }
     return NULL;
+}
+
+/* After the exact writers ended (two kept, two folded into the ended row):
+ * each site's histogram is exactly its calls, and they add up to them. */
+static uint64_t read_exact_sites(void)
+{
+    uint64_t calls = 0;
+    fh_registry_lock();
+    for (fh_thread *ts = fh_rt.threads; ts; ts = ts->next)
+        if (fh_thread_in_session(ts))
+            calls += read_sites(ts, 1);
+    fh_registry_unlock();
+    return calls;
 }
 
 int main(void)
@@ -255,6 +324,7 @@ int main(void)
     run_threads(exact_writer, WRITERS);
     uint64_t calls = read_everything();
     check(calls == (uint64_t)WRITERS * EXACT_PAIRS * 2u, "exact totals after the writers ended");
+    check(read_exact_sites() == (uint64_t)WRITERS * EXACT_PAIRS, "every close at its call site, once");
 
     fh_stop();
     fh_reset(); /* frees the ended threads' states: LeakSanitizer checks */

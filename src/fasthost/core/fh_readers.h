@@ -56,6 +56,19 @@ static inline void fh_copy_site_record(uint64_t thread, const fh_site *site, uin
     FH_SITE_RECORD(FH_COPY_STORED, FH_COPY_VALUE)
 }
 #undef FH_COPY_SOURCE
+
+/* A call site's histogram as FH_SITE_BUCKETS counts (zeros where it has no
+ * row); rows are published before their first count. */
+static inline void fh_copy_site_counts(const fh_site *site, uint64_t *out)
+{
+    const uint32_t width = 1u << FH_SITE_PRECISION;
+    for (uint32_t r = 0; r < FH_SITE_ROWS; r++) {
+        const uint64_t *row = fh_load_acquire((uint64_t **)&site->rows[r]);
+        for (uint32_t b = 0; b < width; b++)
+            out[r * width + b] = row != NULL ? fh_load(&row[b]) : 0;
+    }
+}
+
 static inline void fh_copy_row_record(int64_t thread, int64_t target, int64_t kind, int64_t row, long long *out)
 {
     FH_ROW_RECORD(FH_COPY_STORED, FH_COPY_VALUE)

@@ -79,9 +79,12 @@ typedef struct fh_aside_run {
 /* A call site: the Python code location (code object and instruction
  * offset, from a capture) that made calls to one target, with their
  * counts, times and a coarse histogram. Allocated from the thread's arena
- * the first time the thread closes a frame there. */
+ * the first time the thread closes a frame there; its histogram's rows
+ * (64-bit counts, as a target's: one place can be called more than 2**32
+ * times) the first time a duration reaches them. */
 #define FH_SITE_PRECISION 3u /* 8 sub-buckets: quantiles within 12.5 % */
-#define FH_SITE_BUCKETS ((65u - FH_SITE_PRECISION) << FH_SITE_PRECISION)
+#define FH_SITE_ROWS (65u - FH_SITE_PRECISION)
+#define FH_SITE_BUCKETS (FH_SITE_ROWS << FH_SITE_PRECISION)
 
 typedef struct fh_site {
     uint64_t code;   /* the caller's code object (an address) */
@@ -89,7 +92,7 @@ typedef struct fh_site {
     uint32_t where;  /* the instruction's offset in the code, in bytes */
     uint32_t unused;
     FH_SITE_RECORD(FH_MEMBER, FH_NOT_STORED) /* calls, total_ns, exclusive_ns */
-    uint32_t counts[FH_SITE_BUCKETS]; /* inclusive durations */
+    uint64_t *rows[FH_SITE_ROWS]; /* inclusive durations; NULL: no count yet */
 } fh_site;
 
 typedef struct fh_site_entry {
@@ -350,29 +353,37 @@ found:
 
 /* ---- histograms ---------------------------------------------------------- */
 
-static FH_NOINLINE uint64_t *fh_row_new(fh_thread *ts, uint64_t **slot)
+static FH_NOINLINE uint64_t *fh_row_new(fh_thread *ts, uint64_t **slot, unsigned precision)
 {
-    uint64_t *row = (uint64_t *)fh_arena_alloc(ts, sizeof(uint64_t) << ts->precision);
+    uint64_t *row = (uint64_t *)fh_arena_alloc(ts, sizeof(uint64_t) << precision);
     if (row != NULL)
         fh_store_release(slot, row);
     return row;
 }
 
-FH_INLINE void fh_paged_record(fh_thread *ts, uint64_t **rows, uint64_t ns)
+/* Counts `ns` in a histogram of `precision` stored as rows made on first
+ * use (a target's, a call site's); a row there is no memory for drops the
+ * sample (counted). */
+FH_INLINE void fh_paged_record_at(fh_thread *ts, uint64_t **rows, uint64_t ns, unsigned precision)
 {
-    uint32_t index = fh_bucket_index(ns, ts->precision);
-    uint64_t **slot = &rows[index >> ts->precision];
+    uint32_t index = fh_bucket_index(ns, precision);
+    uint64_t **slot = &rows[index >> precision];
     uint64_t *row = *slot;
     if (FH_UNLIKELY(row == NULL)) {
         int saved = errno;
-        row = fh_row_new(ts, slot);
+        row = fh_row_new(ts, slot, precision);
         errno = saved;
         if (row == NULL) {
             fh_bump(&ts->dropped_samples, 1);
             return;
         }
     }
-    fh_bump(&row[index & ((1u << ts->precision) - 1u)], 1);
+    fh_bump(&row[index & ((1u << precision) - 1u)], 1);
+}
+
+FH_INLINE void fh_paged_record(fh_thread *ts, uint64_t **rows, uint64_t ns)
+{
+    fh_paged_record_at(ts, rows, ns, ts->precision);
 }
 
 /* A frame that had callbacks inside: its exclusive duration differs. */
@@ -485,13 +496,12 @@ static fh_site *fh_site_lookup(fh_thread *ts, uint64_t code, uint32_t where, uin
     return site;
 }
 
+/* A call site's counters (its histogram is counted apart). */
 FH_INLINE void fh_site_add(fh_site *site, uint64_t inclusive, uint64_t exclusive)
 {
     fh_bump(&site->calls, 1);
     fh_bump(&site->total_ns, inclusive);
     fh_bump(&site->exclusive_ns, exclusive);
-    uint32_t *bucket = &site->counts[fh_bucket_index(inclusive, FH_SITE_PRECISION)];
-    fh_store(bucket, *bucket + 1u);
 }
 
 static FH_NOINLINE void fh_site_record(fh_thread *ts, uint64_t code, uint32_t where, uint64_t target,
@@ -505,6 +515,7 @@ static FH_NOINLINE void fh_site_record(fh_thread *ts, uint64_t code, uint32_t wh
         return;
     }
     fh_site_add(site, inclusive, exclusive);
+    fh_paged_record_at(ts, site->rows, inclusive, FH_SITE_PRECISION);
 }
 
 /* Adds `n` relaxed-loaded counts from `src` into `dst`. */

@@ -18,6 +18,9 @@ typedef struct fh_test_api {
     int (*corrupt_current_thread)(int how);
     /* Sets the time of the "manual" clock, in ns. */
     void (*set_manual_time)(uint64_t ns);
+    /* `count` closes of `ns` ns at a call site of the calling thread, in one
+     * step; -1 if it is not recording or the site finds no room. */
+    int (*add_site_samples)(uint64_t code, uint32_t where, uint64_t target, uint64_t ns, uint64_t count);
 } fh_test_api;
 
 #endif /* FASTHOST_TEST_API_H */

@@ -273,12 +273,29 @@ static int fh_fold_rows(fh_thread *into, uint64_t **dst, uint64_t *const *src, u
     for (uint32_t r = 0; r < rows; r++) {
         if (src[r] == NULL)
             continue;
-        if (dst[r] == NULL && fh_row_new(into, &dst[r]) == NULL)
+        if (dst[r] == NULL && fh_row_new(into, &dst[r], into->precision) == NULL)
             return -1;
         if (add)
             fh_add_counts(dst[r], src[r], 1u << into->precision);
     }
     return 0;
+}
+
+/* Adds a call site's histogram to another's; counts that find no memory
+ * for their row are dropped (counted), as when they were recorded. */
+static void fh_fold_site_rows(fh_thread *into, fh_site *dst, const fh_site *src)
+{
+    const uint32_t width = 1u << FH_SITE_PRECISION;
+    for (uint32_t r = 0; r < FH_SITE_ROWS; r++) {
+        if (src->rows[r] == NULL)
+            continue;
+        if (dst->rows[r] != NULL || fh_row_new(into, &dst->rows[r], FH_SITE_PRECISION) != NULL) {
+            fh_add_counts(dst->rows[r], src->rows[r], width);
+            continue;
+        }
+        for (uint32_t b = 0; b < width; b++)
+            into->dropped_samples += src->rows[r][b];
+    }
 }
 
 /* Adds everything `from` recorded into `into` (the same session's shape):
@@ -329,8 +346,7 @@ static int fh_thread_fold(fh_thread *into, const fh_thread *from)
         d->calls += f->calls;
         d->total_ns += f->total_ns;
         d->exclusive_ns += f->exclusive_ns;
-        for (uint32_t b = 0; b < FH_SITE_BUCKETS; b++)
-            d->counts[b] += f->counts[b];
+        fh_fold_site_rows(into, d, f);
     }
     into->sites_dropped += from->sites_dropped;
     for (int c = 0; c < FH_CALLS; c++)

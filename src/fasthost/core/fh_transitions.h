@@ -243,12 +243,16 @@ static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t wher
     return fh_enter_account(ts, t, inclusive, exclusive);
 }
 
+/* fh_close_ready takes a call site's bucket from the frame's own. */
+_Static_assert(FH_DEFAULT_PRECISION >= FH_SITE_PRECISION, "a call site's histogram is the coarser");
+
 /* What the fast close of the top frame found, before writing anything. */
 typedef struct fh_close_plan {
     fh_thread *ts;
     fh_frame *frame;
     fh_site *site;    /* the call site's record, or NULL (no call site) */
     uint64_t *bucket; /* the inclusive duration's histogram bucket */
+    uint64_t *site_bucket; /* the same in the call site's histogram */
     uint64_t now;     /* the close's timestamp; 0 when none was taken */
     uint64_t inclusive;
     uint32_t depth;
@@ -293,11 +297,29 @@ FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where,
     /* A leaf caller's bucket is at the default precision, whose shifts are
      * by constants: a variable shift ties up registers it does not have. */
     uint32_t slot;
-    uint64_t *row = t->rows[leaf ? fh_bucket_row(inclusive, FH_DEFAULT_PRECISION, &slot)
-                                 : fh_bucket_row(inclusive, ts->precision, &slot)];
+    uint32_t r = leaf ? fh_bucket_row(inclusive, FH_DEFAULT_PRECISION, &slot)
+                      : fh_bucket_row(inclusive, ts->precision, &slot);
+    uint64_t *row = t->rows[r];
     if (FH_UNLIKELY(row == NULL))
         return 0;
     plan->bucket = &row[slot];
+    if (plan->site != NULL) {
+        /* The call site's bucket (a coarser precision). A leaf caller takes
+         * it from the one above, which lies inside it: past the exact
+         * buckets of row 0, a row at precision p is row + (p - q) at
+         * precision q, and its bucket slot >> (p - q). */
+        uint32_t site_slot, site_r;
+        if (leaf && FH_LIKELY(r != 0)) {
+            site_r = r + (FH_DEFAULT_PRECISION - FH_SITE_PRECISION);
+            site_slot = slot >> (FH_DEFAULT_PRECISION - FH_SITE_PRECISION);
+        } else {
+            site_r = fh_bucket_row(inclusive, FH_SITE_PRECISION, &site_slot);
+        }
+        uint64_t *site_row = plan->site->rows[site_r];
+        if (FH_UNLIKELY(site_row == NULL))
+            return 0;
+        plan->site_bucket = &site_row[site_slot];
+    }
     return 1;
 }
 
@@ -308,8 +330,10 @@ FH_INLINE int fh_close_commit(const fh_close_plan *plan)
     uint64_t inclusive = plan->inclusive;
     fh_pop(ts, plan->frame, plan->depth, inclusive);
     fh_bump(plan->bucket, 1);
-    if (plan->site != NULL)
+    if (plan->site != NULL) {
         fh_site_add(plan->site, inclusive, inclusive);
+        fh_bump(plan->site_bucket, 1);
+    }
     return fh_enter_account(ts, plan->frame->target, inclusive, inclusive);
 }
 
