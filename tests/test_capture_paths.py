@@ -103,21 +103,31 @@ def _bucket(ns: int, precision: int) -> int:
 
 @pytest.mark.parametrize("capture", CAPTURES)
 @pytest.mark.parametrize("precision", [1, 5, 8])
-@pytest.mark.parametrize("ns", [0, 1, 63, 64, 4095, 123_456_789, 2**32, 2**40 + 12_345, 2**62 + 99])
+@pytest.mark.parametrize(
+    "ns", [0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 4095, 123_456_789, 2**32, 2**40 + 12_345, 2**62 + 99]
+)
 def test_a_builtins_duration_on_the_manual_clock_is_exact_on_every_path(capture, precision, ns):
     # any() runs advance_manual_time from C (map's iteration), so the
-    # builtin's frame lasts exactly `ns` and has nothing nested in it.
+    # builtin's frame lasts exactly `ns` and has nothing nested in it. The
+    # first call makes the records (the full path), the next two find them
+    # (the fast path where the clock and precision allow it).
+    def three_calls():
+        for _ in range(3):
+            any(map(_testing.advance_manual_time, [ns]))
+
     _testing.set_manual_time(1_000_000)
-    snap = recorded(
-        capture, lambda: any(map(_testing.advance_manual_time, [ns])), clock="manual", precision=precision,
-        timeout_ns=5000,
-    )  # fmt: skip
+    snap = recorded(capture, three_calls, clock="manual", precision=precision, timeout_ns=5000)
     (row,) = snap.targets[snap.targets["symbol"] == "any"]
-    assert [int(row[k]) for k in ("calls", "total_ns", "exclusive_ns", "min_ns", "max_ns")] == [1, ns, ns, ns, ns]
-    assert int(row["timeouts"]) == (ns > 5000)
-    assert np.flatnonzero(snap.histogram("inclusive", target="any").counts).tolist() == [_bucket(ns, precision)]
-    (site,) = snap.callsites[snap.callsites["target"] == int(row["target"])]
-    assert (int(site["calls"]), int(site["total_ns"])) == (1, ns)
+    expected = [3, 3 * ns, 3 * ns, ns, ns]
+    assert [int(row[k]) for k in ("calls", "total_ns", "exclusive_ns", "min_ns", "max_ns")] == expected
+    assert int(row["timeouts"]) == 3 * (ns > 5000)
+    counts = snap.histogram("inclusive", target="any").counts
+    assert np.flatnonzero(counts).tolist() == [_bucket(ns, precision)]
+    assert int(counts.sum()) == 3
+    (site,) = np.flatnonzero(snap.callsites["target"] == int(row["target"]))
+    assert (int(snap.callsites["calls"][site]), int(snap.callsites["total_ns"][site])) == (3, 3 * ns)
+    assert np.flatnonzero(snap.callsite_counts[site]).tolist() == [_bucket(ns, _core.SITE_PRECISION)]
+    assert int(snap.callsite_counts[site].sum()) == 3
 
 
 # Durations where a call site's bucket (precision 3) is easy to get wrong

@@ -48,6 +48,8 @@ static int fh_runtime_init(void)
     fh_rt.config.max_depth = FH_DEFAULT_MAX_DEPTH;
     fh_rt.config.precision = FH_DEFAULT_PRECISION;
     fh_rt.config.max_targets = FH_DEFAULT_MAX_TARGETS;
+    for (uint32_t ns = 0; ns < (1u << FH_DEFAULT_PRECISION); ns++)
+        fh_site_bucket_of_small[ns] = (uint8_t)fh_bucket_index(ns, FH_SITE_PRECISION);
     fh_rt.initialized = 1;
     return 0;
 }

@@ -246,6 +246,11 @@ static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t wher
 /* fh_close_ready takes a call site's bucket from the frame's own. */
 _Static_assert(FH_DEFAULT_PRECISION >= FH_SITE_PRECISION, "a call site's histogram is the coarser");
 
+/* The call site's bucket index of each duration of the exact row 0 at the
+ * default precision (below 2**FH_DEFAULT_PRECISION ns), for the fast close;
+ * filled by fh_runtime_init. */
+static uint8_t fh_site_bucket_of_small[1u << FH_DEFAULT_PRECISION];
+
 /* What the fast close of the top frame found, before writing anything. */
 typedef struct fh_close_plan {
     fh_thread *ts;
@@ -312,6 +317,10 @@ FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where,
         if (leaf && FH_LIKELY(r != 0)) {
             site_r = r + (FH_DEFAULT_PRECISION - FH_SITE_PRECISION);
             site_slot = slot >> (FH_DEFAULT_PRECISION - FH_SITE_PRECISION);
+        } else if (leaf) {
+            uint32_t index = fh_site_bucket_of_small[slot]; /* row 0: slot is the duration */
+            site_r = index >> FH_SITE_PRECISION;
+            site_slot = index & ((1u << FH_SITE_PRECISION) - 1u);
         } else {
             site_r = fh_bucket_row(inclusive, FH_SITE_PRECISION, &site_slot);
         }
