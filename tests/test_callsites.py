@@ -18,7 +18,7 @@ from fasthost import _testing
 from fasthost.export.callsites import SITE_BUCKETS, SITE_PRECISION
 from fasthost.export.report import called_from, format_ns
 
-from .conftest import run_threads
+from .conftest import run_threads, run_threads_in_turn
 
 
 @pytest.fixture
@@ -84,10 +84,7 @@ def test_call_sites_of_threads_folded_into_the_ended_row_stay_exact(session):
 
     line = work.__code__.co_firstlineno + 2  # the math.sqrt line
     with fasthost.capture_builtins():
-        for _ in range(70):
-            thread = threading.Thread(target=work)
-            thread.start()
-            thread.join()
+        run_threads_in_turn(work, 70)
     snap = fasthost.snapshot()
     assert any(str(name).endswith(" ended threads>") for name in snap.threads["name"])
     counts, _ = sites_of(snap, "math.sqrt")
@@ -114,10 +111,7 @@ def test_a_call_site_counts_past_2_32_calls_in_one_bucket(tmp_path):
             fasthost.enter_runtime()
             _testing.add_site_samples(code, where, target, ns, 2**31)
 
-        for _ in range(66):  # the last two fold into one row: 2**32 there
-            thread = threading.Thread(target=work)
-            thread.start()
-            thread.join()
+        run_threads_in_turn(work, 66)  # the last two fold into one row: 2**32 there
         snap = fasthost.snapshot()
     finally:
         fasthost.stop()
