@@ -1,6 +1,9 @@
 """fork: the child starts with empty counters and records normally."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -95,3 +98,67 @@ def test_a_child_forked_inside_a_captured_callback_closes_its_frames_and_records
     snap = fasthost.snapshot()
     assert int(snap.totals["results"]["HOST_E_ABANDONED"]) == 0
     assert [int(r["calls"]) for r in snap.targets if str(r["symbol"]) == "sorted"] == [1]
+
+
+def _run_python(script: str) -> list[str]:
+    """Runs `script` in a fresh interpreter (a hang there fails the test
+    instead of the suite); returns the words it printed."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_a_signal_handler_can_stop_a_capture_while_its_thread_holds_the_capture_lock():
+    # A followed multiprocessing child that SIGTERM ends stops its captures
+    # in the handler, which may run while its own thread is inside start()
+    # or stop(), holding the lock they share: that stop must not wait for
+    # itself.
+    printed = _run_python(
+        """
+        import os, signal, fasthost
+        from fasthost.capture import builtins as capture_module
+        capture = fasthost.capture_builtins().start()
+
+        def handler(signum, frame):
+            capture.stop()
+            print("stopped", capture.active)
+
+        signal.signal(signal.SIGALRM, handler)
+        with capture_module._lock:  # as start() and stop() hold it
+            os.kill(os.getpid(), signal.SIGALRM)
+            sum(range(10))  # the handler runs here, on the lock's holder
+        print("running", fasthost.running())
+        """
+    )
+    assert printed == ["stopped", "False", "running", "False"]
+
+
+def test_a_child_forked_while_another_thread_holds_the_capture_lock_can_capture():
+    # The thread holding the lock does not exist in the child: the lock it
+    # held would stay held there for ever.
+    printed = _run_python(
+        """
+        import os, threading, fasthost
+        from fasthost.capture import builtins as capture_module
+        held, release = threading.Event(), threading.Event()
+
+        def holder():
+            with capture_module._lock:
+                held.set()
+                release.wait()
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            with fasthost.capture_builtins():
+                abs(-1)
+            os._exit(0 if fasthost.snapshot().totals["calls"]["leave"] >= 1 else 3)
+        release.set()
+        thread.join()
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    assert printed == ["child", "0"]

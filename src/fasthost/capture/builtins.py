@@ -12,6 +12,7 @@ thread started while capturing installs it on its first event
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -20,8 +21,22 @@ from fasthost import _core
 
 __all__ = ["capture_builtins"]
 
-_lock = threading.Lock()
+# Reentrant: a signal handler that stops the captures (a followed
+# multiprocessing child that SIGTERM ends writes its data) may interrupt
+# its own thread while it holds the lock in start() or stop().
+_lock = threading.RLock()
 _active: _Capture | None = None
+
+
+def _new_lock_after_fork() -> None:
+    """A fork made while another thread held the lock leaves it held for
+    ever in the child, where that thread does not exist: the child (which
+    may record, followed by ``fasthost run``) gets a fresh one."""
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 class _Capture:
