@@ -430,3 +430,52 @@ def test_a_snapshot_holds_the_cores_call_site_counts_once():
     finally:
         tracemalloc.stop()
     assert peak < 2.5 * (8 * 500 * SITE_BUCKETS * 8)
+
+
+def _capture(capture):
+    return fasthost.capture_native() if capture == "native" else fasthost.capture_builtins()
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_each_short_lived_code_object_keeps_its_own_call_site(session, capture):
+    """A call site is its code object's address, so the code is kept alive
+    from the close that first records it. 300 code objects, each made,
+    called from and dropped in turn (unkept, the next one would be made at
+    the same address), are 300 call sites, each with its own file and
+    count."""
+    with _capture(capture):
+        for number in range(300):
+            source = f"for _ in range({number % 3 + 1}):\n    cos(0.5)\n"
+            exec(compile(source, f"<short{number}>", "exec"), {"cos": math.cos})
+    _, rows = sites_of(fasthost.snapshot(), "math.cos")
+    assert sorted((str(r["file"]), int(r["line"]), int(r["calls"])) for r in rows) == sorted(
+        (f"<short{number}>", 2, number % 3 + 1) for number in range(300)
+    )
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_a_call_that_returns_while_the_capture_drains_keeps_its_call_site(session, capture):
+    """A builtin called inside the capture and returning after its stop is
+    closed by the draining capture, which records its call site then (and
+    keeps the code object, gone by the time of the snapshot)."""
+    inside, release = threading.Event(), threading.Event()
+
+    def key(value):
+        if not inside.is_set():
+            inside.set()
+            release.wait()
+        return value
+
+    source = "sorted([2, 1], key=key)\n"
+    worker = threading.Thread(target=lambda: exec(compile(source, "<drained>", "exec"), {"key": key}))
+    capture_ = _capture(capture).start()
+    try:
+        worker.start()
+        assert inside.wait(10)
+    finally:
+        capture_.stop()  # the worker is inside sorted(), in its key
+        release.set()
+        worker.join()
+    del worker
+    _, rows = sites_of(fasthost.snapshot(), "sorted")
+    assert [(str(r["file"]), int(r["line"]), int(r["calls"])) for r in rows] == [("<drained>", 1, 1)]

@@ -216,8 +216,12 @@ static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kin
 
 /* Call sites are recorded by code object address; the code objects are
  * kept alive in fh_site_codes (a set) so that an address always means the
- * same code when the snapshot names it. A thread remembers the last code
- * it added, so a loop calling builtins adds its code once. */
+ * same code when the snapshot names it. A code object is kept by the slow
+ * close that first records one of its sites (the fast close only finds
+ * sites in the thread's recent cache, which this session's slow closes
+ * made), so the calls themselves do nothing for it; a close while the
+ * frame that made the call runs, so the code is alive. A thread remembers
+ * the last code it kept, so a loop calling builtins keeps its code once. */
 static int fh_sites_on;
 static PyObject *fh_site_codes;    /* {id(code): code}; owned by _core */
 static uint64_t fh_site_codes_age; /* bumped when the set is emptied */
@@ -237,14 +241,20 @@ static int fh_keep_alive(PyObject *kept, PyObject *object)
     return !failed;
 }
 
-static inline void fh_site_keep(PyObject *code)
+/* The call site `code` (a hook entry's site) for a slow close to record:
+ * itself once its code object is kept, or 0 (record the call without its
+ * site) if it is none or could not be kept. Called with the GIL. */
+static uintptr_t fh_site_kept(uintptr_t code)
 {
-    if (code == fh_site_last_code && fh_site_last_age == fh_site_codes_age)
-        return;
-    if (!fh_keep_alive(fh_site_codes, code))
-        return;
-    fh_site_last_code = code;
+    PyObject *object = (PyObject *)code;
+    if (object == NULL || (object == fh_site_last_code && fh_site_last_age == fh_site_codes_age))
+        return code;
+    /* Not a code object: an event made up by hand (fh_mon_args_ok). */
+    if (!PyCode_Check(object) || !fh_keep_alive(fh_site_codes, object))
+        return 0;
+    fh_site_last_code = object;
     fh_site_last_age = fh_site_codes_age;
+    return code;
 }
 
 /* The objects whose address is a target (a ufunc, a numpy array function,
@@ -280,10 +290,8 @@ static FH_NOINLINE int fh_hook_call(PyFrameObject *frame, PyObject *callable)
     uintptr_t target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     uint32_t where = 0;
     PyObject *code = NULL;
-    if (fh_sites_on && frame != NULL) {
+    if (fh_sites_on && frame != NULL)
         code = fh_frame_site(frame, &where);
-        fh_site_keep(code);
-    }
     if (!fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN, where, 0, (uintptr_t)code))
         return 0;
     fh_leave_runtime(target);
@@ -318,7 +326,11 @@ static FH_NOINLINE int fh_hook_return(PyFrameObject *frame)
 static FH_NOINLINE int fh_hook_close_popped(uint64_t now)
 {
     const fh_hook_entry *popped = &fh_hook_own.entries[fh_hook_own.count];
-    fh_enter_close(now, popped->site, popped->where);
+    uint32_t where = popped->where;
+    uintptr_t site = popped->site;
+    if (now == 0)
+        now = fh_close_now(); /* before fh_site_kept: the frame excludes it */
+    fh_enter_close(now, fh_site_kept(site), where);
     return 0;
 }
 

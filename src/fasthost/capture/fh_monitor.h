@@ -284,36 +284,38 @@ static inline uint32_t fh_mon_offset(PyObject *offset)
     return (uint32_t)PyLong_AsUnsignedLong(offset);
 }
 
-/* The fast paths' reading of the offset: an int of one positive digit
- * (every offset from 1 to 2**30 - 1; no call is at offset 0, where every
- * code object has its RESUME), told by its tag alone. Anything else is
- * left to the full paths, which read it with fh_mon_offset. */
-#define FH_MON_ONE_DIGIT_TAG ((uintptr_t)1 << _PyLong_NON_SIZE_BITS)
-
-static inline int fh_mon_offset_is_one_digit(PyObject *offset)
-{
-    return ((PyLongObject *)offset)->long_value.lv_tag == FH_MON_ONE_DIGIT_TAG;
-}
-
-static inline uint32_t fh_mon_one_digit_offset(PyObject *offset)
+/* The fast paths' reading of the offset: its first digit, which every int
+ * has. An offset (below 2**30: no code object is longer) is that digit;
+ * an int that is not one (made up by hand) reads as some other offset,
+ * and at worst pairs with an event made up the same way. The full paths
+ * read the whole int (fh_mon_offset). */
+static inline uint32_t fh_mon_offset_digit(PyObject *offset)
 {
     return (uint32_t)((PyLongObject *)offset)->long_value.ob_digit[0];
 }
 
-/* Whether an event's arguments are of the kinds the fast paths take: no
+/* Whether an event's arguments are of the kinds the callbacks take: no
  * keywords, `least` to `most` of them, a code object, then an int (the
  * instruction offset). sys.monitoring always passes these for Python code;
- * anything else goes to fh_mon_other_args. Every path below relies on it:
- * the fast paths read the int's tag, the call sites keep args[0] as a code
- * object to name it later. (A negative offset is no danger: no event is at
- * one, so nothing closes what it opens, as with any other event made up by
- * hand.) */
+ * anything else goes to fh_mon_other_args. The call sites keep args[0] as
+ * a code object to name it later. (A negative offset is no danger: no
+ * event is at one, so nothing closes what it opens, as with any other
+ * event made up by hand.) */
 FH_INLINE int fh_mon_args_ok(PyObject *const *args, size_t nargsf, PyObject *kwnames, Py_ssize_t least,
                              Py_ssize_t most)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     return kwnames == NULL && nargs >= least && nargs <= most && Py_IS_TYPE(args[0], &PyCode_Type) &&
            Py_IS_TYPE(args[1], &PyLong_Type);
+}
+
+/* The part of fh_mon_args_ok that C_RETURN checks: four arguments, the
+ * second an int, whose digit it reads. It only compares args[0] with the
+ * code objects that CALL stored, which nothing else can equal; anything
+ * it does not close goes to fh_mon_c_return_full, which does the same. */
+FH_INLINE int fh_mon_c_return_args_ok(PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return kwnames == NULL && PyVectorcall_NARGS(nargsf) == 4 && Py_IS_TYPE(args[1], &PyLong_Type);
 }
 
 /* For arguments fh_mon_args_ok refused: an event of a code-like object
@@ -332,7 +334,9 @@ static FH_NOINLINE PyObject *fh_mon_other_args(PyObject *self, PyObject *const *
  * (recursion through a callback), so the newest entry is always the one
  * that returns first. For that, a call that opens nothing while others are
  * open (a Python class, or any call while draining) leaves a placeholder.
- * This is the whole of it; fh_mon_on_call below takes the common case. */
+ * The call site (args[0]) is kept alive by the close that records it
+ * (fh_site_kept). This is the whole of it; fh_mon_on_call below takes the
+ * common case. */
 static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args)
 {
     PyObject *callable = args[2];
@@ -359,13 +363,8 @@ static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args)
             fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_UNOPENED, where, 0, 0);
         Py_RETURN_NONE;
     }
-    uintptr_t site = 0;
-    if (fh_sites_on) {
-        fh_site_keep(args[0]);
-        site = (uintptr_t)args[0];
-    }
     /* Nothing is opened without memory for the entry that closes it. */
-    if (fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_BUILTIN, where, 0, site))
+    if (fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_BUILTIN, where, 0, fh_sites_on ? (uintptr_t)args[0] : 0))
         fh_leave_runtime(target);
     Py_RETURN_NONE;
 }
@@ -384,18 +383,15 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
         Py_RETURN_NONE; /* no C_RETURN; PY_START tells whether it is a callback */
     int mode = fh_mon_mode;
     uintptr_t target;
-    if (mode == 0 || !fh_mon_common_target(callable, mode, &target) || target == 0 || fh_hook_paused ||
-        !fh_mon_offset_is_one_digit(args[1]))
+    if (mode == 0 || !fh_mon_common_target(callable, mode, &target) || target == 0 || fh_hook_paused)
         return fh_mon_call_full(args);
     PyObject *code = args[0];
-    if (fh_sites_on && (code != fh_site_last_code || fh_site_last_age != fh_site_codes_age))
-        return fh_mon_call_full(args);
     fh_hook_stack *hs = &fh_hook_own;
     fh_thread *ts = fh_current;
-    fh_target *t = fh_leave_ready(ts, target);
+    fh_target *t = fh_leave_ready(ts, target, 1);
     if (t == NULL || hs->count == hs->capacity || !fh_clock_is_inline(&ts->clock))
         return fh_mon_call_full(args);
-    fh_hook_write(hs, ts, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_one_digit_offset(args[1]), 0,
+    fh_hook_write(hs, ts, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_offset_digit(args[1]), 0,
                   fh_sites_on ? (uintptr_t)code : 0);
     fh_leave_push(ts, t, 1);
     Py_RETURN_NONE;
@@ -415,8 +411,10 @@ static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *const *args)
     uint32_t kind = top->kind, where = top->where;
     uintptr_t site = top->site;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-    if (kind == FH_HOOK_BUILTIN)
-        fh_enter_runtime_at(site, where);
+    if (kind == FH_HOOK_BUILTIN) {
+        uint64_t now = fh_close_now(); /* before fh_site_kept: the frame excludes it */
+        fh_enter_close(now, fh_site_kept(site), where);
+    }
     if (FH_UNLIKELY(fh_mon_mode == 0))
         fh_mon_after_drain_close();
     Py_RETURN_NONE;
@@ -437,17 +435,15 @@ static FH_NOINLINE PyObject *fh_mon_close_full(uint64_t now)
  * fh_mon_on_call). */
 static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 4, 4)))
+    if (FH_UNLIKELY(!fh_mon_c_return_args_ok(args, nargsf, kwnames)))
         return fh_mon_other_args(self, args, nargsf, kwnames, 4, 4);
     fh_hook_stack *hs = &fh_hook_own;
     uint32_t count = hs->count;
     if (count == 0)
         Py_RETURN_NONE;
     const fh_hook_entry *top = &hs->entries[count - 1u];
-    if (top->closer != (uintptr_t)args[0])
-        Py_RETURN_NONE; /* not a call this code made: nothing of ours */
-    if (top->kind != FH_HOOK_BUILTIN || fh_mon_mode == 0 || !fh_mon_offset_is_one_digit(args[1]) ||
-        top->where != fh_mon_one_digit_offset(args[1]))
+    if (top->closer != (uintptr_t)args[0] || top->kind != FH_HOOK_BUILTIN || fh_mon_mode == 0 ||
+        top->where != fh_mon_offset_digit(args[1]))
         return fh_mon_c_return_full(args);
     __atomic_store_n(&hs->count, count - 1u, __ATOMIC_RELAXED);
     fh_close_plan plan;

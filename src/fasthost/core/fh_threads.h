@@ -225,6 +225,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     ts->precision = cfg->precision;
     ts->timeout_limit_ns = cfg->timeout_ns != 0 ? cfg->timeout_ns : UINT64_MAX;
     ts->clock = clock;
+    ts->leaf_ok = fh_clock_is_inline(&clock) && cfg->precision == FH_DEFAULT_PRECISION;
     memset(ts->results, 0, sizeof(ts->results));
     ts->max_depth_seen = 0;
     ts->callback_calls = ts->callback_total_ns = ts->callback_exclusive_ns = ts->callback_max_ns = 0;

@@ -165,13 +165,16 @@ static FH_NOINLINE int fh_leave_runtime_full(uint64_t target)
 
 /* The target record for an open of `target` on the fast path: the thread is
  * synced to the running session, has room for a frame and finds the target
- * in its recent cache. NULL otherwise (the full path decides). Reads only. */
-FH_INLINE fh_target *fh_leave_ready(const fh_thread *ts, uint64_t target)
+ * in its recent cache. NULL otherwise (the full path decides). Reads only.
+ * A caller that knows `target` is not 0 says so in `nonzero`: an entry
+ * with a nonzero address always has its record (empty entries are all
+ * zeros), so one test less. */
+FH_INLINE fh_target *fh_leave_ready(const fh_thread *ts, uint64_t target, int nonzero)
 {
     const fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
     fh_target *t = recent->target;
-    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate) || ts->depth >= ts->capacity || t == NULL ||
-                    recent->address != target))
+    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate) || ts->depth >= ts->capacity ||
+                    (!nonzero && t == NULL) || recent->address != target))
         return NULL;
     return t;
 }
@@ -180,7 +183,7 @@ FH_INLINE fh_target *fh_leave_ready(const fh_thread *ts, uint64_t target)
 FH_INLINE int fh_leave_runtime(uint64_t target)
 {
     fh_thread *ts = fh_current;
-    fh_target *t = fh_leave_ready(ts, target);
+    fh_target *t = fh_leave_ready(ts, target, 0);
     if (t == NULL)
         return fh_leave_runtime_full(target);
     return fh_leave_push(ts, t, 0);
@@ -194,13 +197,15 @@ FH_INLINE int fh_enter_account(fh_thread *ts, fh_target *t, uint64_t inclusive, 
     fh_bump(&t->total_ns, inclusive);
     fh_bump(&t->exclusive_ns, exclusive);
     fh_minmax(&t->min_ns, &t->max_ns, inclusive);
-    int result = FH_OK;
+    /* Each result's own count, not results[call][result]: a constant
+     * address is an instruction less than a computed one. */
     if (FH_UNLIKELY(inclusive > ts->timeout_limit_ns)) {
         fh_bump(&t->timeouts, 1);
-        result = FH_TIMEOUT;
+        fh_bump(&ts->results[FH_CALL_ENTER][FH_TIMEOUT], 1);
+        return FH_TIMEOUT;
     }
-    fh_bump(&ts->results[FH_CALL_ENTER][result], 1);
-    return result;
+    fh_bump(&ts->results[FH_CALL_ENTER][FH_OK], 1);
+    return FH_OK;
 }
 
 /* The duration of `frame` (the top of the array) in ns at `now`. */
@@ -243,6 +248,15 @@ static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t wher
     return fh_enter_account(ts, t, inclusive, exclusive);
 }
 
+/* The timestamp that fh_enter_close takes first, for a caller with work to
+ * do before it that the frame must not include: 0 when the thread is not
+ * synced to the running session (fh_enter_close syncs it and takes one). */
+FH_INLINE uint64_t fh_close_now(void)
+{
+    const fh_thread *ts = fh_current;
+    return ts->gate == fh_load_acquire(&fh_rt.gate) ? fh_clock_ticks(&ts->clock) : 0;
+}
+
 /* fh_close_ready takes a call site's bucket from the frame's own. */
 _Static_assert(FH_DEFAULT_PRECISION >= FH_SITE_PRECISION, "a call site's histogram is the coarser");
 
@@ -278,7 +292,7 @@ FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where,
     plan->now = 0;
     if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate)))
         return 0;
-    if (leaf && FH_UNLIKELY(!fh_clock_is_inline(&ts->clock) || ts->precision != FH_DEFAULT_PRECISION))
+    if (leaf && FH_UNLIKELY(!ts->leaf_ok))
         return 0;
     /* Timestamp first (after the gate check), for the same reason. */
     uint64_t now = plan->now = leaf ? fh_clock_ticks_inline(&ts->clock) : fh_clock_ticks(&ts->clock);
