@@ -13,7 +13,7 @@ import pytest
 import fasthost
 import fasthost.cffi
 import fasthost.ctypes
-from fasthost import HResult, _core
+from fasthost import HResult, _core, _testing
 
 LIBM_PATH = ctypes.util.find_library("m")
 LIBC_PATH = ctypes.util.find_library("c")
@@ -336,6 +336,29 @@ def test_fasthost_own_functions_are_not_targets(recording):
     assert 0x77 in snap.targets["target"].tolist()
     assert snap.totals["errors"] == 0
     assert not any("leave_runtime" in str(s) for s in snap.targets["symbol"])
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_fasthost_own_functions_stay_no_targets_after_their_address_was_one(capture):
+    """The captures' fast paths take targets from a cache that never holds
+    fasthost's own code, so passing leave_runtime's own C address as a
+    target (once, by hand) does not make later calls of leave_runtime
+    frames around the frames they open. (The manual clock: the fast paths
+    need a clock read without a call.)"""
+    own = _testing.c_function_address(fasthost.leave_runtime)
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_native() if capture == "native" else fasthost.capture_builtins():
+            assert fasthost.leave_runtime(own) is HResult.S_OK
+            assert fasthost.enter_runtime() is HResult.S_OK
+            for _ in range(5):
+                assert fasthost.leave_runtime(0x77) is HResult.S_OK
+                assert fasthost.enter_runtime() is HResult.S_OK
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    calls = {int(row["target"]): int(row["calls"]) for row in snap.targets}
+    assert (calls[0x77], calls[own], snap.totals["errors"]) == (5, 1, 0)
 
 
 def test_capture_starts_and_stops_a_session_when_none_runs():

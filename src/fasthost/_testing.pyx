@@ -166,3 +166,17 @@ def add_site_samples(uint64_t code, uint32_t where, uint64_t target, uint64_t ns
     no room."""
     if _hooks.add_site_samples(code, where, target, ns, count) != 0:
         raise RuntimeError("this thread is not recording (or its call sites are full)")
+
+
+cdef extern from "Python.h":
+    bint PyCFunction_CheckExact(object)
+    void *PyCFunction_GET_FUNCTION(object)
+
+
+def c_function_address(function):
+    """The address of the C function that the builtin function object
+    `function` calls (fasthost's own included: the captures refuse those
+    as targets). TypeError for anything but a builtin function."""
+    if not PyCFunction_CheckExact(function):
+        raise TypeError(f"c_function_address() takes a builtin function, not {type(function).__name__}")
+    return <size_t>PyCFunction_GET_FUNCTION(function)

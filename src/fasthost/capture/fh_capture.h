@@ -136,8 +136,8 @@ static int (*fh_hook_slow)(int what, PyFrameObject *frame, PyObject *arg);
 
 /* fasthost's own builtins are not targets: recording leave_runtime as a U
  * frame around the U frame it opens would break the caller's nesting. They
- * are the functions in this module's executable segment. */
-static uintptr_t fh_own_code_start, fh_own_code_end;
+ * are the functions in this module's executable segment, whose bounds the
+ * core keeps (fh_own_code_start, fh_own_code_end in fh_state.h). */
 
 static int fh_find_own_code(struct dl_phdr_info *info, size_t size, void *data)
 {

@@ -156,22 +156,21 @@ static uintptr_t fh_mon_target_of_type(PyObject *callable, int mode);
 
 /* The target of a call to one of the exact types most calls are made to
  * (builtin functions and methods, method descriptors, ufuncs), inline: 1
- * with *target set (0 for fasthost's own functions), or 0 for any other
- * type. */
+ * with *target set, or 0 for any other type. One of fasthost's own
+ * functions is a target here: fh_mon_target refuses it, and the fast path
+ * of CALL never finds it in the core's recent cache, which never holds one
+ * (fh_own_code_start in fh_state.h). */
 FH_INLINE int fh_mon_common_target(PyObject *callable, int mode, uintptr_t *target)
 {
     PyTypeObject *type = Py_TYPE(callable);
-    uintptr_t code;
     if (type == &PyCFunction_Type || type == &PyCMethod_Type)
-        code = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
+        *target = (uintptr_t)PyCFunction_GET_FUNCTION(callable);
     else if (type == &PyMethodDescr_Type || type == &PyClassMethodDescr_Type)
-        code = (uintptr_t)((PyMethodDescrObject *)callable)->d_method->ml_meth;
-    else if (type == fh_mon_ufunc && mode == FH_MON_NATIVE) {
+        *target = (uintptr_t)((PyMethodDescrObject *)callable)->d_method->ml_meth;
+    else if (type == fh_mon_ufunc && mode == FH_MON_NATIVE)
         *target = (uintptr_t)callable;
-        return 1;
-    } else
+    else
         return 0;
-    *target = fh_mon_own_code(code) ? 0 : code;
     return 1;
 }
 
@@ -179,7 +178,9 @@ static inline uintptr_t fh_mon_target(PyObject *callable, int mode)
 {
     /* The exact types of most calls first, then a memo by type. */
     uintptr_t target;
-    return fh_mon_common_target(callable, mode, &target) ? target : fh_mon_target_of_type(callable, mode);
+    if (!fh_mon_common_target(callable, mode, &target))
+        return fh_mon_target_of_type(callable, mode);
+    return fh_mon_own_code(target) ? 0 : target;
 }
 
 static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)

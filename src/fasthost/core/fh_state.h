@@ -108,6 +108,13 @@ typedef struct fh_target_entry {
 #define FH_THREAD_NAME 32u
 #define FH_RECENT_SITES 256u
 
+/* Addresses the recent cache never holds: fasthost's own executable code
+ * (found by the captures, fh_capture.h). The captures' fast paths take a
+ * target only from that cache, so they never open a frame for one of
+ * fasthost's own functions, even after someone passed its address to
+ * LeaveRuntime; their full paths, which refuse those, see every call. */
+static uintptr_t fh_own_code_start, fh_own_code_end;
+
 /* The slot of `address` in fh_thread.recent. Functions start on 16-byte
  * boundaries, so bits 4 and up tell neighbours apart; folding in bits 12
  * and up separates functions at the same offset of different pages. Two
@@ -349,8 +356,10 @@ static FH_NOINLINE fh_target *fh_target_lookup(fh_thread *ts, uint64_t address)
         ts->table_used++;
     }
 found:
-    ts->recent[fh_recent_slot(address)].address = address;
-    ts->recent[fh_recent_slot(address)].target = t;
+    if (address - fh_own_code_start >= fh_own_code_end - fh_own_code_start) {
+        ts->recent[fh_recent_slot(address)].address = address;
+        ts->recent[fh_recent_slot(address)].target = t;
+    }
     return t;
 }
 
