@@ -95,7 +95,7 @@ def build(sites: np.ndarray, site_rows: np.ndarray, site_counts: np.ndarray) -> 
     for i, (code, offset, target) in enumerate(distinct.tolist()):
         key = (*_where(codes.get(code), offset), target)
         slot_of_distinct[i] = slots.setdefault(key, len(slots))
-    slot_of = slot_of_distinct[np.reshape(of_distinct, -1)]  # numpy 2.0-2.1 gave it a second axis
+    slot_of = slot_of_distinct[np.reshape(of_distinct, -1)]  # 1-D, as some numpy 2 releases do not give it
     # uint64 sums wrap as the core's counters do: times add modulo 2**64.
     sums = np.zeros((len(slots), len(_SITE_SUMS)), dtype=np.uint64)
     _add_rows(sums, slot_of, sites[:, _SITE_SUM_COLUMNS])
