@@ -3,11 +3,13 @@ exact counts, on every Python (docs/protocol.md §4)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -411,25 +413,227 @@ def test_a_forked_child_counts_only_its_own_calls_at_a_call_site():
     assert parent == [150, [buckets[1], buckets[2]]]
 
 
-def test_a_snapshot_holds_the_cores_call_site_counts_once():
-    """The core's site histograms come as one dense uint64 array (496
-    counts a site, 3.9 KiB: 15 MiB for 8 threads x 500 sites); snapshot()
-    shapes it without a second copy, so its peak stays under 2.5 times it
-    (a copy of it made 2.9)."""
-    made = _lines(500, "    math.cos(0.5)\n")
+def test_a_snapshot_of_32_threads_at_1000_sites_stays_far_below_their_dense_histograms():
+    """32 threads each call math.cos from the same 1,000 lines (one
+    histogram row each). Copied densely, their histograms would take 32 x
+    1,000 x 3.9 KiB = 121 MiB (a snapshot peaked at 185 MiB); the core
+    copies only the rows the sites have, so the peak is the public array
+    (one dense row per line: 3.9 MiB) and under 1 KiB per thread's site."""
+    nthreads, nsites = 32, 1000
+    made = _lines(nsites, "    math.cos(0.5)\n")
     fasthost.start(clock="monotonic")
     try:
         with fasthost.capture_builtins():
-            run_threads(lambda: [f(None) for f in made], 8)
+            run_threads(lambda: [f(None) for f in made], nthreads)
     finally:
         fasthost.stop()
     tracemalloc.start()
     try:
-        fasthost.snapshot()
+        snap = fasthost.snapshot()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 2.5 * (8 * 500 * SITE_BUCKETS * 8)
+    cos = snap.callsites["target"] == int(snap.targets[snap.targets["symbol"] == "math.cos"]["target"][0])
+    assert cos.sum() == nsites
+    assert (snap.callsites["calls"][cos] == nthreads).all()
+    assert (snap.callsite_counts[cos].sum(axis=1) == nthreads).all()
+    public = nsites * SITE_BUCKETS * 8
+    assert peak < public + nthreads * nsites * 1024
+
+
+# Durations one per histogram bucket: round k of a writer records 2**k + 3
+# ns, k + 1 times, so every bucket holds one duration and a multiple of
+# k + 1 calls, and a site's times follow from its histogram alone.
+ROUND_NS = [2**k + 3 for k in range(40)]
+WHERES = (8, 16)  # two offsets of one (unnamed) code object: one row in callsites
+
+
+def _round_of_bucket() -> dict[int, int]:
+    rounds = {_site_bucket(ns): k for k, ns in enumerate(ROUND_NS)}
+    assert len(rounds) == len(ROUND_NS)
+    return rounds
+
+
+def _record_round(k: int, targets: range) -> None:
+    for target in targets:
+        for where in WHERES:
+            _testing.add_site_samples(id(_record_round.__code__), where, target, ROUND_NS[k], k + 1)
+
+
+def _consistent_sites(snap, targets: range) -> dict[int, np.ndarray]:
+    """Each site's histogram, checked against its counters: calls are the
+    counts, total and self time the counts times their bucket's one
+    duration, every bucket a whole number of rounds."""
+    rounds = _round_of_bucket()
+    found = {}
+    for row, counts in zip(snap.callsites, snap.callsite_counts):
+        target = int(row["target"])
+        if target not in targets:
+            continue
+        filled = np.flatnonzero(counts).tolist()
+        assert set(filled) <= set(rounds), (target, filled)
+        assert int(row["calls"]) == int(counts.sum())
+        total = sum(int(counts[b]) * ROUND_NS[rounds[b]] for b in filled)
+        assert int(row["total_ns"]) == int(row["exclusive_ns"]) == total % 2**64
+        assert all(int(counts[b]) % (rounds[b] + 1) == 0 for b in filled)
+        found[target] = counts.astype(np.int64)
+    return found
+
+
+def _expected_counts(rounds_done: list[int]) -> np.ndarray:
+    """A site's histogram once writers have done these rounds, each at both offsets."""
+    counts = np.zeros(SITE_BUCKETS, dtype=np.int64)
+    for k in rounds_done:
+        counts[_site_bucket(ROUND_NS[k])] += len(WHERES) * (k + 1)
+    return counts
+
+
+def _grows(earlier: dict[int, np.ndarray], later: dict[int, np.ndarray]) -> bool:
+    return all(target in later and (later[target] >= counts).all() for target, counts in earlier.items())
+
+
+def test_call_site_histograms_stay_exact_in_snapshots_taken_while_threads_record(tmp_path):
+    """8 threads record at 64 sites (two offsets each), 5 times over, a
+    new histogram row per round (the first time) while the main thread
+    takes snapshots: every snapshot's sites
+    hold exactly what their counters say, no count goes down from one
+    snapshot to the next, and the last one, a file of it, a merge and a
+    diff hold exactly what was recorded."""
+    nthreads, passes, targets = 8, 5, range(0x5000, 0x5040)
+    halfway, snapped = threading.Event(), threading.Event()
+
+    def write(first: bool) -> None:
+        fasthost.leave_runtime(1)  # recording on this thread
+        fasthost.enter_runtime()
+        for k in list(range(len(ROUND_NS))) * passes:
+            _record_round(k, targets)
+            if first and k == 20 and not halfway.is_set():
+                halfway.set()
+                snapped.wait(60)  # one snapshot surely sees this thread half done
+            time.sleep(0)  # let the snapshots in
+
+    writers = [threading.Thread(target=write, args=(i == 0,)) for i in range(nthreads)]
+    fasthost.start(clock="manual")
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for writer in writers:
+            writer.start()
+        assert halfway.wait(60)
+        seen = [_consistent_sites(fasthost.snapshot(), targets)]
+        middle = fasthost.snapshot()
+        snapped.set()
+        while any(writer.is_alive() for writer in writers):
+            seen.append(_consistent_sites(fasthost.snapshot(), targets))
+        last = fasthost.snapshot()
+    finally:
+        snapped.set()  # the writers finish in the session, whatever failed
+        for writer in writers:
+            if writer.ident is not None:
+                writer.join()
+        sys.setswitchinterval(switch)
+        fasthost.stop()
+    seen.append(_consistent_sites(last, targets))
+    assert all(_grows(a, b) for a, b in zip(seen, seen[1:]))
+    everything = nthreads * passes * _expected_counts(list(range(len(ROUND_NS))))
+    assert 0 < sum(int(c.sum()) for c in seen[0].values()) < len(targets) * int(everything.sum())
+    assert set(seen[-1]) == set(targets)
+    assert all((counts == everything).all() for counts in seen[-1].values())
+    last.save(tmp_path / "last.npz")
+    middle_sites = _consistent_sites(middle, targets)
+    for loaded in (fasthost.load(tmp_path / "last.npz"), fasthost.merge([last.diff(middle), middle])):
+        assert all((counts == everything).all() for counts in _consistent_sites(loaded, targets).values())
+    since = _consistent_sites(last.diff(middle), targets)
+    for target in targets:
+        assert (since.get(target, 0) + middle_sites.get(target, 0) == everything).all()
+    merged = _consistent_sites(fasthost.merge([last, middle]), targets)
+    assert all((merged[t] == everything + middle_sites.get(t, 0)).all() for t in targets)
+
+
+def test_call_site_histograms_stay_exact_while_ended_threads_fold_during_snapshots():
+    """80 threads run one after another, each recording one round at 16
+    sites (a row the ended-threads row may not have yet), and a snapshot
+    is taken as each one ends: past 64 ended threads each is folded into
+    that row by its own exit, with no GIL held, after join() has returned,
+    so while the snapshot sizes and copies. Every snapshot is exact; the
+    last holds every thread's rounds."""
+    nthreads, targets = 80, range(0x6000, 0x6010)
+
+    def work(k: int) -> None:
+        fasthost.leave_runtime(1)
+        fasthost.enter_runtime()
+        _record_round(k, targets)
+
+    seen = []
+    fasthost.start(clock="manual")
+    try:
+        for i in range(nthreads):
+            thread = threading.Thread(target=work, args=(i % len(ROUND_NS),))
+            thread.start()
+            thread.join()
+            seen.append(_consistent_sites(fasthost.snapshot(), targets))
+        last = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert any(str(name).endswith(" ended threads>") for name in last.threads["name"])
+    seen.append(_consistent_sites(last, targets))
+    assert all(_grows(a, b) for a, b in zip(seen, seen[1:]))
+    everything = _expected_counts([i % len(ROUND_NS) for i in range(nthreads)])
+    assert set(seen[-1]) == set(targets)
+    assert all((counts == everything).all() for counts in seen[-1].values())
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12),
+    reason="from 3.12 the garbage collector runs between bytecodes only, never inside snapshot()'s copy",
+)
+@pytest.mark.parametrize("made", ["rows", "sites"])
+def test_call_site_rows_made_between_a_snapshots_sizing_and_its_copy_are_copied(made):
+    """The garbage collector runs while the core's copy makes its arrays,
+    after counting what to copy: a gc callback then gives 100 sites (two
+    offsets each) a second row, or makes 100 new ones, more than the room
+    left for growth. The copy finds its arrays too small, sizes again and
+    copies every row, exactly."""
+    from fasthost import _core
+    from fasthost.export.snapshot import Snapshot
+
+    targets = range(0x7000, 0x7064)
+    later = targets if made == "rows" else range(0x7100, 0x7164)
+
+    def collect():
+        return _core._collect()
+
+    fired = []
+
+    def grow(phase, info):
+        # Only a collection inside collect(): no Python code runs there
+        # but the gc's, and _collect counts before it allocates.
+        if phase == "start" and not fired and sys._getframe(1).f_code is collect.__code__:
+            fired.append(True)
+            _record_round(35, later)
+
+    fasthost.start(clock="manual")
+    threshold = gc.get_threshold()
+    try:
+        fasthost.leave_runtime(1)
+        fasthost.enter_runtime()
+        _record_round(1, targets)
+        gc.callbacks.append(grow)
+        gc.set_threshold(1)
+        try:
+            raw = collect()
+        finally:
+            gc.set_threshold(*threshold)
+            gc.callbacks.remove(grow)
+    finally:
+        fasthost.stop()
+    assert fired
+    sites = _consistent_sites(Snapshot._from_core(raw), range(0x7000, 0x7164))
+    expected = {target: [1] for target in targets}
+    for target in later:
+        expected.setdefault(target, []).append(35)
+    assert set(sites) == set(expected)
+    assert all((sites[target] == _expected_counts(rounds)).all() for target, rounds in expected.items())
 
 
 def _capture(capture):

@@ -18,6 +18,7 @@ THREAD_FIELDS: tuple[str, ...]
 TARGET_FIELDS: tuple[str, ...]
 ROW_FIELDS: tuple[str, ...]
 SITE_FIELDS: tuple[str, ...]
+SITE_ROW_FIELDS: tuple[str, ...]
 SITE_BUCKETS: int
 SITE_PRECISION: int
 MONITORING: bool

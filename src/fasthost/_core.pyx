@@ -448,6 +448,7 @@ SCHEMA = {
     "target": _record_schema(fh_target_schema, FH_TARGET_COLUMNS),
     "row": _record_schema(fh_row_schema, FH_ROW_COLUMNS),
     "site": _record_schema(fh_site_schema, FH_SITE_COLUMNS),
+    "site_row": _record_schema(fh_site_row_schema, FH_SITE_ROW_COLUMNS),
 }
 """The columns of every record ``_collect`` returns, from the core's tables
 (core/fh_schema.h): record -> ((name, numpy type name, role), ...) in
@@ -459,6 +460,7 @@ THREAD_FIELDS = tuple(name for name, _, _ in SCHEMA["thread"])
 TARGET_FIELDS = tuple(name for name, _, _ in SCHEMA["target"])
 ROW_FIELDS = tuple(name for name, _, _ in SCHEMA["row"])
 SITE_FIELDS = tuple(name for name, _, _ in SCHEMA["site"])
+SITE_ROW_FIELDS = tuple(name for name, _, _ in SCHEMA["site_row"])
 
 
 cdef Py_ssize_t _count_rows(fh_thread *ts, Py_ssize_t *ntargets) noexcept nogil:
@@ -477,8 +479,18 @@ cdef Py_ssize_t _count_rows(fh_thread *ts, Py_ssize_t *ntargets) noexcept nogil:
     return rows + fh_bucket_rows(ts.precision)  # callback rows, at most
 
 
+cdef Py_ssize_t _count_site_rows(fh_thread *ts, Py_ssize_t *nsites) noexcept nogil:
+    cdef Py_ssize_t rows = 0
+    cdef uint32_t i, n = fh_thread_nsites(ts)
+    cdef fh_site **thread_sites = fh_thread_sites(ts)
+    nsites[0] += n
+    for i in range(n):
+        rows += fh_site_nrows(thread_sites[i])
+    return rows
+
+
 cdef void _count_session(Py_ssize_t *nthreads, Py_ssize_t *ntargets, Py_ssize_t *nrows,
-                         Py_ssize_t *nsites) noexcept nogil:
+                         Py_ssize_t *nsites, Py_ssize_t *nsite_rows) noexcept nogil:
     cdef fh_thread *ts
     fh_registry_lock()
     ts = fh_rt.threads
@@ -486,7 +498,7 @@ cdef void _count_session(Py_ssize_t *nthreads, Py_ssize_t *ntargets, Py_ssize_t 
         if fh_thread_in_session(ts):
             nthreads[0] += 1
             nrows[0] += _count_rows(ts, ntargets)
-            nsites[0] += fh_thread_nsites(ts)
+            nsite_rows[0] += _count_site_rows(ts, nsites)
         ts = ts.next
     fh_registry_unlock()
 
@@ -502,15 +514,19 @@ def _collect():
     THREAD_FIELDS), ``names`` (bytes, S32), ``results`` (uint64, threads x 4
     calls x 7 results), ``targets`` (uint64, TARGET_FIELDS), ``rows`` (int64,
     ROW_FIELDS: which histogram row each ``counts`` row is; target -1 is the
-    thread's callback histogram) and ``counts`` (uint64, rows x
-    2**precision), plus ``precision`` and session facts.
+    thread's callback histogram), ``counts`` (uint64, rows x
+    2**precision), ``sites`` (uint64, SITE_FIELDS), ``site_rows`` (int64,
+    SITE_ROW_FIELDS: the site and histogram row of each ``site_counts``
+    row) and ``site_counts`` (uint64, rows x 2**SITE_PRECISION: only the
+    rows the sites have), plus ``precision`` and session facts.
     """
-    cdef Py_ssize_t nthreads, ntargets, nrows, nsites, filled_targets = 0, filled_rows = 0, filled_sites = 0
+    cdef Py_ssize_t nthreads, ntargets, nrows, nsites, nsite_rows
+    cdef Py_ssize_t filled_targets = 0, filled_rows = 0, filled_sites = 0, filled_site_rows = 0
     cdef uint64_t sites_dropped = 0
     cdef uint32_t precision = _config[2] if _config is not None else 5
     while True:
-        nthreads = ntargets = nrows = nsites = 0
-        _count_session(&nthreads, &ntargets, &nrows, &nsites)
+        nthreads = ntargets = nrows = nsites = nsite_rows = 0
+        _count_session(&nthreads, &ntargets, &nrows, &nsites, &nsite_rows)
         # Live threads may add threads, targets and rows between counting and
         # copying: leave room, and count again in the rare case it was not
         # enough. The registry lock is never held while Python code can run
@@ -519,8 +535,12 @@ def _collect():
         ntargets += 16
         nrows += 64
         nsites += 16
+        nsite_rows += 64
         sites = np.zeros((nsites, len(SITE_FIELDS)), dtype=np.uint64)
-        site_counts = np.zeros((nsites, FH_SITE_BUCKETS), dtype=np.uint64)
+        # Sparse, as ``rows``/``counts``: a site's histogram spans
+        # FH_SITE_BUCKETS counts (3.9 KiB) but has one or two rows of them.
+        site_rows = np.zeros((nsite_rows, len(SITE_ROW_FIELDS)), dtype=np.int64)
+        site_counts = np.zeros((nsite_rows, FH_SITE_WIDTH), dtype=np.uint64)
         threads = np.zeros((nthreads, len(THREAD_FIELDS)), dtype=np.uint64)
         names = np.zeros(nthreads, dtype=f"S{FH_THREAD_NAME}")
         results = np.zeros((nthreads, FH_CALLS, FH_RESULTS), dtype=np.uint64)
@@ -530,7 +550,7 @@ def _collect():
         sites_dropped = 0
         filled_threads = _fill(precision, threads, names.view(np.uint8).reshape(nthreads, FH_THREAD_NAME), results,
                                targets, rows, counts, &filled_targets, &filled_rows,
-                               sites, site_counts, &filled_sites, &sites_dropped)
+                               sites, site_rows, site_counts, &filled_sites, &filled_site_rows, &sites_dropped)
         if filled_threads >= 0:
             break
     return {
@@ -542,7 +562,8 @@ def _collect():
         "rows": rows[:filled_rows],
         "counts": counts[:filled_rows],
         "sites": sites[:filled_sites],
-        "site_counts": site_counts[:filled_sites],
+        "site_rows": site_rows[:filled_site_rows],
+        "site_counts": site_counts[:filled_site_rows],
         "sites_dropped": sites_dropped,
         "unregistered_out_of_memory": fh_read_u64(&fh_rt.unregistered_out_of_memory),
         "config": config(),
@@ -556,17 +577,18 @@ def _collect():
 cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned char[:, ::1] names,
                       uint64_t[:, :, ::1] results, uint64_t[:, ::1] targets, long long[:, ::1] rows,
                       uint64_t[:, ::1] counts, Py_ssize_t *filled_targets, Py_ssize_t *filled_rows,
-                      uint64_t[:, ::1] sites, uint64_t[:, ::1] site_counts, Py_ssize_t *filled_sites,
-                      uint64_t *sites_dropped) noexcept nogil:
+                      uint64_t[:, ::1] sites, long long[:, ::1] site_rows, uint64_t[:, ::1] site_counts,
+                      Py_ssize_t *filled_sites, Py_ssize_t *filled_site_rows, uint64_t *sites_dropped) noexcept nogil:
     """Copies every in-session thread into the (zeroed) arrays. Returns the
     number of threads copied, or -1 when an array was too small."""
     cdef fh_thread *ts
     cdef fh_target *t
-    cdef Py_ssize_t ti = 0, gi = 0, ri = 0, si = 0
+    cdef Py_ssize_t ti = 0, gi = 0, ri = 0, si = 0, sri = 0
     cdef fh_site **thread_sites
     cdef fh_site *site
     cdef uint32_t i, r, c, k, n, nrow = fh_bucket_rows(precision), width = 1u << precision
     cdef uint64_t *row
+    cdef const uint64_t *site_row
     cdef uint64_t **nested
     cdef int kind
     fh_registry_lock()
@@ -630,7 +652,18 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
                 return -1
             site = thread_sites[i]
             fh_copy_site_record(ti, site, &sites[si, 0])
-            fh_copy_site_counts(site, &site_counts[si, 0])
+            # Only the rows the site has; one made since the sizing may not
+            # fit (the caller sizes again).
+            for r in range(FH_SITE_ROWS):
+                site_row = fh_site_row(site, r)
+                if site_row == NULL:
+                    continue
+                if sri >= site_rows.shape[0]:
+                    fh_registry_unlock()
+                    return -1
+                fh_add_counts(&site_counts[sri, 0], site_row, FH_SITE_WIDTH)
+                fh_copy_site_row_record(si, r, &site_rows[sri, 0])
+                sri += 1
             si += 1
         sites_dropped[0] += fh_read_u64(&ts.sites_dropped)
         ti += 1
@@ -639,6 +672,7 @@ cdef Py_ssize_t _fill(uint32_t precision, uint64_t[:, ::1] threads, unsigned cha
     filled_targets[0] = gi
     filled_rows[0] = ri
     filled_sites[0] = si
+    filled_site_rows[0] = sri
     return ti
 
 

@@ -56,6 +56,8 @@ cdef extern from "fh_state.h" nogil:
     enum:
         FH_SITE_BUCKETS
         FH_SITE_PRECISION
+        FH_SITE_ROWS
+        FH_SITE_WIDTH
     ctypedef struct fh_site:
         pass
 
@@ -124,6 +126,7 @@ cdef extern from "fh_readers.h" nogil:
         FH_TARGET_COLUMNS
         FH_SITE_COLUMNS
         FH_ROW_COLUMNS
+        FH_SITE_ROW_COLUMNS
     ctypedef struct fh_field:
         const char *name
         const char *ctype
@@ -132,11 +135,14 @@ cdef extern from "fh_readers.h" nogil:
     const fh_field fh_target_schema[]
     const fh_field fh_site_schema[]
     const fh_field fh_row_schema[]
+    const fh_field fh_site_row_schema[]
     void fh_copy_thread_record(const fh_thread *ts, uint64_t *out) noexcept
     void fh_copy_target_record(uint64_t thread, const fh_target *t, uint64_t *out) noexcept
     void fh_copy_site_record(uint64_t thread, const fh_site *site, uint64_t *out) noexcept
-    void fh_copy_site_counts(const fh_site *site, uint64_t *out) noexcept
+    const uint64_t *fh_site_row(const fh_site *site, uint32_t row) noexcept
+    uint32_t fh_site_nrows(const fh_site *site) noexcept
     void fh_copy_row_record(long long thread, long long target, long long kind, long long row, long long *out) noexcept
+    void fh_copy_site_row_record(long long site, long long row, long long *out) noexcept
 
 cdef extern from "fh_test_api.h" nogil:
     const char *FH_TEST_CAPSULE_NAME

@@ -168,12 +168,16 @@ static uint64_t read_memory(void)
  * histogram's total. */
 static void read_site(fh_site *site, uint64_t *before, uint64_t *total, uint64_t *after)
 {
-    static uint64_t counts[FH_SITE_BUCKETS]; /* the reader's (one thread) */
     *before = fh_read_u64(&site->calls);
-    fh_copy_site_counts(site, counts);
     *total = 0;
-    for (uint32_t b = 0; b < FH_SITE_BUCKETS; b++)
-        *total += counts[b];
+    for (uint32_t r = 0; r < FH_SITE_ROWS; r++) {
+        const uint64_t *row = fh_site_row(site, r); /* as snapshot() reads it */
+        uint64_t counts[FH_SITE_WIDTH] = {0};
+        if (row != NULL)
+            fh_add_counts(counts, row, FH_SITE_WIDTH);
+        for (uint32_t b = 0; b < FH_SITE_WIDTH; b++)
+            *total += counts[b];
+    }
     *after = fh_read_u64(&site->calls);
 }
 

@@ -37,6 +37,7 @@ static inline uint64_t **fh_read_nested(fh_target *t) { return fh_load_acquire(&
 #define FH_TARGET_COLUMNS (0 FH_TARGET_RECORD(FH_COLUMN, FH_COLUMN_V))
 #define FH_SITE_COLUMNS (0 FH_SITE_RECORD(FH_COLUMN, FH_COLUMN_V))
 #define FH_ROW_COLUMNS (0 FH_ROW_RECORD(FH_COLUMN, FH_COLUMN_V))
+#define FH_SITE_ROW_COLUMNS (0 FH_SITE_ROW_RECORD(FH_COLUMN, FH_COLUMN_V))
 
 #define FH_COPY_SOURCE ts
 static inline void fh_copy_thread_record(const fh_thread *ts, uint64_t *out)
@@ -57,16 +58,22 @@ static inline void fh_copy_site_record(uint64_t thread, const fh_site *site, uin
 }
 #undef FH_COPY_SOURCE
 
-/* A call site's histogram as FH_SITE_BUCKETS counts (zeros where it has no
- * row); rows are published before their first count. */
-static inline void fh_copy_site_counts(const fh_site *site, uint64_t *out)
+/* Row `row` of a call site's histogram (FH_SITE_WIDTH counts), or NULL
+ * while it has none. Read the pointer once, with acquire, and the counts
+ * through it: a row is published before its first count. */
+static inline const uint64_t *fh_site_row(const fh_site *site, uint32_t row)
 {
-    const uint32_t width = 1u << FH_SITE_PRECISION;
-    for (uint32_t r = 0; r < FH_SITE_ROWS; r++) {
-        const uint64_t *row = fh_load_acquire((uint64_t **)&site->rows[r]);
-        for (uint32_t b = 0; b < width; b++)
-            out[r * width + b] = row != NULL ? fh_load(&row[b]) : 0;
-    }
+    return fh_load_acquire((uint64_t **)&site->rows[row]);
+}
+
+/* How many rows a call site's histogram has (rows are never taken away
+ * within a session: a copy made after this finds at least as many). */
+static inline uint32_t fh_site_nrows(const fh_site *site)
+{
+    uint32_t rows = 0;
+    for (uint32_t r = 0; r < FH_SITE_ROWS; r++)
+        rows += fh_site_row(site, r) != NULL;
+    return rows;
 }
 
 static inline void fh_copy_row_record(int64_t thread, int64_t target, int64_t kind, int64_t row, long long *out)
@@ -74,10 +81,16 @@ static inline void fh_copy_row_record(int64_t thread, int64_t target, int64_t ki
     FH_ROW_RECORD(FH_COPY_STORED, FH_COPY_VALUE)
 }
 
+static inline void fh_copy_site_row_record(int64_t site, int64_t row, long long *out)
+{
+    FH_SITE_ROW_RECORD(FH_COPY_STORED, FH_COPY_VALUE)
+}
+
 /* The schema _core exports: every record's columns, in order. */
 static const fh_field fh_thread_schema[] = {FH_THREAD_RECORD(FH_FIELD, FH_FIELD_V)};
 static const fh_field fh_target_schema[] = {FH_TARGET_RECORD(FH_FIELD, FH_FIELD_V)};
 static const fh_field fh_site_schema[] = {FH_SITE_RECORD(FH_FIELD, FH_FIELD_V)};
 static const fh_field fh_row_schema[] = {FH_ROW_RECORD(FH_FIELD, FH_FIELD_V)};
+static const fh_field fh_site_row_schema[] = {FH_SITE_ROW_RECORD(FH_FIELD, FH_FIELD_V)};
 
 #endif /* FASTHOST_READERS_H */

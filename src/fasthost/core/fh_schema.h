@@ -2,8 +2,9 @@
  *
  * A record is one row of a numpy array that fasthost._core fills from the
  * core's state: a thread, a (thread, target) pair, a histogram row, a call
- * site. Each record is an X-macro table of its columns, in order, and that
- * table is the one place a column is written down. From it come:
+ * site, a row of a call site's histogram. Each record is an X-macro table
+ * of its columns, in order, and that table is the one place a column is
+ * written down. From it come:
  *
  *   - the members of the C struct that stores the column (`S` entries);
  *   - the copy of one record into a row (fh_copy_*_record);
@@ -79,6 +80,13 @@
     V(thread, int64_t, KEY, thread)                                             \
     V(target, int64_t, KEY, target)                                             \
     V(kind, int8_t, KEY, kind)                                                  \
+    V(row, int16_t, KEY, row)
+
+/* Which call site a row of its histogram's counts belongs to: the site's
+ * index among the copied sites and the power-of-two row (only the rows a
+ * site has are copied: most have one or two of FH_SITE_ROWS). */
+#define FH_SITE_ROW_RECORD(S, V)                                                \
+    V(site, int64_t, KEY, site)                                                 \
     V(row, int16_t, KEY, row)
 
 /* ---- what the tables generate ------------------------------------------ */

@@ -84,6 +84,7 @@ typedef struct fh_aside_run {
  * times) the first time a duration reaches them. */
 #define FH_SITE_PRECISION 3u /* 8 sub-buckets: quantiles within 12.5 % */
 #define FH_SITE_ROWS (65u - FH_SITE_PRECISION)
+#define FH_SITE_WIDTH (1u << FH_SITE_PRECISION) /* counts in a row */
 #define FH_SITE_BUCKETS (FH_SITE_ROWS << FH_SITE_PRECISION)
 
 typedef struct fh_site {

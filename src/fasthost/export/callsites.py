@@ -24,6 +24,15 @@ SITE_BUCKETS: int = _core.SITE_BUCKETS
 
 _FILE_WIDTH, _FUNCTION_WIDTH = 256, 128
 
+# The core's raw columns this module reads.
+_SITE_COLUMN = {name: i for i, name in enumerate(_core.SITE_FIELDS)}
+_SITE_ROW_COLUMN = {name: i for i, name in enumerate(_core.SITE_ROW_FIELDS)}
+_SITE_KEY_COLUMNS = [_SITE_COLUMN[name] for name in ("code", "where", "target")]
+_SITE_SUMS = ("calls", "total_ns", "exclusive_ns")
+_SITE_SUM_COLUMNS = [_SITE_COLUMN[name] for name in _SITE_SUMS]
+_SITE_WIDTH = 1 << SITE_PRECISION  # counts in a histogram row
+_SITE_ROWS = SITE_BUCKETS // _SITE_WIDTH
+
 CALLSITE_DTYPE = np.dtype(
     [
         ("file", f"U{_FILE_WIDTH}"),
@@ -66,57 +75,100 @@ def _where(code: Any, offset: int) -> tuple[str, int, str]:
     )
 
 
-def build(sites: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and histogram counts from the core's raw site records
-    (``_core.SITE_FIELDS``), naming each code object while it is alive."""
+def build(sites: np.ndarray, site_rows: np.ndarray, site_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and histogram counts from the core's raw records, naming each
+    code object while it is alive.
+
+    ``sites`` has one row of ``_core.SITE_FIELDS`` per thread and site;
+    ``site_rows`` (``_core.SITE_ROW_FIELDS``: the index of a ``sites`` row
+    and a power-of-two row of its histogram) says where each row of
+    ``site_counts`` (2**SITE_PRECISION uint64 counts) goes: the core copies
+    only the rows a site has (one or two, of SITE_BUCKETS / 8). Only the
+    result is dense: one row of SITE_BUCKETS counts per (file, line,
+    function, target), ordered as :func:`combine` orders them."""
     codes = _core._site_code_objects()
-    places: dict[tuple[int, int], tuple[str, int, str]] = {}
-    keys = []
-    for code, offset in zip(sites[:, 1].tolist(), sites[:, 2].tolist()):
-        place = places.get((code, offset))
-        if place is None:
-            place = places[(code, offset)] = _where(codes.get(code), offset)
-        keys.append(place)
-    rows = np.zeros(len(sites), dtype=CALLSITE_DTYPE)
-    if len(sites):
-        rows["file"] = [k[0] for k in keys]
-        rows["line"] = [k[1] for k in keys]
-        rows["function"] = [k[2] for k in keys]
-        rows["target"] = sites[:, 3]
-        rows["calls"] = sites[:, 4]
-        rows["total_ns"] = sites[:, 5]
-        rows["exclusive_ns"] = sites[:, 6]
-    # The core's counts are uint64 already: no second copy (3.9 KiB a site).
-    return combine([(rows, counts.astype(np.uint64, copy=False))])
+    # Name each distinct (code, offset, target) once: the same sites come
+    # from every thread that called them.
+    distinct, of_distinct = np.unique(sites[:, _SITE_KEY_COLUMNS], axis=0, return_inverse=True)
+    slots: dict[tuple[str, int, str, int], int] = {}
+    slot_of_distinct = np.zeros(len(distinct), dtype=np.intp)
+    for i, (code, offset, target) in enumerate(distinct.tolist()):
+        key = (*_where(codes.get(code), offset), target)
+        slot_of_distinct[i] = slots.setdefault(key, len(slots))
+    slot_of = slot_of_distinct[np.reshape(of_distinct, -1)]  # 1-D, as some numpy 2 releases do not give it
+    # uint64 sums wrap as the core's counters do: times add modulo 2**64.
+    sums = np.zeros((len(slots), len(_SITE_SUMS)), dtype=np.uint64)
+    _add_rows(sums, slot_of, sites[:, _SITE_SUM_COLUMNS])
+    rows, kept = _ordered(list(slots), sums.tolist())
+    position = np.full(len(slots), -1, dtype=np.intp)  # -1: a site not kept
+    position[kept] = np.arange(len(kept))
+    home = position[slot_of[site_rows[:, _SITE_ROW_COLUMN["site"]]]]
+    placed = np.flatnonzero(home >= 0)
+    counts = np.zeros((len(kept), SITE_BUCKETS), dtype=np.uint64)
+    # `counts` seen as rows of one power of two each.
+    _add_rows(
+        counts.reshape(-1, _SITE_WIDTH),
+        home[placed] * _SITE_ROWS + site_rows[placed, _SITE_ROW_COLUMN["row"]],
+        site_counts[placed],
+    )
+    return rows, counts
+
+
+def _add_rows(out: np.ndarray, where: np.ndarray, values: np.ndarray) -> None:
+    """Adds row i of ``values`` to row ``where[i]`` of ``out`` (uint64:
+    exact, modulo 2**64), several rows to one place summed first: sorted by
+    place, runs added with reduceat (np.add.at would do, but is slow before
+    numpy 1.25)."""
+    order = np.argsort(where, kind="stable")
+    if len(order):
+        places, starts = np.unique(where[order], return_index=True)
+        out[places] += np.add.reduceat(values[order], starts, axis=0)
+
+
+def _add(entry: list[int], calls: int, total_ns: int, exclusive_ns: int) -> None:
+    """Adds a row's calls and times to a site's sums; times add modulo
+    2**64, as the core's uint64 counters and a target's sums over threads
+    do, so that the sites of a target still add up to its times past 2**64
+    ns (584 years: the manual clock gets there)."""
+    entry[0] += calls
+    entry[1] = (entry[1] + total_ns) % 2**64
+    entry[2] = (entry[2] + exclusive_ns) % 2**64
+
+
+def _ordered(keys: list[tuple[str, int, str, int]], sums: list[list[int]]) -> tuple[np.ndarray, list[int]]:
+    """The rows of the sites whose calls stay above zero, by total time,
+    longest first, and which of ``keys`` each row is."""
+    kept = sorted((i for i, entry in enumerate(sums) if entry[0] > 0), key=lambda i: (-sums[i][1], keys[i]))
+    rows = np.zeros(len(kept), dtype=CALLSITE_DTYPE)
+    for row, i in enumerate(kept):
+        rows[row] = (*keys[i], *sums[i])
+    return rows, kept
 
 
 def combine(parts: list[tuple[np.ndarray, np.ndarray]], sign: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sums rows with the same (file, line, function, target) over
     ``parts``; with ``sign`` (+1/-1 per part) subtracts too, keeping rows
-    whose calls stay above zero. Times add modulo 2**64, as the core's
-    uint64 counters and a target's sums over threads do, so that the sites
-    of a target still add up to its times past 2**64 ns (584 years: the
-    manual clock gets there). Sorted by total time, longest first."""
-    sums: dict[tuple[str, int, str, int], list[Any]] = {}
+    whose calls stay above zero. Times add modulo 2**64 (see ``_add``).
+    Sorted by total time, longest first."""
+    slots: dict[tuple[str, int, str, int], int] = {}
+    sums: list[list[int]] = []
+    hists: list[np.ndarray] = []
     for index, (rows, counts) in enumerate(parts):
         factor = 1 if sign is None else sign[index]
         for row, hist in zip(rows.tolist(), counts):
             key = (row[0], row[1], row[2], row[3])
-            entry = sums.get(key)
-            if entry is None:
-                entry = sums[key] = [0, 0, 0, np.zeros(counts.shape[1], dtype=np.int64)]
-            entry[0] += factor * row[4]
-            entry[1] = (entry[1] + factor * row[5]) % 2**64
-            entry[2] = (entry[2] + factor * row[6]) % 2**64
-            entry[3] += factor * hist.astype(np.int64)
-    kept = [(key, value) for key, value in sums.items() if value[0] > 0]
-    kept.sort(key=lambda item: (-item[1][1], item[0]))
-    rows = np.zeros(len(kept), dtype=CALLSITE_DTYPE)
-    counts = np.zeros((len(kept), SITE_BUCKETS), dtype=np.uint64)
-    for i, (key, value) in enumerate(kept):
-        rows[i] = (*key, value[0], value[1], value[2])
-        counts[i] = np.clip(value[3], 0, None)
-    return rows, counts
+            slot = slots.get(key)
+            if slot is None:
+                slot = slots[key] = len(sums)
+                sums.append([0, 0, 0])
+                hists.append(np.zeros(counts.shape[1], dtype=np.int64))
+            _add(sums[slot], factor * row[4], factor * row[5], factor * row[6])
+            hists[slot] += factor * hist.astype(np.int64)
+    rows, kept = _ordered(list(slots), sums)
+    total = np.zeros((len(kept), SITE_BUCKETS), dtype=np.uint64)
+    for row, slot in enumerate(kept):
+        total[row] = np.clip(hists[slot], 0, None)
+    return rows, total
 
 
 def quantiles(

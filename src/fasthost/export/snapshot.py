@@ -205,7 +205,7 @@ class Snapshot:
             hist_rows[name] = raw["rows"][:, i]
 
         addresses = np.unique(thread_targets["target"][~thread_targets["overflow"]])
-        sites, site_counts = _callsites.build(raw["sites"], raw["site_counts"])
+        sites, site_counts = _callsites.build(raw["sites"], raw["site_rows"], raw["site_counts"])
         meta = {
             "precision": int(raw["precision"]),
             "config": raw["config"],
