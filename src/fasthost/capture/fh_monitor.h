@@ -394,7 +394,7 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
         return fh_mon_call_full(args);
     fh_hook_write(hs, ts, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_offset_digit(args[1]), 0,
                   fh_sites_on ? (uintptr_t)code : 0);
-    fh_leave_push(ts, t, 1);
+    fh_leave_push(ts, t, 1, 1);
     Py_RETURN_NONE;
 }
 

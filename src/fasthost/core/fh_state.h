@@ -137,6 +137,9 @@ typedef struct fh_thread {
     uint64_t gate;       /* the global gate this state is synced to */
     uint32_t depth;      /* frames in `stack`: this session's, recorded */
     uint32_t capacity;   /* max_depth of this state's session */
+    /* min(capacity, max_depth_seen): an open below it takes the fast path,
+     * which need not raise max_depth_seen. */
+    uint32_t fast_depth;
     fh_frame *stack;     /* stack[-1] is a sentinel (see fh_stack_new) */
     fh_clock clock;
     uint32_t precision;

@@ -121,24 +121,30 @@ static FH_NOINLINE int fh_close_other(fh_thread *ts, int call)
  * cache, a histogram row not yet allocated, a frame with frames inside.
  * Both paths share the helpers below, so they cannot drift apart. */
 
-FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind)
+/* A `fast` caller has checked depth < fast_depth (fh_leave_ready), so the
+ * frame is no deeper than the deepest seen and max_depth_seen stays. */
+FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind, int fast)
 {
     uint32_t depth = ts->depth;
     assert(depth < ts->capacity); /* every caller refuses a full array first */
+    assert(!fast || depth < ts->max_depth_seen);
     fh_frame *frame = &ts->stack[depth];
     frame->tag = kind;
     frame->child_ns = 0;
     fh_store(&ts->depth, depth + 1u);
-    if (FH_UNLIKELY(depth + 1u > ts->max_depth_seen))
+    if (!fast && FH_UNLIKELY(depth + 1u > ts->max_depth_seen)) {
         fh_store(&ts->max_depth_seen, depth + 1u);
+        ts->fast_depth = depth + 1u < ts->capacity ? depth + 1u : ts->capacity;
+    }
     return frame;
 }
 
 /* Opens a U frame for `t`; a `leaf` caller (see fh_close_ready) has made
- * sure that the clock is read without a call. */
-FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t, int leaf)
+ * sure that the clock is read without a call, a `fast` one that the frame
+ * is below fast_depth (fh_leave_ready). */
+FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t, int leaf, int fast)
 {
-    fh_frame *frame = fh_push(ts, FH_FRAME_UNMANAGED);
+    fh_frame *frame = fh_push(ts, FH_FRAME_UNMANAGED, fast);
     frame->target = t;
     fh_bump(&ts->results[FH_CALL_LEAVE][FH_OK], 1);
     /* Timestamp last, so the frame excludes our own bookkeeping. */
@@ -160,12 +166,12 @@ static FH_NOINLINE int fh_leave_runtime_full(uint64_t target)
         if (FH_UNLIKELY(t == NULL))
             return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
     }
-    return fh_leave_push(ts, t, 0);
+    return fh_leave_push(ts, t, 0, 0);
 }
 
 /* The target record for an open of `target` on the fast path: the thread is
- * synced to the running session, has room for a frame and finds the target
- * in its recent cache. NULL otherwise (the full path decides). Reads only.
+ * synced to the running session, opens no deeper than it has before (so
+ * within max_depth) and finds the target in its recent cache. NULL otherwise (the full path decides). Reads only.
  * A caller that knows `target` is not 0 says so in `nonzero`: an entry
  * with a nonzero address always has its record (empty entries are all
  * zeros), so one test less. */
@@ -173,7 +179,7 @@ FH_INLINE fh_target *fh_leave_ready(const fh_thread *ts, uint64_t target, int no
 {
     const fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
     fh_target *t = recent->target;
-    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate) || ts->depth >= ts->capacity ||
+    if (FH_UNLIKELY(ts->gate != fh_load_acquire(&fh_rt.gate) || ts->depth >= ts->fast_depth ||
                     (!nonzero && t == NULL) || recent->address != target))
         return NULL;
     return t;
@@ -186,7 +192,7 @@ FH_INLINE int fh_leave_runtime(uint64_t target)
     fh_target *t = fh_leave_ready(ts, target, 0);
     if (t == NULL)
         return fh_leave_runtime_full(target);
-    return fh_leave_push(ts, t, 0);
+    return fh_leave_push(ts, t, 0, 1);
 }
 
 /* What every close of a U frame records besides its histogram: the
@@ -384,7 +390,7 @@ FH_INLINE int fh_reverse_enter_runtime(void)
     FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER)
     if (FH_UNLIKELY(ts->depth >= ts->capacity))
         return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY);
-    fh_frame *frame = fh_push(ts, FH_FRAME_MANAGED);
+    fh_frame *frame = fh_push(ts, FH_FRAME_MANAGED, 0);
     frame->target = NULL;
     fh_bump(&ts->results[FH_CALL_REVERSE_ENTER][FH_OK], 1);
     frame->start = fh_clock_ticks(&ts->clock);
