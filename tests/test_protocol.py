@@ -1,5 +1,8 @@
 """Every row of the HRESULT table (docs/protocol.md §2), and the frame semantics."""
 
+import math
+import sys
+
 import pytest
 
 import fasthost
@@ -300,3 +303,33 @@ def test_transitions_leave_errno_untouched_also_on_slow_paths(recording):
     thread.start()
     thread.join()
     assert seen == [((0, 0), 42), ((0, 0), 7), ((0, 0), 99)]
+
+
+@pytest.mark.parametrize("capture", [None, "builtins", "native"])
+def test_max_depth_rises_when_a_target_the_thread_knows_opens_deeper_than_before(capture):
+    """An open of a target in the thread's recent cache takes the fast path,
+    which does not touch max_depth; it may only do so no deeper than the
+    thread has been. Each open here past depth 1 is of a known target."""
+    if capture == "native" and sys.version_info < (3, 12):
+        pytest.skip("capture_native() sees builtins through sys.monitoring (3.12+)")
+    fasthost.start(clock="manual")  # the captures' fast paths read the clock inline
+    try:
+        if capture is None:
+            for _ in range(2):
+                assert fasthost.leave_runtime(0x10) is HResult.S_OK
+                assert fasthost.enter_runtime() is HResult.S_OK
+            for _ in range(5):
+                assert fasthost.leave_runtime(0x10) is HResult.S_OK
+            for _ in range(5):
+                assert fasthost.enter_runtime() is HResult.S_OK
+            expected = 5
+        else:
+            with fasthost.capture_native() if capture == "native" else fasthost.capture_builtins():
+                for _ in range(3):
+                    math.cos(0.5)  # at depth 0: now known
+                sorted([2, 1], key=lambda value: math.cos(value))  # sorted (U) > key (M) > cos (U)
+            expected = 3
+        row = main_thread()
+    finally:
+        fasthost.stop()
+    assert row["max_depth"] == expected
