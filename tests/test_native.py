@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dis
 import functools
 import importlib.util
 import math
@@ -713,6 +714,58 @@ def test_a_monitoring_callback_takes_no_keywords(session):
         opened = fasthost.depth()
     assert opened == 0
     assert _core._monitor_tool_id() is None
+
+
+def _no_offsets(w):
+    """Ints that are no instruction offset but share `w`'s first digit (or,
+    past 2**32, its low 32 bits): an event made up with one must not pass
+    for one at `w`."""
+    return {"negative": -w, "2**30 + w": 2**30 + w, "2**32 + w": 2**32 + w, "2**64 + w": 2**64 + w}
+
+
+@needs_monitoring
+@pytest.mark.parametrize("kind", list(_no_offsets(2)))
+def test_events_made_up_with_an_int_that_is_no_offset_are_refused_and_leave_the_real_call_alone(kind):
+    # Another tool's CALL callback runs after fasthost's (lower ids run
+    # later) and without events of its own, so the real call's entry is on
+    # top of fasthost's stack when it calls fasthost's callbacks by hand.
+    from fasthost import _testing
+
+    monitoring = sys.monitoring
+    other = next(t for t in (2, 1, 0) if monitoring.get_tool(t) is None)
+    on_call, on_c_return, _, _ = _fasthosts_callbacks()
+
+    def work():
+        _testing.advance_manual_time(100)
+
+    (w,) = [i.offset for i in dis.get_instructions(work) if i.opname == "CALL"]
+    made_up = _no_offsets(w)[kind]
+    refused = []
+
+    def other_tools_call(code, offset, callable_, arg0):
+        if callable_ is _testing.advance_manual_time:
+            for callback in (on_c_return, on_call):
+                try:
+                    callback(work.__code__, made_up, callable_, arg0)
+                except ValueError as error:
+                    refused.append(str(error))
+
+    fasthost.start(clock="manual")
+    monitoring.use_tool_id(other, "made-up events")
+    monitoring.register_callback(other, monitoring.events.CALL, other_tools_call)
+    monitoring.set_events(other, monitoring.events.CALL)
+    try:
+        with fasthost.capture_native():
+            work()
+            opened = fasthost.depth()
+    finally:
+        monitoring.set_events(other, 0)
+        monitoring.free_tool_id(other)
+    snap = fasthost.snapshot()
+    fasthost.stop()
+    (row,) = [r for r in snap.targets if str(r["symbol"]).endswith("advance_manual_time")]
+    assert (int(row["calls"]), int(row["total_ns"]), opened) == (1, 100, 0)
+    assert len(refused) == 2 and all("is no instruction offset" in message for message in refused)
 
 
 @needs_monitoring
