@@ -735,7 +735,8 @@ def test_a_call_open_across_stop_and_start_is_named_in_neither_session_and_later
         "sorted(map(id, chain(map(adv, [5]), starmap(stop, [()]), starmap(start, [()]), map(adv, [7]))))\n"
         "sorted(map(adv, [11]))\n"
     )
-    namespace = {"chain": chain, "starmap": starmap, "stop": fasthost.stop, "start": partial(fasthost.start, clock="manual")}
+    start = partial(fasthost.start, clock="manual")
+    namespace = {"chain": chain, "starmap": starmap, "stop": fasthost.stop, "start": start}
     snap = _run_on_the_manual_clock(capture, source, namespace)
     assert _sorted_sites(snap) == [("<attack>", 2, 1, 11)]
 
@@ -764,16 +765,12 @@ def test_a_call_whose_functions_code_is_replaced_while_it_is_open_is_named_after
 
 @pytest.mark.parametrize("capture", ["builtins", "native"])
 def test_calls_from_generators_and_lambdas_dropped_right_after_keep_their_sites(capture):
-    source = (
-        "gen = (sorted(map(adv, [n])) for n in (4, 6))\n"
-        "next(gen)\n"
-        "del gen\n"
-        "(lambda: sorted(map(adv, [9])))()\n"
-    )
+    source = "gen = (sorted(map(adv, [n])) for n in (4, 6))\nnext(gen)\ndel gen\n(lambda: sorted(map(adv, [9])))()\n"
     snap = _run_on_the_manual_clock(capture, source, {})
     names = {int(r["line"]): str(r["function"]) for r in snap.callsites}
     assert _sorted_sites(snap) == [("<attack>", 1, 1, 4), ("<attack>", 4, 1, 9)]
-    assert "genexpr" in names[1] and "lambda" in names[4]
+    assert "genexpr" in names[1]
+    assert "lambda" in names[4]
 
 
 @pytest.mark.parametrize("capture", ["builtins", "native"])

@@ -765,7 +765,8 @@ def test_events_made_up_with_an_int_that_is_no_offset_are_refused_and_leave_the_
     fasthost.stop()
     (row,) = [r for r in snap.targets if str(r["symbol"]).endswith("advance_manual_time")]
     assert (int(row["calls"]), int(row["total_ns"]), opened) == (1, 100, 0)
-    assert len(refused) == 2 and all("is no instruction offset" in message for message in refused)
+    assert len(refused) == 2
+    assert all("is no instruction offset" in message for message in refused)
 
 
 @needs_monitoring
