@@ -821,3 +821,50 @@ def _by_file(snap):
         key = (str(r["file"]), int(r["line"]))
         out[key] = out.get(key, 0) + int(r["calls"])
     return out
+
+
+def _sites_by_line(snap, symbol):
+    """line -> (calls, total_ns) of the call sites of the target `symbol`."""
+    (address,) = [int(r["target"]) for r in snap.targets if str(r["symbol"]) == symbol]
+    rows = snap.callsites[snap.callsites["target"] == address]
+    return {int(r["line"]): (int(r["calls"]), int(r["total_ns"])) for r in rows}
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_sqlite_udf_queries_are_exact_per_call_site_on_the_manual_clock(capture):
+    """A query whose UDF advances the manual clock (sqlite calls it from C:
+    no event) lasts exactly what it advanced, at each of its call sites."""
+    import sqlite3
+
+    connection = sqlite3.connect(":memory:")
+    connection.create_function("adv", 1, _testing.advance_manual_time)
+    execute = connection.execute
+    fasthost.start(clock="manual")
+    try:
+        with _capture(capture):
+            for ns in (5, 70, 3000):
+                execute("select adv(?)", (ns,)); first = here()  # fmt: skip  # noqa: E702
+            for _ in range(4):
+                execute("select adv(1000000)"); second = here()  # fmt: skip  # noqa: E702
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+        connection.close()
+    assert _sites_by_line(snap, "sqlite3.Connection.execute") == {first: (3, 3075), second: (4, 4_000_000)}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.9-3.11 report only builtin calls: no ufunc is seen")
+def test_numpy_ufunc_calls_are_exact_per_call_site_on_the_manual_clock():
+    """A ufunc made by frompyfunc around the clock's advance: each call of
+    it lasts the sum of what its elements advanced, at its call site."""
+    advance = np.frompyfunc(_testing.advance_manual_time, 1, 1)
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_native():
+            for values in ([5, 70], [3000], [1, 2, 3]):
+                advance(np.array(values, dtype=object)); line = here()  # fmt: skip  # noqa: E702
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    symbol = str(snap.targets[snap.targets["target"] == id(advance)]["symbol"][0])
+    assert _sites_by_line(snap, symbol) == {line: (3, 3081)}
