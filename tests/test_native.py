@@ -691,12 +691,14 @@ def test_events_of_a_code_like_object_are_ignored(session):
             on_start(codelike, 0),
             on_return(codelike, 4, None),
             on_c_return(codelike, 2, len, None),
+            on_call(codelike, -2, len, None),  # its offsets are its own
+            on_c_return(codelike, -2, len, None),
         ]
         for _ in range(5):
             math.cos(0.5)
         opened = fasthost.depth()
     snap = fasthost.snapshot()
-    assert results == [None] * 4
+    assert results == [None] * 6
     assert opened == 0
     assert _core._monitor_tool_id() is None
     assert calls_of(snap, "len") == 0

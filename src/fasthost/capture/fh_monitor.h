@@ -430,6 +430,8 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
  * fh_mon_on_c_return below takes the common case. */
 static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *self, PyObject *const *args)
 {
+    if (!Py_IS_TYPE(args[0], &PyCode_Type))
+        Py_RETURN_NONE; /* a code-like object's event (fh_mon_other_args): as CALL */
     uint32_t offset = fh_mon_offset(args[1]);
     if (FH_UNLIKELY(offset == FH_MON_NO_OFFSET))
         return fh_mon_no_offset(self, args[1]);
