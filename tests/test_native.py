@@ -768,7 +768,25 @@ def test_events_made_up_with_an_int_that_is_no_offset_are_refused_and_leave_the_
     (row,) = [r for r in snap.targets if str(r["symbol"]).endswith("advance_manual_time")]
     assert (int(row["calls"]), int(row["total_ns"]), opened) == (1, 100, 0)
     assert len(refused) == 2
-    assert all("is no instruction offset" in message for message in refused)
+    assert all("is no call's instruction offset" in message for message in refused)
+
+
+@needs_monitoring
+def test_a_call_made_up_at_offset_zero_opens_nothing_so_the_capture_gives_its_tool_id_back(session):
+    # No call is at offset 0 (RESUME, or the instructions making cells): a
+    # frame opened there by hand would stay open, and the capture would
+    # drain for ever.
+    on_call, on_c_return, _, _ = _fasthosts_callbacks()
+    code = test_a_call_made_up_at_offset_zero_opens_nothing_so_the_capture_gives_its_tool_id_back.__code__
+    with fasthost.capture_native():
+        for callback in (on_call, on_c_return):
+            with pytest.raises(ValueError, match="offset 0 is no call's instruction offset"):
+                callback(code, 0, math.cos, 0.5)
+        math.cos(0.5)
+        opened = fasthost.depth()
+    assert opened == 0
+    assert _core._monitor_tool_id() is None
+    assert calls_of(fasthost.snapshot(), "math.cos") == 1
 
 
 @needs_monitoring

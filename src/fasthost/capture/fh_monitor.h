@@ -277,19 +277,20 @@ static FH_NOINLINE int fh_mon_is_call_function_ex(PyObject *code, uint32_t offse
     return opcode == fh_mon_call_function_ex;
 }
 
-/* What fh_mon_offset reads from an int that is no instruction offset
- * (negative, or 2**30 and up: no code object is that long). No event is
+/* What fh_mon_offset reads from an int that is no call's offset: 0 (every
+ * code object begins with RESUME or the instructions that make its cells),
+ * negative, or 2**30 and up (no code object is that long). No event is
  * there: the full paths refuse it (a call by hand), so nothing opened at
  * one can be closed by a real event, nor a real one by a made-up event. */
 #define FH_MON_NO_OFFSET UINT32_MAX
 
-/* The offset argument of an event, read without a call: its value if it
- * is an int from 0 to 2**30 - 1, FH_MON_NO_OFFSET otherwise. */
+/* The offset argument of a call's event, read without a call: its value
+ * if it is an int from 1 to 2**30 - 1, FH_MON_NO_OFFSET otherwise. */
 static inline uint32_t fh_mon_offset(PyObject *offset)
 {
     if (FH_LIKELY(PyUnstable_Long_IsCompact((PyLongObject *)offset))) {
         Py_ssize_t value = PyUnstable_Long_CompactValue((PyLongObject *)offset);
-        return value >= 0 ? (uint32_t)value : FH_MON_NO_OFFSET;
+        return value > 0 ? (uint32_t)value : FH_MON_NO_OFFSET;
     }
     return FH_MON_NO_OFFSET;
 }
@@ -316,7 +317,7 @@ static inline uint32_t fh_mon_offset_digit(PyObject *offset)
  * ValueError. */
 static FH_NOINLINE PyObject *fh_mon_no_offset(PyObject *self, PyObject *offset)
 {
-    PyErr_Format(PyExc_ValueError, "%R: offset %R is no instruction offset (an int from 0 to 2**30 - 1)", self, offset);
+    PyErr_Format(PyExc_ValueError, "%R: offset %R is no call's instruction offset (an int from 1 to 2**30 - 1)", self, offset);
     return NULL;
 }
 
@@ -406,7 +407,7 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
     if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 4, 4)))
         return fh_mon_other_args(self, args, nargsf, kwnames, 4, 4);
     if (FH_UNLIKELY(!fh_mon_offset_is_one_digit(args[1])))
-        return fh_mon_call_full(self, args); /* offset 0, or none (by hand) */
+        return fh_mon_call_full(self, args); /* no offset (by hand) */
     PyObject *callable = args[2];
     if (Py_IS_TYPE(callable, &PyFunction_Type))
         Py_RETURN_NONE; /* no C_RETURN; PY_START tells whether it is a callback */
@@ -472,7 +473,7 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_
     if (FH_UNLIKELY(!fh_mon_c_return_args_ok(args, nargsf, kwnames)))
         return fh_mon_other_args(self, args, nargsf, kwnames, 4, 4);
     if (FH_UNLIKELY(!fh_mon_offset_is_one_digit(args[1])))
-        return fh_mon_c_return_full(self, args); /* offset 0, or none (by hand) */
+        return fh_mon_c_return_full(self, args); /* no offset (by hand) */
     fh_hook_stack *hs = &fh_hook_own;
     uint32_t count = hs->count;
     if (count == 0)
