@@ -790,6 +790,22 @@ def test_a_call_made_up_at_offset_zero_opens_nothing_so_the_capture_gives_its_to
 
 
 @needs_monitoring
+def test_making_fasthosts_own_classes_under_a_capture_is_no_frame(session):
+    # A C class is a target (its constructor's work), but not fasthost's
+    # own: `with fasthost.unmanaged(t)` records its frame of t, nothing
+    # around it.
+    with fasthost.capture_native():
+        for _ in range(3):
+            with fasthost.unmanaged(0x77):
+                pass
+        int("5")
+    snap = fasthost.snapshot()
+    symbols = {str(r["symbol"]) for r in snap.targets}
+    assert calls_of(snap, "0x77") == 3
+    assert "int" in symbols
+    assert not any("unmanaged" in symbol for symbol in symbols)
+
+@needs_monitoring
 def test_the_monitoring_callbacks_cannot_be_made_copied_or_pickled(session):
     import copy
     import pickle

@@ -207,7 +207,12 @@ static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)
         target = (uintptr_t)((PyCFunctionObject *)callable)->m_ml->ml_meth;
         break;
     case FH_HOW_CLASS:
-        return fh_mon_python_class((PyTypeObject *)callable) ? 0 : (uintptr_t)callable;
+        /* Not a Python class (Python code), nor one of fasthost's own
+         * (unmanaged, callback: made by its own code, its own work). */
+        return fh_mon_python_class((PyTypeObject *)callable) ||
+                       fh_mon_own_code((uintptr_t)((PyTypeObject *)callable)->tp_new)
+                   ? 0
+                   : (uintptr_t)callable;
     case FH_HOW_CFUNCPTR:
         return fh_ctypes_address(callable);
     case FH_HOW_CFFI:
