@@ -805,6 +805,7 @@ def test_making_fasthosts_own_classes_under_a_capture_is_no_frame(session):
     assert "int" in symbols
     assert not any("unmanaged" in symbol for symbol in symbols)
 
+
 @needs_monitoring
 def test_the_monitoring_callbacks_cannot_be_made_copied_or_pickled(session):
     import copy
