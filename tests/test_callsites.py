@@ -869,3 +869,23 @@ def test_numpy_ufunc_calls_are_exact_per_call_site_on_the_manual_clock():
         fasthost.stop()
     symbol = str(snap.targets[snap.targets["target"] == id(advance)]["symbol"][0])
     assert _sites_by_line(snap, symbol) == {line: (3, 3081)}
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_a_call_closed_while_its_capture_drains_has_its_whole_duration_at_its_site(capture):
+    """The capture stopped inside a builtin (called from C: no event): the
+    draining capture closes the call, its first record of the site (so it
+    keeps the code then), with all that the clock advanced."""
+    from itertools import chain, starmap
+
+    fasthost.start(clock="manual")
+    try:
+        capture_ = _capture(capture).start()
+        source = "sorted(map(id, chain(map(adv, [5]), starmap(stop, [()]), map(adv, [7]))))\n"
+        namespace = {"adv": _testing.advance_manual_time, "chain": chain, "starmap": starmap, "stop": capture_.stop}
+        exec(compile(source, "<drains>", "exec"), namespace)
+        del namespace
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert _sorted_sites(snap) == [("<drains>", 1, 1, 12)]
