@@ -683,3 +683,209 @@ def test_a_call_that_returns_while_the_capture_drains_keeps_its_call_site(sessio
     del worker
     _, rows = sites_of(fasthost.snapshot(), "sorted")
     assert [(str(r["file"]), int(r["line"]), int(r["calls"])) for r in rows] == [("<drained>", 1, 1)]
+
+
+def _sorted_sites(snap):
+    """(file, line, calls, total_ns) of every call site of ``sorted``."""
+    (address,) = [int(r["target"]) for r in snap.targets if str(r["symbol"]) == "sorted"]
+    rows = snap.callsites[snap.callsites["target"] == address]
+    return sorted((str(r["file"]), int(r["line"]), int(r["calls"]), int(r["total_ns"])) for r in rows)
+
+
+def _run_on_the_manual_clock(capture, source, namespace, name="<attack>"):
+    """Runs `source` (compiled as file `name`, then dropped) under the
+    capture, on the manual clock; returns the snapshot. Inside ``any(...)``
+    the code calls C from C (map, starmap, partial: no events), so the
+    sorted's frame lasts exactly what ``adv`` advanced."""
+    fasthost.start(clock="manual")
+    try:
+        with _capture(capture):
+            exec(compile(source, name, "exec"), {"adv": _testing.advance_manual_time, **namespace})
+        return fasthost.snapshot()
+    finally:
+        fasthost.stop()
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_a_call_open_across_reset_is_abandoned_and_the_next_call_of_its_code_is_named_and_exact(capture):
+    """reset() inside a builtin: the open frame belongs to the old session
+    (abandoned, none of its time in the new one), and a later call of the
+    same code object (its close the first of the new session, which keeps
+    the code anew) is named after its line with its exact duration."""
+    from itertools import chain, starmap
+
+    source = (
+        "for _ in range(2):\n"
+        "    sorted(map(id, chain(map(adv, [5]), starmap(reset, [()]), map(adv, [7]))))\n"
+        "sorted(map(adv, [3]))\n"
+    )
+    snap = _run_on_the_manual_clock(capture, source, {"chain": chain, "starmap": starmap, "reset": fasthost.reset})
+    assert _sorted_sites(snap) == [("<attack>", 3, 1, 3)]
+    (row,) = snap.targets[snap.targets["symbol"] == "sorted"]
+    assert (int(row["calls"]), int(row["total_ns"])) == (1, 3)
+    assert snap.totals["results"]["HOST_E_ABANDONED"] >= 1  # the sorted() open at the last reset, and exec()
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_a_call_open_across_stop_and_start_is_named_in_neither_session_and_later_calls_are(capture):
+    from functools import partial
+    from itertools import chain, starmap
+
+    source = (
+        "sorted(map(id, chain(map(adv, [5]), starmap(stop, [()]), starmap(start, [()]), map(adv, [7]))))\n"
+        "sorted(map(adv, [11]))\n"
+    )
+    start = partial(fasthost.start, clock="manual")
+    namespace = {"chain": chain, "starmap": starmap, "stop": fasthost.stop, "start": start}
+    snap = _run_on_the_manual_clock(capture, source, namespace)
+    assert _sorted_sites(snap) == [("<attack>", 2, 1, 11)]
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_a_call_whose_functions_code_is_replaced_while_it_is_open_is_named_after_the_code_that_made_it(capture):
+    """f.__code__ replaced inside the call f makes: the frame keeps the
+    code it runs, and the call site is that code's line; f's next call
+    runs the new code, a site of its own."""
+    from functools import partial
+    from itertools import chain, starmap
+
+    source = (
+        "def f():\n"
+        "    sorted(map(id, chain(map(adv, [5]), starmap(replace, [()]), map(adv, [7]))))\n"
+        "def g():\n"
+        "    sorted(map(adv, [11]))\n"
+        "replace = partial(setattr, f, '__code__', g.__code__)\n"
+        "f()\n"
+        "f()\n"
+        "del f, g, replace\n"
+    )
+    snap = _run_on_the_manual_clock(capture, source, {"chain": chain, "starmap": starmap, "partial": partial})
+    assert _sorted_sites(snap) == [("<attack>", 2, 1, 12), ("<attack>", 4, 1, 11)]
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_calls_from_generators_and_lambdas_dropped_right_after_keep_their_sites(capture):
+    source = "gen = (sorted(map(adv, [n])) for n in (4, 6))\nnext(gen)\ndel gen\n(lambda: sorted(map(adv, [9])))()\n"
+    snap = _run_on_the_manual_clock(capture, source, {})
+    names = {int(r["line"]): str(r["function"]) for r in snap.callsites}
+    assert _sorted_sites(snap) == [("<attack>", 1, 1, 4), ("<attack>", 4, 1, 9)]
+    assert "genexpr" in names[1]
+    assert "lambda" in names[4]
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_threads_calling_from_fresh_code_objects_while_snapshots_are_taken_keep_every_site_exact(session, capture):
+    """8 threads, each making, calling from and dropping 40 code objects
+    (addresses freed and made again all the time) while this thread takes
+    snapshots: every site is its own file with its exact count, in every
+    snapshot no count above it, and at the end all of them."""
+    done = threading.Event()
+    seen = []
+
+    def work(thread):
+        for number in range(40):
+            source = f"for _ in range({number % 4 + 1}):\n    cos(0.5)\n"
+            exec(compile(source, f"<t{thread}-{number}>", "exec"), {"cos": math.cos})
+
+    def snapshots():
+        while not done.is_set():
+            seen.append(fasthost.snapshot())
+
+    expected = {(f"<t{t}-{n}>", 2): n % 4 + 1 for t in range(8) for n in range(40)}
+    with _capture(capture):
+        taker = threading.Thread(target=snapshots)
+        taker.start()
+        try:
+            threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            done.set()
+            taker.join()
+    assert len(seen) >= 1
+    for snap in seen:
+        assert all(expected[where] >= calls for where, calls in _by_file(snap).items())
+    assert _by_file(fasthost.snapshot()) == expected
+
+
+def _by_file(snap):
+    """(file, line) -> calls of the call sites of math.cos."""
+    found = [int(r["target"]) for r in snap.targets if str(r["symbol"]) == "math.cos"]
+    if not found:
+        return {}
+    rows = snap.callsites[snap.callsites["target"] == found[0]]
+    out = {}
+    for r in rows:
+        key = (str(r["file"]), int(r["line"]))
+        out[key] = out.get(key, 0) + int(r["calls"])
+    return out
+
+
+def _sites_by_line(snap, symbol):
+    """line -> (calls, total_ns) of the call sites of the target `symbol`."""
+    (address,) = [int(r["target"]) for r in snap.targets if str(r["symbol"]) == symbol]
+    rows = snap.callsites[snap.callsites["target"] == address]
+    return {int(r["line"]): (int(r["calls"]), int(r["total_ns"])) for r in rows}
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_sqlite_udf_queries_are_exact_per_call_site_on_the_manual_clock(capture):
+    """A query whose UDF advances the manual clock (sqlite calls it from C:
+    no event) lasts exactly what it advanced, at each of its call sites."""
+    import sqlite3
+
+    connection = sqlite3.connect(":memory:")
+    connection.create_function("adv", 1, _testing.advance_manual_time)
+    execute = connection.execute
+    fasthost.start(clock="manual")
+    _testing.set_manual_time(1)  # the UDF returns the time: an int sqlite takes
+    try:
+        with _capture(capture):
+            for ns in (5, 70, 3000):
+                execute("select adv(?)", (ns,)); first = here()  # fmt: skip  # noqa: E702
+            for _ in range(4):
+                execute("select adv(1000000)"); second = here()  # fmt: skip  # noqa: E702
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+        connection.close()
+    assert _sites_by_line(snap, "sqlite3.Connection.execute") == {first: (3, 3075), second: (4, 4_000_000)}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.9-3.11 report only builtin calls: no ufunc is seen")
+def test_numpy_ufunc_calls_are_exact_per_call_site_on_the_manual_clock():
+    """A ufunc made by frompyfunc around the clock's advance: each call of
+    it lasts the sum of what its elements advanced, at its call site."""
+    advance = np.frompyfunc(_testing.advance_manual_time, 1, 1)
+    fasthost.start(clock="manual")
+    try:
+        with fasthost.capture_native():
+            for values in ([5, 70], [3000], [1, 2, 3]):
+                advance(np.array(values, dtype=object)); line = here()  # fmt: skip  # noqa: E702
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    symbol = str(snap.targets[snap.targets["target"] == id(advance)]["symbol"][0])
+    assert _sites_by_line(snap, symbol) == {line: (3, 3081)}
+
+
+@pytest.mark.parametrize("capture", ["builtins", "native"])
+def test_a_call_closed_while_its_capture_drains_has_its_whole_duration_at_its_site(capture):
+    """The capture stopped inside a builtin (called from C: no event): the
+    draining capture closes the call, its first record of the site (so it
+    keeps the code then), with all that the clock advanced."""
+    from itertools import chain, starmap
+
+    fasthost.start(clock="manual")
+    try:
+        capture_ = _capture(capture).start()
+        source = "sorted(map(id, chain(map(adv, [5]), starmap(stop, [()]), map(adv, [7]))))\n"
+        namespace = {"adv": _testing.advance_manual_time, "chain": chain, "starmap": starmap, "stop": capture_.stop}
+        exec(compile(source, "<drains>", "exec"), namespace)
+        del namespace
+        snap = fasthost.snapshot()
+    finally:
+        fasthost.stop()
+    assert _sorted_sites(snap) == [("<drains>", 1, 1, 12)]

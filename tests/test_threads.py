@@ -7,7 +7,7 @@ import time
 import pytest
 
 import fasthost
-from fasthost import HResult, _testing
+from fasthost import HResult, _core, _testing
 
 from .conftest import run_threads
 
@@ -301,3 +301,45 @@ def test_thread_count_includes_the_threads_folded_into_the_ended_row(recording):
     idle = int((snap.threads["leave"] == 0).sum())
     assert snap.totals["threads"] == 100 + idle
     assert f"{snap.totals['threads']} thread(s)" in snap.report()
+
+
+def test_counts_read_while_native_threads_bump_them_never_go_down_nor_past_the_end(recording):
+    """Each count has one writer (its thread: one add to memory on x86-64)
+    and is read by snapshots on another thread: successive copies taken
+    while 4 pthreads make 200,000 pairs each over 8 targets see every
+    (thread, target) count and time only grow, never past the end, and the
+    last one sees them all."""
+    done = threading.Event()
+    results = []
+
+    def native():
+        results.append(_testing.run_native_threads(4, 200_000, 0x3000, "targets", 8))
+        done.set()
+
+    def counts():
+        # The core's copy itself (snapshot() adds ~0.1 s of its own work).
+        raw = _core._collect()
+        tid, target, calls, total = (
+            _core.THREAD_FIELDS.index("tid"),
+            *(_core.TARGET_FIELDS.index(name) for name in ("target", "calls", "total_ns")),
+        )
+        return {
+            (int(raw["threads"][row[0], tid]), int(row[target])): (int(row[calls]), int(row[total]))
+            for row in raw["targets"]
+        }
+
+    worker = threading.Thread(target=native)
+    worker.start()
+    seen = []
+    while not done.is_set():
+        seen.append(counts())
+    worker.join()
+    seen.append(counts())
+    assert results == [[0] * 4]
+    assert len(seen) >= 3
+    for before, after in zip(seen, seen[1:]):
+        for key, (calls, total) in before.items():
+            assert calls <= 200_000 // 8
+            assert after[key][0] >= calls
+            assert after[key][1] >= total
+    assert sorted(calls for calls, _ in seen[-1].values()) == [200_000 // 8] * 32

@@ -207,7 +207,12 @@ static FH_NOINLINE uintptr_t fh_mon_target_of_type(PyObject *callable, int mode)
         target = (uintptr_t)((PyCFunctionObject *)callable)->m_ml->ml_meth;
         break;
     case FH_HOW_CLASS:
-        return fh_mon_python_class((PyTypeObject *)callable) ? 0 : (uintptr_t)callable;
+        /* Not a Python class (Python code), nor one of fasthost's own
+         * (unmanaged, callback: made by its own code, its own work). */
+        return fh_mon_python_class((PyTypeObject *)callable) ||
+                       fh_mon_own_code((uintptr_t)((PyTypeObject *)callable)->tp_new)
+                   ? 0
+                   : (uintptr_t)callable;
     case FH_HOW_CFUNCPTR:
         return fh_ctypes_address(callable);
     case FH_HOW_CFFI:
@@ -277,31 +282,56 @@ static FH_NOINLINE int fh_mon_is_call_function_ex(PyObject *code, uint32_t offse
     return opcode == fh_mon_call_function_ex;
 }
 
-/* The offset argument of an event: a small int, read without a call. */
+/* What fh_mon_offset reads from an int that is no call's offset: 0 (every
+ * code object begins with RESUME or the instructions that make its cells),
+ * negative, or 2**30 and up (no code object is that long). No event is
+ * there: the full paths refuse it (a call by hand), so nothing opened at
+ * one can be closed by a real event, nor a real one by a made-up event. */
+#define FH_MON_NO_OFFSET UINT32_MAX
+
+/* The offset argument of a call's event, read without a call: its value
+ * if it is an int from 1 to 2**30 - 1, FH_MON_NO_OFFSET otherwise. */
 static inline uint32_t fh_mon_offset(PyObject *offset)
 {
-    if (FH_LIKELY(PyUnstable_Long_IsCompact((PyLongObject *)offset)))
-        return (uint32_t)PyUnstable_Long_CompactValue((PyLongObject *)offset);
-    return (uint32_t)PyLong_AsUnsignedLong(offset);
+    if (FH_LIKELY(PyUnstable_Long_IsCompact((PyLongObject *)offset))) {
+        Py_ssize_t value = PyUnstable_Long_CompactValue((PyLongObject *)offset);
+        return value > 0 ? (uint32_t)value : FH_MON_NO_OFFSET;
+    }
+    return FH_MON_NO_OFFSET;
 }
 
-/* The fast paths' reading of the offset: its first digit, which every int
- * has. An offset (below 2**30: no code object is longer) is that digit;
- * an int that is not one (made up by hand) reads as some other offset,
- * and at worst pairs with an event made up the same way. The full paths
- * read the whole int (fh_mon_offset). */
+/* The fast paths' reading of the offset: an int of one positive digit
+ * (every offset from 1 to 2**30 - 1; no call is at offset 0, where every
+ * code object has its RESUME), told by its tag, and then its digit. The
+ * digit alone is not enough: -w and 2**30 + w have w's, and an event made
+ * up with one would close (or be closed by) the real call at w. Anything
+ * else is left to the full paths, which read it with fh_mon_offset. */
+#define FH_MON_ONE_DIGIT_TAG ((uintptr_t)1 << _PyLong_NON_SIZE_BITS)
+
+static inline int fh_mon_offset_is_one_digit(PyObject *offset)
+{
+    return ((PyLongObject *)offset)->long_value.lv_tag == FH_MON_ONE_DIGIT_TAG;
+}
+
 static inline uint32_t fh_mon_offset_digit(PyObject *offset)
 {
     return (uint32_t)((PyLongObject *)offset)->long_value.ob_digit[0];
+}
+
+/* For a call by hand whose offset fh_mon_offset refused: NULL with a
+ * ValueError. */
+static FH_NOINLINE PyObject *fh_mon_no_offset(PyObject *self, PyObject *offset)
+{
+    PyErr_Format(PyExc_ValueError, "%R: offset %R is no call's instruction offset (an int from 1 to 2**30 - 1)", self, offset);
+    return NULL;
 }
 
 /* Whether an event's arguments are of the kinds the callbacks take: no
  * keywords, `least` to `most` of them, a code object, then an int (the
  * instruction offset). sys.monitoring always passes these for Python code;
  * anything else goes to fh_mon_other_args. The call sites keep args[0] as
- * a code object to name it later. (A negative offset is no danger: no
- * event is at one, so nothing closes what it opens, as with any other
- * event made up by hand.) */
+ * a code object to name it later. (An int that is no offset, negative or
+ * too large, is refused by the full paths, fh_mon_offset.) */
 FH_INLINE int fh_mon_args_ok(PyObject *const *args, size_t nargsf, PyObject *kwnames, Py_ssize_t least,
                              Py_ssize_t most)
 {
@@ -311,7 +341,7 @@ FH_INLINE int fh_mon_args_ok(PyObject *const *args, size_t nargsf, PyObject *kwn
 }
 
 /* The part of fh_mon_args_ok that C_RETURN checks: four arguments, the
- * second an int, whose digit it reads. It only compares args[0] with the
+ * second an int, whose tag and digit it reads. It only compares args[0] with the
  * code objects that CALL stored, which nothing else can equal; anything
  * it does not close goes to fh_mon_c_return_full, which does the same. */
 FH_INLINE int fh_mon_c_return_args_ok(PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -338,18 +368,20 @@ static FH_NOINLINE PyObject *fh_mon_other_args(PyObject *self, PyObject *const *
  * The call site (args[0]) is kept alive by the close that records it
  * (fh_site_kept). This is the whole of it; fh_mon_on_call below takes the
  * common case. */
-static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *const *args)
+static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *self, PyObject *const *args)
 {
     PyObject *callable = args[2];
+    uint32_t where = fh_mon_offset(args[1]);
+    if (FH_UNLIKELY(where == FH_MON_NO_OFFSET))
+        return fh_mon_no_offset(self, args[1]);
     /* A Python function: no C_RETURN; PY_START tells whether it is a callback. */
     if (Py_IS_TYPE(callable, &PyFunction_Type) ||
         (Py_IS_TYPE(callable, &PyMethod_Type) && Py_IS_TYPE(PyMethod_GET_FUNCTION(callable), &PyFunction_Type)))
         Py_RETURN_NONE;
-    if (FH_UNLIKELY(Py_IS_TYPE(callable, &PyMethod_Type)) && fh_mon_is_call_function_ex(args[0], fh_mon_offset(args[1])))
+    if (FH_UNLIKELY(Py_IS_TYPE(callable, &PyMethod_Type)) && fh_mon_is_call_function_ex(args[0], where))
         Py_RETURN_NONE;
     int mode = fh_mon_mode;
     uintptr_t target = mode != 0 && !fh_hook_paused ? fh_mon_target(callable, mode) : 0;
-    uint32_t where = fh_mon_offset(args[1]);
     if (target == 0) {
         if (fh_hook_own.count != 0)
             fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_UNOPENED, where, 0, 0);
@@ -379,19 +411,21 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
 {
     if (FH_UNLIKELY(!fh_mon_args_ok(args, nargsf, kwnames, 4, 4)))
         return fh_mon_other_args(self, args, nargsf, kwnames, 4, 4);
+    if (FH_UNLIKELY(!fh_mon_offset_is_one_digit(args[1])))
+        return fh_mon_call_full(self, args); /* no offset (by hand) */
     PyObject *callable = args[2];
     if (Py_IS_TYPE(callable, &PyFunction_Type))
         Py_RETURN_NONE; /* no C_RETURN; PY_START tells whether it is a callback */
     int mode = fh_mon_mode;
     uintptr_t target;
     if (mode == 0 || !fh_mon_common_target(callable, mode, &target) || target == 0 || fh_hook_paused)
-        return fh_mon_call_full(args);
+        return fh_mon_call_full(self, args);
     PyObject *code = args[0];
     fh_hook_stack *hs = &fh_hook_own;
     fh_thread *ts = fh_current;
     fh_target *t = fh_leave_ready(ts, target, 1);
     if (t == NULL || hs->count == hs->capacity || !fh_clock_is_inline(&ts->clock))
-        return fh_mon_call_full(args);
+        return fh_mon_call_full(self, args);
     fh_hook_write(hs, ts, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_offset_digit(args[1]), 0,
                   fh_sites_on ? (uintptr_t)code : 0);
     fh_leave_push(ts, t, 1, 1);
@@ -400,14 +434,19 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
 
 /* C_RETURN / C_RAISE (code, offset, callable, arg0), the whole of it;
  * fh_mon_on_c_return below takes the common case. */
-static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *const *args)
+static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *self, PyObject *const *args)
 {
+    if (!Py_IS_TYPE(args[0], &PyCode_Type))
+        Py_RETURN_NONE; /* a code-like object's event (fh_mon_other_args): as CALL */
+    uint32_t offset = fh_mon_offset(args[1]);
+    if (FH_UNLIKELY(offset == FH_MON_NO_OFFSET))
+        return fh_mon_no_offset(self, args[1]);
     fh_hook_stack *hs = &fh_hook_own;
     if (hs->count == 0)
         Py_RETURN_NONE;
     const fh_hook_entry *top = &hs->entries[hs->count - 1u];
     if (top->closer != (uintptr_t)args[0] || (top->kind != FH_HOOK_BUILTIN && top->kind != FH_HOOK_UNOPENED) ||
-        top->where != fh_mon_offset(args[1]))
+        top->where != offset)
         Py_RETURN_NONE;
     uint32_t kind = top->kind, where = top->where;
     uintptr_t site = top->site;
@@ -438,6 +477,8 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_
 {
     if (FH_UNLIKELY(!fh_mon_c_return_args_ok(args, nargsf, kwnames)))
         return fh_mon_other_args(self, args, nargsf, kwnames, 4, 4);
+    if (FH_UNLIKELY(!fh_mon_offset_is_one_digit(args[1])))
+        return fh_mon_c_return_full(self, args); /* no offset (by hand) */
     fh_hook_stack *hs = &fh_hook_own;
     uint32_t count = hs->count;
     if (count == 0)
@@ -445,7 +486,7 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_
     const fh_hook_entry *top = &hs->entries[count - 1u];
     if (top->closer != (uintptr_t)args[0] || top->kind != FH_HOOK_BUILTIN || fh_mon_mode == 0 ||
         top->where != fh_mon_offset_digit(args[1]))
-        return fh_mon_c_return_full(args);
+        return fh_mon_c_return_full(self, args);
     __atomic_store_n(&hs->count, count - 1u, __ATOMIC_RELAXED);
     fh_close_plan plan;
     if (!fh_close_ready(&plan, top->site, top->where, 1))
