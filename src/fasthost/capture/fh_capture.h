@@ -526,9 +526,19 @@ static int fh_set_profile_all(Py_tracefunc func, PyObject *obj)
     PyEval_SetProfileAllThreads(func, obj);
     result = PyErr_Occurred() ? -1 : 0;
 #else
+    /* Without the runtime's head lock, which is not exported: a thread
+     * entering Python from C (PyGILState_Ensure) puts its new state at the
+     * head of the list before initialising it, and on 3.11 its cframe is
+     * still NULL there (_PyEval_SetProfile would write through it). Such a
+     * thread is left alone, as one that enters after the capture started. */
     PyThreadState *tstate = PyInterpreterState_ThreadHead(PyThreadState_Get()->interp);
-    for (; tstate != NULL && result == 0; tstate = PyThreadState_Next(tstate))
+    for (; tstate != NULL && result == 0; tstate = PyThreadState_Next(tstate)) {
+#if PY_VERSION_HEX >= 0x030B0000
+        if (__atomic_load_n(&tstate->cframe, __ATOMIC_ACQUIRE) == NULL)
+            continue;
+#endif
         result = _PyEval_SetProfile(tstate, func, obj);
+    }
 #endif
     fh_hook_setting = 0;
     return result;
