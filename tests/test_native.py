@@ -807,11 +807,6 @@ def test_making_fasthosts_own_classes_under_a_capture_is_no_frame(session):
 
 
 @needs_monitoring
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the partial's C_RETURN closes the frame leave_runtime opened inside it (the top one), "
-    "and enter_runtime then closes the partial's; its fix needs C_RETURN to check the frame is its own",
-)
 def test_leave_runtime_called_through_a_c_wrapper_times_its_own_target():
     # functools.partial is a C type, so capture_native opens a frame for
     # the call; the frame leave_runtime opens inside it must still be the

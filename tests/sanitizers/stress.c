@@ -52,7 +52,7 @@ static int site_close(uint64_t code, uint32_t where, int leaf)
     if (!leaf)
         return fh_enter_runtime_at(code, where);
     fh_close_plan plan;
-    if (!fh_close_ready(&plan, code, where, 1))
+    if (!fh_close_ready(&plan, code, where, 1, FH_ANY_POSITION))
         return fh_enter_close(plan.now, code, where);
     return fh_close_commit(&plan);
 }

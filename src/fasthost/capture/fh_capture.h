@@ -320,17 +320,31 @@ static FH_NOINLINE int fh_hook_return(PyFrameObject *frame)
     return 0;
 }
 
+/* The core's full close of the U frame a capture's entry opened at
+ * `position` (open frames beneath it), with its call site: unless another
+ * frame is on top of it (one that the call opened through the protocol and
+ * returned with, to be closed by a later EnterRuntime), which stays open,
+ * while the call's own frame is abandoned. `now` is a timestamp taken
+ * before, or 0. */
+static FH_NOINLINE void fh_hook_close_entry(uint64_t now, uint64_t position, uintptr_t site, uint32_t where)
+{
+    const fh_thread *ts = fh_current;
+    if (ts->gate == fh_load_acquire(&fh_rt.gate) && position + 1u != fh_open_depth(ts)) {
+        fh_abandon_entry(position);
+        return;
+    }
+    if (now == 0)
+        now = fh_close_now(); /* before fh_site_kept: the frame excludes it */
+    fh_enter_close(now, fh_site_kept(site), where);
+}
+
 /* The core's full close of the U frame whose hook entry has just been
  * popped (it is still in place: nothing was pushed since), for a fast
  * path that fh_close_ready declined; `now` is the timestamp it took, or 0. */
 static FH_NOINLINE int fh_hook_close_popped(uint64_t now)
 {
     const fh_hook_entry *popped = &fh_hook_own.entries[fh_hook_own.count];
-    uint32_t where = popped->where;
-    uintptr_t site = popped->site;
-    if (now == 0)
-        now = fh_close_now(); /* before fh_site_kept: the frame excludes it */
-    fh_enter_close(now, fh_site_kept(site), where);
+    fh_hook_close_entry(now, popped->position, popped->site, popped->where);
     return 0;
 }
 
@@ -351,7 +365,7 @@ FH_INLINE int fh_hook_c_return(PyObject *callable)
     if (top->kind != FH_HOOK_BUILTIN)
         return 0; /* a placeholder: nothing was opened */
     fh_close_plan plan;
-    if (!fh_close_ready(&plan, top->site, top->where, 1))
+    if (!fh_close_ready(&plan, top->site, top->where, 1, top->position))
         return fh_hook_close_popped(plan.now);
     fh_close_commit(&plan);
     return 0;

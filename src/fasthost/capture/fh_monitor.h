@@ -450,11 +450,10 @@ static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *self, PyObject *cons
         Py_RETURN_NONE;
     uint32_t kind = top->kind, where = top->where;
     uintptr_t site = top->site;
+    uint64_t position = top->position;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-    if (kind == FH_HOOK_BUILTIN) {
-        uint64_t now = fh_close_now(); /* before fh_site_kept: the frame excludes it */
-        fh_enter_close(now, fh_site_kept(site), where);
-    }
+    if (kind == FH_HOOK_BUILTIN)
+        fh_hook_close_entry(0, position, site, where);
     if (FH_UNLIKELY(fh_mon_mode == 0))
         fh_mon_after_drain_close();
     Py_RETURN_NONE;
@@ -489,7 +488,7 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_
         return fh_mon_c_return_full(self, args);
     __atomic_store_n(&hs->count, count - 1u, __ATOMIC_RELAXED);
     fh_close_plan plan;
-    if (!fh_close_ready(&plan, top->site, top->where, 1))
+    if (!fh_close_ready(&plan, top->site, top->where, 1, top->position))
         return fh_mon_close_full(plan.now);
     fh_close_commit(&plan);
     Py_RETURN_NONE;

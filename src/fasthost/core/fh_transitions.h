@@ -291,7 +291,11 @@ typedef struct fh_close_plan {
  * that it saves no registers) takes a clock that needs a call, a call site
  * missing from the recent cache, or a precision other than the default, as
  * a miss too. */
-FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where, int leaf)
+/* fh_close_ready's `position` for a caller that closes whatever U frame is
+ * on top (EnterRuntime). */
+#define FH_ANY_POSITION UINT64_MAX
+
+FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where, int leaf, uint64_t position)
 {
     fh_thread *ts = fh_current;
     plan->ts = ts;
@@ -304,6 +308,11 @@ FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where,
     uint64_t now = plan->now = leaf ? fh_clock_ticks_inline(&ts->clock) : fh_clock_ticks(&ts->clock);
     uint32_t depth = plan->depth = ts->depth;
     if (FH_UNLIKELY(depth - 1u >= ts->capacity))
+        return 0;
+    /* A capture closes only the frame its call opened, at `position` among
+     * the thread's open frames: not one that the call opened through the
+     * protocol and left open (fh_hook_close_popped). */
+    if (position != FH_ANY_POSITION && FH_UNLIKELY(position != depth - 1u + ts->hidden))
         return 0;
     fh_frame *frame = plan->frame = &ts->stack[depth - 1u];
     /* One comparison of the tag: a U frame with no unrecorded open on it. */
@@ -371,7 +380,7 @@ FH_INLINE int fh_close_commit(const fh_close_plan *plan)
 FH_INLINE int fh_enter_fast(uint64_t code, uint32_t where)
 {
     fh_close_plan plan;
-    if (!fh_close_ready(&plan, code, where, 0))
+    if (!fh_close_ready(&plan, code, where, 0, FH_ANY_POSITION))
         return fh_enter_close(plan.now, code, where);
     return fh_close_commit(&plan);
 }
