@@ -44,16 +44,22 @@ static void check(int ok, const char *what)
     }
 }
 
+/* The kind of U frame site_open opens and site_close closes: a capture's
+ * when `leaf`, else the protocol's. */
+#define SITE_KIND(leaf) ((leaf) ? FH_FRAME_CAPTURED_UNMANAGED : FH_FRAME_UNMANAGED)
+
+static int site_open(uint64_t target, int leaf) { return fh_leave(target, SITE_KIND(leaf)); }
+
 /* A close at the call site (code, where): as a capture's callback makes it
  * (the fast close with `leaf`, else the full one) when `leaf`, else through
  * the C API's path. */
 static int site_close(uint64_t code, uint32_t where, int leaf)
 {
     if (!leaf)
-        return fh_enter_runtime_at(code, where);
+        return fh_enter_fast(code, where, SITE_KIND(leaf));
     fh_close_plan plan;
-    if (!fh_close_ready(&plan, code, where, 1, FH_ANY_POSITION))
-        return fh_enter_close(plan.now, code, where);
+    if (!fh_close_ready(&plan, code, where, 1, SITE_KIND(leaf)))
+        return fh_enter_close(plan.now, code, where, SITE_KIND(leaf));
     return fh_close_commit(&plan);
 }
 
@@ -72,7 +78,7 @@ static void *chaos_writer(void *arg)
             fh_enter_runtime();
             break;
         case 7: /* past max_targets sites too: dropped */
-            fh_leave_runtime(target);
+            site_open(target, (seed >> 24) & 1);
             site_close(0x7000 + (seed >> 8) % 4 * 16, (uint32_t)(seed >> 16) % 50 * 2, (seed >> 24) & 1);
             break;
         case 2:
@@ -111,7 +117,7 @@ static void *nesting_writer(void *arg)
             if (l % 2)
                 fh_reverse_enter_runtime();
             else
-                fh_leave_runtime(0x2000 + (uint64_t)l);
+                site_open(0x2000 + (uint64_t)l, i & 1);
         }
         check(fh_current_depth() == (uint64_t)levels, "depth is the nesting");
         for (int l = levels - 1; l >= 0; l--) {
@@ -276,7 +282,7 @@ static void *exact_writer(void *arg)
 {
     (void)arg;
     for (int i = 0; i < EXACT_PAIRS; i++) {
-        check(fh_leave_runtime(0xE0) == FH_OK, "leave S_OK");
+        check(site_open(0xE0, i % 3 != 0) == FH_OK, "leave S_OK");
         check(site_close(0xC0DE, (uint32_t)i % 4u * 2u, i % 3 != 0) == FH_OK, "enter S_OK");
     }
     return NULL;

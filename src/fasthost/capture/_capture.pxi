@@ -32,6 +32,10 @@ cdef extern from "fh_capture.h":
     int fh_hook_drain(int what, PyFrameObject *frame, PyObject *arg) noexcept
     uint32_t fh_hook_open_count() noexcept
     uint64_t fh_hook_abandon_all() noexcept
+    uint64_t fh_adapter_open_unmanaged(uint64_t target) noexcept nogil
+    uint64_t fh_adapter_open_managed() noexcept nogil
+    void fh_adapter_close_unmanaged(uint64_t position) noexcept nogil
+    void fh_adapter_close_managed(uint64_t position) noexcept nogil
     int fh_hook_audit_once() except -1
 
     int fh_sites_on
@@ -89,11 +93,11 @@ cdef class ManagedCall:
             # ctypes callback from a native pthread gets a fresh thread
             # state each time): the builtins it calls are captured too.
             fh_set_own_profile(FH_PROFILE_HOOK, NULL)
-        fh_reverse_enter_runtime()
+        cdef uint64_t position = fh_adapter_open_managed()
         try:
             return self.function(*args, **kwargs)
         finally:
-            fh_reverse_leave_runtime()
+            fh_adapter_close_managed(position)
 
     def __repr__(self):
         return f"<fasthost callback frame around {self.function!r}>"
@@ -115,11 +119,11 @@ cdef class UnmanagedCall:
         self.target = _as_target(target)
 
     def __call__(self, *args, **kwargs):
-        fh_leave_runtime(self.target)
+        cdef uint64_t position = fh_adapter_open_unmanaged(self.target)
         try:
             return self.function(*args, **kwargs)
         finally:
-            fh_enter_runtime()
+            fh_adapter_close_unmanaged(position)
 
     def __repr__(self):
         return f"<fasthost unmanaged frame (0x{self.target:x}) around {self.function!r}>"

@@ -37,15 +37,45 @@ typedef struct {
 
 static ternaryfunc fh_cfuncptr_call; /* _ctypes.CFuncPtr's own tp_call */
 
+static void fh_capture_close(uint64_t now, uint64_t position, uint32_t kind, uintptr_t site, uint32_t where);
+
+/* The adapters' frames around the calls they make (an instrumented ctypes
+ * or cffi function, a callback's Python function) are a capture's too: the
+ * protocol's closes do not see them. Each open returns its position, which
+ * its close takes. */
+static inline uint64_t fh_adapter_open_unmanaged(uint64_t target)
+{
+    uint64_t position = fh_current_depth();
+    fh_leave(target, FH_FRAME_CAPTURED_UNMANAGED);
+    return position;
+}
+
+static inline uint64_t fh_adapter_open_managed(void)
+{
+    uint64_t position = fh_current_depth();
+    fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED);
+    return position;
+}
+
+static inline void fh_adapter_close_unmanaged(uint64_t position)
+{
+    fh_capture_close(0, position, FH_FRAME_CAPTURED_UNMANAGED, 0, 0);
+}
+
+static inline void fh_adapter_close_managed(uint64_t position)
+{
+    fh_capture_close(0, position, FH_FRAME_CAPTURED_MANAGED, 0, 0);
+}
+
 static PyObject *fh_ctypes_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     size_t target = (size_t) * (void **)((fh_cdata_head *)self)->b_ptr;
-    fh_leave_runtime(target);
+    uint64_t position = fh_adapter_open_unmanaged(target);
     /* Argument conversion, the foreign call and errcheck all happen in
      * here; a NULL result (an exception) still closes the frame, as the
      * CLR's stubs do when they unwind. */
     PyObject *result = fh_cfuncptr_call(self, args, kwargs);
-    fh_enter_runtime();
+    fh_adapter_close_unmanaged(position);
     return result;
 }
 
@@ -110,6 +140,8 @@ typedef struct fh_hook_entry {
 #define FH_HOOK_UNOPENED 2u /* a placeholder: nothing was opened */
 #define FH_HOOK_CALLBACK_UNOPENED 3u /* a Python function run under a placeholder: nothing opened */
 #define FH_HOOK_OPENED(kind) ((kind) <= FH_HOOK_CALLBACK)
+/* The kind of the core's frame an entry opened. */
+#define fh_hook_frame_kind(kind) ((kind) == FH_HOOK_BUILTIN ? FH_FRAME_CAPTURED_UNMANAGED : FH_FRAME_CAPTURED_MANAGED)
 #define FH_HOOK_IS_CALLBACK(kind) ((kind) == FH_HOOK_CALLBACK || (kind) == FH_HOOK_CALLBACK_UNOPENED)
 
 typedef struct fh_hook_stack {
@@ -281,6 +313,43 @@ static inline PyObject *fh_frame_site(PyFrameObject *frame, uint32_t *where)
 #endif
 }
 
+/* The full close of the frame of `kind` that a capture opened at
+ * `position` (open entries beneath it; a U frame's call site is (site,
+ * where)), when it is the newest open entry; abandoned in place when
+ * protocol frames that its call opened and returned with lie on it, so
+ * that they pair with their own closes; nothing when it is gone, abandoned
+ * by a protocol close that it straddled (fh_captured_where). `now` is a
+ * timestamp taken before, or 0. */
+static FH_NOINLINE void fh_capture_close(uint64_t now, uint64_t position, uint32_t kind, uintptr_t site,
+                                         uint32_t where)
+{
+    /* Positions hold in a thread's state from before a new session too
+     * (its sync sets frames aside in order), and while stopped. */
+    int state = fh_captured_where(position, kind);
+    if (state == FH_CAPTURED_GONE)
+        return;
+    if (state == FH_CAPTURED_COVERED) {
+        fh_abandon_entry(position);
+        return;
+    }
+    if (kind == FH_FRAME_CAPTURED_MANAGED) {
+        fh_reverse_leave(kind);
+        return;
+    }
+    if (now == 0)
+        now = fh_close_now(); /* before fh_site_kept: the frame excludes it */
+    fh_enter_close(now, fh_site_kept(site), where, kind);
+}
+
+/* Abandons the frame of `kind` that a capture opened at `position`, unless
+ * it is gone (fh_captured_where). 0, or -1 when there was none. */
+static int fh_capture_abandon(uint64_t position, uint32_t kind)
+{
+    if (fh_captured_where(position, kind) == FH_CAPTURED_GONE)
+        return -1;
+    return fh_abandon_entry(position);
+}
+
 /* The two halves of the hook are separate functions so that each saves
  * only the registers it needs; the hook itself only dispatches. */
 static FH_NOINLINE int fh_hook_call(PyFrameObject *frame, PyObject *callable)
@@ -294,7 +363,7 @@ static FH_NOINLINE int fh_hook_call(PyFrameObject *frame, PyObject *callable)
         code = fh_frame_site(frame, &where);
     if (!fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN, where, 0, (uintptr_t)code))
         return 0;
-    fh_leave_runtime(target);
+    fh_leave(target, FH_FRAME_CAPTURED_UNMANAGED);
     return 0;
 }
 
@@ -316,26 +385,8 @@ static FH_NOINLINE int fh_hook_return(PyFrameObject *frame)
     if (top->closer != (uintptr_t)frame || top->kind != FH_HOOK_CALLBACK)
         return 0;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-    fh_reverse_leave_runtime();
+    fh_capture_close(0, top->position, FH_FRAME_CAPTURED_MANAGED, 0, 0);
     return 0;
-}
-
-/* The core's full close of the U frame a capture's entry opened at
- * `position` (open frames beneath it), with its call site: unless another
- * frame is on top of it (one that the call opened through the protocol and
- * returned with, to be closed by a later EnterRuntime), which stays open,
- * while the call's own frame is abandoned. `now` is a timestamp taken
- * before, or 0. */
-static FH_NOINLINE void fh_hook_close_entry(uint64_t now, uint64_t position, uintptr_t site, uint32_t where)
-{
-    const fh_thread *ts = fh_current;
-    if (ts->gate == fh_load_acquire(&fh_rt.gate) && position + 1u != fh_open_depth(ts)) {
-        fh_abandon_entry(position);
-        return;
-    }
-    if (now == 0)
-        now = fh_close_now(); /* before fh_site_kept: the frame excludes it */
-    fh_enter_close(now, fh_site_kept(site), where);
 }
 
 /* The core's full close of the U frame whose hook entry has just been
@@ -344,7 +395,7 @@ static FH_NOINLINE void fh_hook_close_entry(uint64_t now, uint64_t position, uin
 static FH_NOINLINE int fh_hook_close_popped(uint64_t now)
 {
     const fh_hook_entry *popped = &fh_hook_own.entries[fh_hook_own.count];
-    fh_hook_close_entry(now, popped->position, popped->site, popped->where);
+    fh_capture_close(now, popped->position, FH_FRAME_CAPTURED_UNMANAGED, popped->site, popped->where);
     return 0;
 }
 
@@ -365,7 +416,7 @@ FH_INLINE int fh_hook_c_return(PyObject *callable)
     if (top->kind != FH_HOOK_BUILTIN)
         return 0; /* a placeholder: nothing was opened */
     fh_close_plan plan;
-    if (!fh_close_ready(&plan, top->site, top->where, 1, top->position))
+    if (!fh_close_ready(&plan, top->site, top->where, 1, FH_FRAME_CAPTURED_UNMANAGED))
         return fh_hook_close_popped(plan.now);
     fh_close_commit(&plan);
     return 0;
@@ -374,7 +425,7 @@ FH_INLINE int fh_hook_c_return(PyObject *callable)
 static FH_NOINLINE int fh_hook_callback(PyFrameObject *frame)
 {
     if (fh_top_is_unmanaged() && fh_hook_push(&fh_hook_own, (uintptr_t)frame, FH_HOOK_CALLBACK, 0, 0, 0))
-        fh_reverse_enter_runtime();
+        fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED);
     return 0;
 }
 
@@ -426,7 +477,7 @@ static uint64_t fh_hook_abandon_all(void)
     while (hs->count > 0) {
         fh_hook_entry entry = hs->entries[hs->count - 1u];
         __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
-        if (FH_HOOK_OPENED(entry.kind) && fh_abandon_entry(entry.position) == 0)
+        if (FH_HOOK_OPENED(entry.kind) && fh_capture_abandon(entry.position, fh_hook_frame_kind(entry.kind)) == 0)
             abandoned++;
     }
     return abandoned;

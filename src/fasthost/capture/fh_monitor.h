@@ -398,7 +398,7 @@ static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *self, PyObject *const *a
     }
     /* Nothing is opened without memory for the entry that closes it. */
     if (fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_BUILTIN, where, 0, fh_sites_on ? (uintptr_t)args[0] : 0))
-        fh_leave_runtime(target);
+        fh_leave(target, FH_FRAME_CAPTURED_UNMANAGED);
     Py_RETURN_NONE;
 }
 
@@ -428,7 +428,7 @@ static PyObject *fh_mon_on_call(PyObject *self, PyObject *const *args, size_t na
         return fh_mon_call_full(self, args);
     fh_hook_write(hs, ts, (uintptr_t)code, FH_HOOK_BUILTIN, fh_mon_offset_digit(args[1]), 0,
                   fh_sites_on ? (uintptr_t)code : 0);
-    fh_leave_push(ts, t, 1, 1);
+    fh_leave_push(ts, t, 1, 1, FH_FRAME_CAPTURED_UNMANAGED);
     Py_RETURN_NONE;
 }
 
@@ -453,7 +453,7 @@ static FH_NOINLINE PyObject *fh_mon_c_return_full(PyObject *self, PyObject *cons
     uint64_t position = top->position;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
     if (kind == FH_HOOK_BUILTIN)
-        fh_hook_close_entry(0, position, site, where);
+        fh_capture_close(0, position, FH_FRAME_CAPTURED_UNMANAGED, site, where);
     if (FH_UNLIKELY(fh_mon_mode == 0))
         fh_mon_after_drain_close();
     Py_RETURN_NONE;
@@ -488,7 +488,7 @@ static PyObject *fh_mon_on_c_return(PyObject *self, PyObject *const *args, size_
         return fh_mon_c_return_full(self, args);
     __atomic_store_n(&hs->count, count - 1u, __ATOMIC_RELAXED);
     fh_close_plan plan;
-    if (!fh_close_ready(&plan, top->site, top->where, 1, top->position))
+    if (!fh_close_ready(&plan, top->site, top->where, 1, FH_FRAME_CAPTURED_UNMANAGED))
         return fh_mon_close_full(plan.now);
     fh_close_commit(&plan);
     Py_RETURN_NONE;
@@ -514,7 +514,7 @@ static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, size_t n
     else
         Py_RETURN_NONE;
     if (fh_hook_push(&fh_hook_own, (uintptr_t)args[0], kind, 0, fh_mon_python_depth(), 0) && kind == FH_HOOK_CALLBACK)
-        fh_reverse_enter_runtime();
+        fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED);
     Py_RETURN_NONE;
 }
 
@@ -537,7 +537,7 @@ static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, size_t 
      * entries are made for frames started then.) */
     while (!FH_HOOK_IS_CALLBACK(top->kind) && top->closer == (uintptr_t)args[0] && fh_mon_mode != 0) {
         if (top->kind == FH_HOOK_BUILTIN)
-            fh_abandon_entry(top->position);
+            fh_capture_abandon(top->position, FH_FRAME_CAPTURED_UNMANAGED);
         __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
         if (hs->count == 0)
             Py_RETURN_NONE;
@@ -546,9 +546,10 @@ static PyObject *fh_mon_on_return(PyObject *self, PyObject *const *args, size_t 
     if (!FH_HOOK_IS_CALLBACK(top->kind) || top->closer != (uintptr_t)args[0] || top->depth != fh_mon_python_depth())
         Py_RETURN_NONE;
     uint32_t kind = top->kind;
+    uint64_t position = top->position;
     __atomic_store_n(&hs->count, hs->count - 1u, __ATOMIC_RELAXED);
     if (kind == FH_HOOK_CALLBACK)
-        fh_reverse_leave_runtime();
+        fh_capture_close(0, position, FH_FRAME_CAPTURED_MANAGED, 0, 0);
     if (FH_UNLIKELY(fh_mon_mode == 0))
         fh_mon_after_drain_close();
     Py_RETURN_NONE;

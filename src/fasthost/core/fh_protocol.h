@@ -44,6 +44,15 @@ static const int32_t fh_hresult_of[FH_RESULTS] = {
  * frame is recognised as corruption rather than read as a valid kind. */
 enum fh_frame_kind { FH_FRAME_UNMANAGED = 0x55, FH_FRAME_MANAGED = 0x4d };
 
+/* A frame a capture opened (a native call seen by a hook, a callback it
+ * ran) has its kind with this bit set. The protocol's closes do not see
+ * such frames, nor the captures' closes the protocol's, so a protocol pair
+ * keeps pairing whatever captured calls it straddles (fh_uncover,
+ * fh_captured_where). */
+#define FH_FRAME_CAPTURED 0x20u
+#define FH_FRAME_CAPTURED_UNMANAGED (FH_FRAME_UNMANAGED | FH_FRAME_CAPTURED)
+#define FH_FRAME_CAPTURED_MANAGED (FH_FRAME_MANAGED | FH_FRAME_CAPTURED)
+
 /* The histograms a snapshot reads. Exclusive durations are not kept as
  * such: a frame without callbacks inside has exclusive == inclusive, so only
  * frames with callbacks keep both (NESTED_*), and

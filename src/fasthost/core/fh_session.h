@@ -161,13 +161,14 @@ static FH_UNUSED int fh_abandon_entry(uint64_t position)
     return -1;
 }
 
-/* 1 when the newest open entry of the calling thread is a recorded U frame
- * (what makes a Python function that starts now a callback). */
+/* 1 when the newest open entry of the calling thread is a recorded U
+ * frame, the protocol's or a capture's (what makes a Python function that
+ * starts now a callback). */
 static inline int fh_top_is_unmanaged(void)
 {
     const fh_thread *ts = fh_current;
     uint32_t depth = ts->depth;
-    return depth - 1u < ts->capacity && ts->stack[depth - 1u].tag == FH_FRAME_UNMANAGED;
+    return depth - 1u < ts->capacity && (ts->stack[depth - 1u].tag | FH_FRAME_CAPTURED) == FH_FRAME_CAPTURED_UNMANAGED;
 }
 
 /* Open frames on the thread of `ts`: recorded, set aside, unrecorded. */
@@ -175,6 +176,38 @@ static inline uint64_t fh_open_depth(const fh_thread *ts) { return ts->depth + t
 
 /* The same for the calling thread. */
 static inline uint64_t fh_current_depth(void) { return fh_open_depth(fh_current); }
+
+/* Where the frame of `kind` that a capture opened at `position` (open
+ * entries beneath it) stands on the calling thread, whose state is synced:
+ *   FH_CAPTURED_NEWEST   the newest open entry: the capture closes it;
+ *   FH_CAPTURED_COVERED  newer entries lie on it, protocol frames that its
+ *                        call opened and returned with: the capture
+ *                        abandons it in place (fh_abandon_entry), so that
+ *                        they pair with their own closes;
+ *   FH_CAPTURED_GONE     no longer open: a protocol close that it straddled
+ *                        abandoned it (fh_uncover). Nothing to do.
+ * A frame at `position` of another kind, or none there, is gone: frames
+ * only ever move down, and every frame a capture opened after this one has
+ * been closed or abandoned by the time this one closes, so a captured frame
+ * of `kind` at `position` is this one. Set-aside entries and unrecorded
+ * opens have no kind; they are taken to be it. */
+enum { FH_CAPTURED_GONE, FH_CAPTURED_NEWEST, FH_CAPTURED_COVERED };
+
+static FH_UNUSED int fh_captured_where(uint64_t position, uint32_t kind)
+{
+    const fh_thread *ts = fh_current;
+    uint64_t open = fh_open_depth(ts);
+    uint32_t depth = ts->depth;
+    if (position >= open)
+        return FH_CAPTURED_GONE;
+    if (depth > ts->capacity)
+        return FH_CAPTURED_NEWEST; /* corrupted: the close says so */
+    /* Only the top frame carries unrecorded opens: the rest are set aside. */
+    uint64_t aside = ts->hidden - (depth > 0 ? FH_TAG_ABOVE(ts->stack[depth - 1u].tag) : 0u);
+    if (position >= aside && position - aside < depth && FH_TAG_KIND(ts->stack[position - aside].tag) != kind)
+        return FH_CAPTURED_GONE;
+    return position + 1u == open ? FH_CAPTURED_NEWEST : FH_CAPTURED_COVERED;
+}
 
 /* ---- hooks for the test-only extension (see fh_test_api.h) --------------- */
 

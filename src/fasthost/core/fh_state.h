@@ -59,6 +59,12 @@ typedef struct fh_frame {
 #define FH_TAG_ABOVE(tag) ((tag) >> 8)
 #define FH_TAG_ONE_ABOVE (1u << 8)
 #define FH_TAG_ABOVE_MAX 0xffffffu
+/* A frame a capture opened (FH_FRAME_CAPTURED). */
+#define FH_TAG_CAPTURED(tag) (((tag) & FH_FRAME_CAPTURED) != 0)
+/* One of the four kinds, whoever opened it (any other byte is corruption). */
+#define FH_TAG_KIND_VALID(tag) \
+    ((FH_TAG_KIND(tag) | FH_FRAME_CAPTURED) == FH_FRAME_CAPTURED_UNMANAGED || \
+     (FH_TAG_KIND(tag) | FH_FRAME_CAPTURED) == FH_FRAME_CAPTURED_MANAGED)
 
 /* What lies below a thread's frame array: frames of older sessions and
  * unrecorded opens, set aside by a new session so that they use none of its

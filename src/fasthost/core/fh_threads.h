@@ -131,6 +131,31 @@ static int fh_pop_hidden(fh_thread *ts)
     return FH_CLR_NOT_AVAILABLE;
 }
 
+/* A protocol close (EnterRuntime, ReverseLeaveRuntime: `kind` is U or M)
+ * that finds a capture's frame on top, with no unrecorded open on it. The
+ * protocol does not see the captures' frames: when the newest entry beneath
+ * them is a recorded frame of `kind`, or a set-aside entry, it is what the
+ * close pops, and the captured frames above it, calls that its close
+ * straddles (`leave_runtime(t)` and then `enter_runtime` run by
+ * `functools.partial`), are abandoned: removed unrecorded and counted as
+ * abandoned, their own closes find them gone (fh_captured_where). Returns
+ * 1 then, the entry to pop now on top; 0, with nothing changed, when the
+ * newest protocol entry is of the other kind or there is none (the close
+ * is refused as it would be without the capture). */
+static FH_NOINLINE int fh_uncover(fh_thread *ts, uint32_t kind)
+{
+    uint32_t depth = ts->depth, below = depth;
+    assert(depth - 1u < ts->capacity && FH_TAG_CAPTURED(ts->stack[depth - 1u].tag));
+    while (below > 0 && FH_TAG_CAPTURED(ts->stack[below - 1u].tag))
+        below--;
+    if (below > 0 ? ts->stack[below - 1u].tag != kind : ts->naside == 0)
+        return 0;
+    fh_store(&ts->depth, below);
+    if (ts->epoch == fh_load(&fh_rt.epoch))
+        fh_bump(&ts->exit_abandoned, depth - below);
+    return 1;
+}
+
 /* A close made while not recording (stopped or poisoned): pops what it
  * closes when that can be told, records nothing. A close of the wrong kind
  * leaves everything as it is. */
@@ -139,8 +164,15 @@ static void fh_close_unrecorded(fh_thread *ts, uint32_t kind)
     uint32_t depth = ts->depth;
     if (depth > ts->capacity)
         return; /* corrupted: the next recorded call will say so */
-    if (fh_pop_hidden(ts) < 0 && depth > 0 && ts->stack[depth - 1u].tag == kind)
-        fh_store(&ts->depth, depth - 1u);
+    if (fh_pop_hidden(ts) >= 0 || depth == 0)
+        return;
+    uint32_t tag = ts->stack[depth - 1u].tag;
+    if (tag != kind && !(FH_TAG_CAPTURED(tag) && !FH_TAG_CAPTURED(kind) && fh_uncover(ts, kind)))
+        return;
+    if (ts->depth > 0)
+        fh_store(&ts->depth, ts->depth - 1u);
+    else
+        fh_pop_hidden(ts); /* uncovered a set-aside entry */
 }
 
 /* (Re)shapes `ts` for the session `gate` names and zeroes its data. Open

@@ -26,18 +26,16 @@ static FH_COLD int fh_fail(fh_thread *ts, int call)
     return FH_FAIL;
 }
 
-/* Opening calls are LEAVE and REVERSE_ENTER; the kind each call opens or
- * closes, by call. */
-static const uint32_t fh_kind_of_call[FH_CALLS] = {FH_FRAME_UNMANAGED, FH_FRAME_UNMANAGED, FH_FRAME_MANAGED,
-                                                   FH_FRAME_MANAGED};
+/* Opening calls are LEAVE and REVERSE_ENTER. */
 #define FH_CALL_OPENS(call) ((call) == FH_CALL_LEAVE || (call) == FH_CALL_REVERSE_ENTER)
 
 /* Everything the fast path's one comparison `ts->gate == gate` rules out:
  * no state yet, a new session, not recording, a poisoned session. Returns
  * the state to use, or NULL with *result set when the call ends here. A
  * call made while not recording still keeps the nesting (an open is
- * remembered, a close pops), so that the frames around it stay true. */
-static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
+ * remembered, a close of a frame of `kind` pops), so that the frames
+ * around it stay true. */
+static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, uint32_t kind, int *result)
 {
     int saved = errno;
     fh_thread *ts = fh_current;
@@ -61,7 +59,7 @@ static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
         if (FH_CALL_OPENS(call))
             fh_push_unrecorded(ts);
         else
-            fh_close_unrecorded(ts, fh_kind_of_call[call]);
+            fh_close_unrecorded(ts, kind);
         if (gate != 0)
             fh_bump(&ts->results[call][FH_CLR_NOT_AVAILABLE], 1); /* poisoned: counted */
         *result = FH_CLR_NOT_AVAILABLE;
@@ -70,13 +68,14 @@ static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, int *result)
     return ts;
 }
 
-/* Fetches the caller's state for `call`, or returns from the caller. */
-#define FH_ENTER_CALL(ts, call)                                          \
+/* Fetches the caller's state for `call` (which opens or closes a frame of
+ * `kind`), or returns from the caller. */
+#define FH_ENTER_CALL(ts, call, kind)                                    \
     uint64_t gate_ = fh_load_acquire(&fh_rt.gate);                       \
     fh_thread *ts = fh_current;                                          \
     if (FH_UNLIKELY(ts->gate != gate_)) {                                \
         int result_;                                                     \
-        ts = fh_sync(gate_, (call), &result_);                           \
+        ts = fh_sync(gate_, (call), (kind), &result_);                   \
         if (ts == NULL)                                                  \
             return result_;                                              \
     }
@@ -103,10 +102,9 @@ static FH_NOINLINE int fh_close_other(fh_thread *ts, int call)
         return fh_fail(ts, call);
     int result = fh_pop_hidden(ts);
     if (result < 0) {
-        uint32_t kind = depth > 0 ? FH_TAG_KIND(ts->stack[depth - 1u].tag) : FH_FRAME_UNMANAGED;
-        if (kind != FH_FRAME_UNMANAGED && kind != FH_FRAME_MANAGED)
+        if (depth > 0 && !FH_TAG_KIND_VALID(ts->stack[depth - 1u].tag))
             return fh_fail(ts, call);
-        result = FH_NOT_OWNER; /* an empty stack, or the other kind on top */
+        result = FH_NOT_OWNER; /* an empty stack, or another kind on top */
     }
     fh_bump(&ts->results[call][result], 1);
     return result;
@@ -139,12 +137,13 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind, int fast)
     return frame;
 }
 
-/* Opens a U frame for `t`; a `leaf` caller (see fh_close_ready) has made
- * sure that the clock is read without a call, a `fast` one that the frame
- * is below fast_depth (fh_leave_ready). */
-FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t, int leaf, int fast)
+/* Opens a U frame (`kind`: the protocol's or a capture's) for `t`; a
+ * `leaf` caller (see fh_close_ready) has made sure that the clock is read
+ * without a call, a `fast` one that the frame is below fast_depth
+ * (fh_leave_ready). */
+FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t, int leaf, int fast, uint32_t kind)
 {
-    fh_frame *frame = fh_push(ts, FH_FRAME_UNMANAGED, fast);
+    fh_frame *frame = fh_push(ts, kind, fast);
     frame->target = t;
     fh_bump(&ts->results[FH_CALL_LEAVE][FH_OK], 1);
     /* Timestamp last, so the frame excludes our own bookkeeping. */
@@ -152,9 +151,9 @@ FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t, int leaf, int fast)
     return FH_OK;
 }
 
-static FH_NOINLINE int fh_leave_runtime_full(uint64_t target)
+static FH_NOINLINE int fh_leave_full(uint64_t target, uint32_t kind)
 {
-    FH_ENTER_CALL(ts, FH_CALL_LEAVE)
+    FH_ENTER_CALL(ts, FH_CALL_LEAVE, kind)
     if (FH_UNLIKELY(ts->depth >= ts->capacity))
         return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
     fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
@@ -166,7 +165,7 @@ static FH_NOINLINE int fh_leave_runtime_full(uint64_t target)
         if (FH_UNLIKELY(t == NULL))
             return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
     }
-    return fh_leave_push(ts, t, 0, 0);
+    return fh_leave_push(ts, t, 0, 0, kind);
 }
 
 /* The target record for an open of `target` on the fast path: the thread is
@@ -185,15 +184,18 @@ FH_INLINE fh_target *fh_leave_ready(const fh_thread *ts, uint64_t target, int no
     return t;
 }
 
-/* LeaveRuntime: managed code is about to call `target` (unmanaged). */
-FH_INLINE int fh_leave_runtime(uint64_t target)
+/* Opens a U frame of `kind` for `target`. */
+FH_INLINE int fh_leave(uint64_t target, uint32_t kind)
 {
     fh_thread *ts = fh_current;
     fh_target *t = fh_leave_ready(ts, target, 0);
     if (t == NULL)
-        return fh_leave_runtime_full(target);
-    return fh_leave_push(ts, t, 0, 1);
+        return fh_leave_full(target, kind);
+    return fh_leave_push(ts, t, 0, 1, kind);
 }
+
+/* LeaveRuntime: managed code is about to call `target` (unmanaged). */
+FH_INLINE int fh_leave_runtime(uint64_t target) { return fh_leave(target, FH_FRAME_UNMANAGED); }
 
 /* What every close of a U frame records besides its histogram: the
  * target's counters, the timeout, the result. Returns the result. */
@@ -231,17 +233,34 @@ FH_INLINE uint64_t fh_pop(fh_thread *ts, fh_frame *frame, uint32_t depth, uint64
     return frame->child_ns < ns ? ns - frame->child_ns : 0;
 }
 
-/* The full close; `now` is the fast path's timestamp, or 0 when it took
- * none (the state was not synced yet). A nonzero `code` also records the
- * call site (code, where). */
-static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t where)
+/* 1 when the close of a frame of `kind` finds one on top of `ts`'s array,
+ * once a protocol close has had the captured frames on top abandoned that
+ * it straddles (fh_uncover); 0 when it must go to fh_close_other. */
+FH_INLINE int fh_close_finds(fh_thread *ts, uint32_t kind)
 {
-    FH_ENTER_CALL(ts, FH_CALL_ENTER)
+    uint32_t depth = ts->depth;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
+        return 0;
+    uint32_t tag = ts->stack[depth - 1u].tag;
+    if (FH_LIKELY(tag == kind))
+        return 1;
+    /* (With an unrecorded open on top, that is what the close pops.) */
+    return FH_TAG_CAPTURED(tag) && FH_TAG_ABOVE(tag) == 0 && !FH_TAG_CAPTURED(kind) && fh_uncover(ts, kind) &&
+           ts->depth > 0;
+}
+
+/* The full close of a U frame of `kind` (the protocol's or a capture's);
+ * `now` is the fast path's timestamp, or 0 when it took none (the state
+ * was not synced yet). A nonzero `code` also records the call site (code,
+ * where). */
+static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t where, uint32_t kind)
+{
+    FH_ENTER_CALL(ts, FH_CALL_ENTER, kind)
     if (now == 0)
         now = fh_clock_ticks(&ts->clock);
-    uint32_t depth = ts->depth;
-    if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_UNMANAGED))
+    if (!fh_close_finds(ts, kind))
         return fh_close_other(ts, FH_CALL_ENTER);
+    uint32_t depth = ts->depth;
     fh_frame *frame = &ts->stack[depth - 1u];
     uint64_t inclusive = fh_frame_ns(ts, frame, now);
     uint64_t exclusive = fh_pop(ts, frame, depth, inclusive);
@@ -284,18 +303,14 @@ typedef struct fh_close_plan {
 } fh_close_plan;
 
 /* 1 when the close of the top frame can take the fast path: the thread is
- * synced, a U frame with nothing nested in it is on top, its call site (if
+ * synced, a U frame of `kind` with nothing nested in it is on top, its call site (if
  * `code` is not 0) is known and its histogram row exists. Writes nothing,
  * so a caller that gets 0 hands the whole close to fh_enter_close (with
  * plan->now). A `leaf` caller (one that makes no calls on its fast path, so
  * that it saves no registers) takes a clock that needs a call, a call site
  * missing from the recent cache, or a precision other than the default, as
  * a miss too. */
-/* fh_close_ready's `position` for a caller that closes whatever U frame is
- * on top (EnterRuntime). */
-#define FH_ANY_POSITION UINT64_MAX
-
-FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where, int leaf, uint64_t position)
+FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where, int leaf, uint32_t kind)
 {
     fh_thread *ts = fh_current;
     plan->ts = ts;
@@ -309,14 +324,10 @@ FH_INLINE int fh_close_ready(fh_close_plan *plan, uint64_t code, uint32_t where,
     uint32_t depth = plan->depth = ts->depth;
     if (FH_UNLIKELY(depth - 1u >= ts->capacity))
         return 0;
-    /* A capture closes only the frame its call opened, at `position` among
-     * the thread's open frames: not one that the call opened through the
-     * protocol and left open (fh_hook_close_popped). */
-    if (position != FH_ANY_POSITION && FH_UNLIKELY(position != depth - 1u + ts->hidden))
-        return 0;
     fh_frame *frame = plan->frame = &ts->stack[depth - 1u];
-    /* One comparison of the tag: a U frame with no unrecorded open on it. */
-    if (FH_UNLIKELY(frame->tag != FH_FRAME_UNMANAGED || frame->child_ns != 0))
+    /* One comparison of the tag: a U frame of `kind` with no unrecorded
+     * open on it. */
+    if (FH_UNLIKELY(frame->tag != kind || frame->child_ns != 0))
         return 0;
     fh_target *t = frame->target;
     plan->site = NULL;
@@ -375,45 +386,41 @@ FH_INLINE int fh_close_commit(const fh_close_plan *plan)
     return fh_enter_account(ts, plan->frame->target, inclusive, inclusive);
 }
 
-/* The fast close, with the call site (code, where) when code is not 0:
- * for the plain EnterRuntime the compiler drops every site line. */
-FH_INLINE int fh_enter_fast(uint64_t code, uint32_t where)
+/* The fast close of a U frame of `kind`, with the call site (code, where)
+ * when code is not 0: for the plain EnterRuntime the compiler drops every
+ * site line. */
+FH_INLINE int fh_enter_fast(uint64_t code, uint32_t where, uint32_t kind)
 {
     fh_close_plan plan;
-    if (!fh_close_ready(&plan, code, where, 0, FH_ANY_POSITION))
-        return fh_enter_close(plan.now, code, where);
+    if (!fh_close_ready(&plan, code, where, 0, kind))
+        return fh_enter_close(plan.now, code, where, kind);
     return fh_close_commit(&plan);
 }
 
 /* EnterRuntime: the unmanaged call opened by LeaveRuntime has returned. */
-FH_INLINE int fh_enter_runtime(void) { return fh_enter_fast(0, 0); }
+FH_INLINE int fh_enter_runtime(void) { return fh_enter_fast(0, 0, FH_FRAME_UNMANAGED); }
 
-/* EnterRuntime for a capture that knows where the call was made: the
- * caller's code object and the call's offset in it, recorded as a call
- * site of the frame's target. */
-FH_INLINE int fh_enter_runtime_at(uint64_t code, uint32_t where) { return fh_enter_fast(code, where); }
-
-/* ReverseEnterRuntime: unmanaged code calls back into managed code. */
-FH_INLINE int fh_reverse_enter_runtime(void)
+/* Opens an M frame of `kind` (the protocol's or a capture's). */
+FH_INLINE int fh_reverse_enter(uint32_t kind)
 {
-    FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER)
+    FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER, kind)
     if (FH_UNLIKELY(ts->depth >= ts->capacity))
         return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY);
-    fh_frame *frame = fh_push(ts, FH_FRAME_MANAGED, 0);
+    fh_frame *frame = fh_push(ts, kind, 0);
     frame->target = NULL;
     fh_bump(&ts->results[FH_CALL_REVERSE_ENTER][FH_OK], 1);
     frame->start = fh_clock_ticks(&ts->clock);
     return FH_OK;
 }
 
-/* ReverseLeaveRuntime: the callback returns to unmanaged code. */
-FH_INLINE int fh_reverse_leave_runtime(void)
+/* Closes an M frame of `kind`. */
+FH_INLINE int fh_reverse_leave(uint32_t kind)
 {
-    FH_ENTER_CALL(ts, FH_CALL_REVERSE_LEAVE)
+    FH_ENTER_CALL(ts, FH_CALL_REVERSE_LEAVE, kind)
     uint64_t now = fh_clock_ticks(&ts->clock);
-    uint32_t depth = ts->depth;
-    if (FH_UNLIKELY(depth - 1u >= ts->capacity || ts->stack[depth - 1u].tag != FH_FRAME_MANAGED))
+    if (FH_UNLIKELY(!fh_close_finds(ts, kind)))
         return fh_close_other(ts, FH_CALL_REVERSE_LEAVE);
+    uint32_t depth = ts->depth;
     fh_frame *frame = &ts->stack[depth - 1u];
     uint64_t ns = fh_frame_ns(ts, frame, now);
     uint64_t exclusive = fh_pop(ts, frame, depth, ns);
@@ -429,6 +436,12 @@ FH_INLINE int fh_reverse_leave_runtime(void)
     fh_bump(&ts->results[FH_CALL_REVERSE_LEAVE][result], 1);
     return result;
 }
+
+/* ReverseEnterRuntime: unmanaged code calls back into managed code. */
+FH_INLINE int fh_reverse_enter_runtime(void) { return fh_reverse_enter(FH_FRAME_MANAGED); }
+
+/* ReverseLeaveRuntime: the callback returns to unmanaged code. */
+FH_INLINE int fh_reverse_leave_runtime(void) { return fh_reverse_leave(FH_FRAME_MANAGED); }
 
 /* The C API: the same four calls returning HRESULTs. Real functions, so
  * their addresses can go into the capsule table and to ctypes. */
