@@ -11,8 +11,9 @@ calls return with what they return without the capture, which is what the
 protocol alone gives: ``test_the_protocol_alone_*`` pins that reference on
 the real core.
 
-The breaks are pinned as strict xfails (README, "Captures and the
-protocol", known breaks) until the core gives these entries a kind.
+Each failed before the core took every entry without a kind to be the
+protocol's: a capture's open that is refused leaves no entry, and a new
+session drops the captures' frames instead of setting them aside.
 """
 
 from __future__ import annotations
@@ -63,11 +64,6 @@ def test_the_protocol_alone_closes_a_frame_set_aside_once(session):
     assert fasthost.depth() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="set-aside entries have no kind: the straddling close pops the key function's set-aside "
-    "frame instead of the protocol's, whose entry is then left open",
-)
 @CAPTURES
 def test_a_restart_inside_a_straddle_leaves_the_protocol_frame_to_its_own_close(session, capture):
     fasthost.start(clock="manual")
@@ -115,11 +111,6 @@ def test_the_protocol_alone_pops_each_entry_set_aside_by_its_own_close(session):
     assert fasthost.depth() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a captured close whose frame is gone takes the entry without kind now at its position "
-    "(a set-aside unrecorded open) for its own and pops it, then sorted's close pops another",
-)
 @CAPTURES
 def test_a_gone_captured_frame_never_closes_an_entry_reopened_at_its_position(session, capture):
     fasthost.start(clock="manual")
@@ -141,11 +132,6 @@ def test_the_protocol_alone_closes_its_frame_well_below_max_depth(session):
     assert results == [OK, OK, NOT_OWNER]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unrecorded opens have no kind: the key function's open, refused at max_depth, is what "
-    "the protocol's EnterRuntime pops (HOST_E_CLRNOTAVAILABLE), and the protocol frame is left open",
-)
 @CAPTURES
 def test_a_captured_open_refused_at_max_depth_never_takes_a_protocol_close(session, capture):
     # 0x31's frame and sorted's fill max_depth: the key function's captured

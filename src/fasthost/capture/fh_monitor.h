@@ -398,7 +398,7 @@ static FH_NOINLINE PyObject *fh_mon_call_full(PyObject *self, PyObject *const *a
     }
     /* Nothing is opened without memory for the entry that closes it. */
     if (fh_hook_push(&fh_hook_own, (uintptr_t)args[0], FH_HOOK_BUILTIN, where, 0, fh_sites_on ? (uintptr_t)args[0] : 0))
-        fh_leave(target, FH_FRAME_CAPTURED_UNMANAGED);
+        fh_hook_opened(&fh_hook_own, fh_leave(target, FH_FRAME_CAPTURED_UNMANAGED));
     Py_RETURN_NONE;
 }
 
@@ -514,7 +514,7 @@ static PyObject *fh_mon_on_start(PyObject *self, PyObject *const *args, size_t n
     else
         Py_RETURN_NONE;
     if (fh_hook_push(&fh_hook_own, (uintptr_t)args[0], kind, 0, fh_mon_python_depth(), 0) && kind == FH_HOOK_CALLBACK)
-        fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED);
+        fh_hook_opened(&fh_hook_own, fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED));
     Py_RETURN_NONE;
 }
 

@@ -178,24 +178,37 @@ static inline uint64_t fh_open_depth(const fh_thread *ts) { return ts->depth + t
 static inline uint64_t fh_current_depth(void) { return fh_open_depth(fh_current); }
 
 /* Where the frame of `kind` that a capture opened at `position` (open
- * entries beneath it) stands on the calling thread, whose state is synced:
+ * entries beneath it) stands on the calling thread:
  *   FH_CAPTURED_NEWEST   the newest open entry: the capture closes it;
  *   FH_CAPTURED_COVERED  newer entries lie on it, protocol frames that its
  *                        call opened and returned with: the capture
  *                        abandons it in place (fh_abandon_entry), so that
  *                        they pair with their own closes;
  *   FH_CAPTURED_GONE     no longer open: a protocol close that it straddled
- *                        abandoned it (fh_uncover). Nothing to do.
- * A frame at `position` of another kind, or none there, is gone: frames
- * only ever move down, and every frame a capture opened after this one has
- * been closed or abandoned by the time this one closes, so a captured frame
- * of `kind` at `position` is this one. Set-aside entries and unrecorded
- * opens have no kind; they are taken to be it. */
+ *                        abandoned it (fh_uncover), a new session dropped
+ *                        it (fh_set_aside), or its open was refused and
+ *                        left no entry (fh_open_refused). Nothing to do.
+ * Only a recorded frame of `kind` at `position` is this one: frames only
+ * ever move down, and every frame a capture opened after this one has been
+ * closed or abandoned by the time this one closes, so one there is this
+ * one. Set-aside entries and unrecorded opens have no kind: they are all
+ * the protocol's, since a capture's open leaves none. The thread joins the
+ * running session first, so that positions are read where its close will
+ * look (a new session drops the captures' frames, and those above move
+ * down). */
 enum { FH_CAPTURED_GONE, FH_CAPTURED_NEWEST, FH_CAPTURED_COVERED };
 
 static FH_UNUSED int fh_captured_where(uint64_t position, uint32_t kind)
 {
-    const fh_thread *ts = fh_current;
+    uint64_t gate = fh_load_acquire(&fh_rt.gate);
+    fh_thread *ts = fh_current;
+    if (ts->gate != gate && gate != 0 && !(gate & 1u) && ts != &fh_detached && ts->epoch != (uint32_t)(gate >> 1)) {
+        int saved = errno;
+        int adopted = fh_thread_adopt(ts, gate);
+        errno = saved;
+        if (adopted != 0)
+            return FH_CAPTURED_GONE; /* without memory: its own close would find nothing either */
+    }
     uint64_t open = fh_open_depth(ts);
     uint32_t depth = ts->depth;
     if (position >= open)
@@ -204,7 +217,7 @@ static FH_UNUSED int fh_captured_where(uint64_t position, uint32_t kind)
         return FH_CAPTURED_NEWEST; /* corrupted: the close says so */
     /* Only the top frame carries unrecorded opens: the rest are set aside. */
     uint64_t aside = ts->hidden - (depth > 0 ? FH_TAG_ABOVE(ts->stack[depth - 1u].tag) : 0u);
-    if (position >= aside && position - aside < depth && FH_TAG_KIND(ts->stack[position - aside].tag) != kind)
+    if (position < aside || position - aside >= depth || FH_TAG_KIND(ts->stack[position - aside].tag) != kind)
         return FH_CAPTURED_GONE;
     return position + 1u == open ? FH_CAPTURED_NEWEST : FH_CAPTURED_COVERED;
 }

@@ -79,18 +79,27 @@ static int fh_aside_pop(fh_thread *ts)
     return abandoned;
 }
 
-/* A new session begins for this thread: every open frame, and every
- * unrecorded open between them, is set aside, so the session starts with
- * its full max_depth whatever the thread carried over. */
-static void fh_set_aside(fh_thread *ts)
+/* A new session begins for this thread: every open protocol frame, and
+ * every unrecorded open between them, is set aside, so the session starts
+ * with its full max_depth whatever the thread carried over. A capture's
+ * frames are dropped, abandoned: set-aside entries have no kind, and a
+ * protocol close that popped one would take a capture's frame for its own
+ * (the captures' closes find theirs gone, fh_captured_where). Returns how
+ * many were dropped. */
+static uint32_t fh_set_aside(fh_thread *ts)
 {
+    uint32_t dropped = 0;
     for (uint32_t i = 0; i < ts->depth; i++) {
         uint32_t above = FH_TAG_ABOVE(ts->stack[i].tag);
         fh_store(&ts->hidden, ts->hidden - above); /* counted again below */
-        fh_aside_push(ts, 1, 1);
+        if (FH_TAG_CAPTURED(ts->stack[i].tag))
+            dropped++;
+        else
+            fh_aside_push(ts, 1, 1);
         fh_aside_push(ts, 0, above);
     }
     fh_store(&ts->depth, 0);
+    return dropped;
 }
 
 /* An open that is not recorded (refused, or made while not recording)
@@ -203,7 +212,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
         dropped += ts->depth;
         fh_store(&ts->depth, 0);
     }
-    fh_set_aside(ts);
+    dropped += fh_set_aside(ts);
     if (ts->stack == NULL || ts->capacity != cfg->max_depth) {
         fh_frame *stack = fh_stack_new(cfg->max_depth);
         if (stack == NULL)

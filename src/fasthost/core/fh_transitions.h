@@ -56,10 +56,13 @@ static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, uint32_t kind, in
         return NULL;
     }
     if (gate == 0 || (gate & 1u)) {
-        if (FH_CALL_OPENS(call))
-            fh_push_unrecorded(ts);
-        else
+        /* A capture's open leaves no entry: its caller takes the result to
+         * mean nothing was opened, so that every entry without a kind is
+         * the protocol's (fh_captured_where). */
+        if (!FH_CALL_OPENS(call))
             fh_close_unrecorded(ts, kind);
+        else if (!FH_TAG_CAPTURED(kind))
+            fh_push_unrecorded(ts);
         if (gate != 0)
             fh_bump(&ts->results[call][FH_CLR_NOT_AVAILABLE], 1); /* poisoned: counted */
         *result = FH_CLR_NOT_AVAILABLE;
@@ -80,13 +83,15 @@ static FH_NOINLINE fh_thread *fh_sync(uint64_t gate, int call, uint32_t kind, in
             return result_;                                              \
     }
 
-/* An open refused with `result` (E_OUTOFMEMORY): nothing is recorded, but
- * the open is remembered so that its close pairs with it. */
-static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result)
+/* An open of a frame of `kind` refused with `result` (E_OUTOFMEMORY):
+ * nothing is recorded, but a protocol open is remembered so that its close
+ * pairs with it (a capture's is not: see fh_sync). */
+static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result, uint32_t kind)
 {
     if (ts->depth > ts->capacity)
         return fh_fail(ts, call);
-    fh_push_unrecorded(ts);
+    if (!FH_TAG_CAPTURED(kind))
+        fh_push_unrecorded(ts);
     fh_bump(&ts->results[call][result], 1);
     return result;
 }
@@ -155,7 +160,7 @@ static FH_NOINLINE int fh_leave_full(uint64_t target, uint32_t kind)
 {
     FH_ENTER_CALL(ts, FH_CALL_LEAVE, kind)
     if (FH_UNLIKELY(ts->depth >= ts->capacity))
-        return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
+        return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY, kind);
     fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
     fh_target *t = recent->target;
     if (t == NULL || recent->address != target) {
@@ -163,7 +168,7 @@ static FH_NOINLINE int fh_leave_full(uint64_t target, uint32_t kind)
         t = fh_target_lookup(ts, target);
         errno = saved;
         if (FH_UNLIKELY(t == NULL))
-            return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY);
+            return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY, kind);
     }
     return fh_leave_push(ts, t, 0, 0, kind);
 }
@@ -405,7 +410,7 @@ FH_INLINE int fh_reverse_enter(uint32_t kind)
 {
     FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER, kind)
     if (FH_UNLIKELY(ts->depth >= ts->capacity))
-        return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY);
+        return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY, kind);
     fh_frame *frame = fh_push(ts, kind, 0);
     frame->target = NULL;
     fh_bump(&ts->results[FH_CALL_REVERSE_ENTER][FH_OK], 1);
