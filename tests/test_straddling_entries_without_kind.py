@@ -144,3 +144,27 @@ def test_a_captured_open_refused_at_max_depth_never_takes_a_protocol_close(sessi
         depth = fasthost.depth()
     assert results == [OK, OK, NOT_OWNER]
     assert depth == 0
+
+
+@CAPTURES
+def test_a_captured_call_that_joins_a_new_session_is_closed_by_its_return(session, capture):
+    # The first call after start() inside sorted's key function is a captured
+    # builtin's open: joining the session drops sorted's and the key's
+    # frames, so its own frame is found where it lands, not where the stack
+    # stood before.
+    fasthost.start(clock="manual")
+    lengths = []
+
+    def restart_then_call_a_builtin():
+        fasthost.stop()
+        fasthost.start(clock="manual")
+        lengths.append(len("abc"))
+
+    with capture():
+        fasthost.leave_runtime(0x41)
+        in_a_captured_call(restart_then_call_a_builtin)
+        depth = fasthost.depth()
+    assert lengths == [3]
+    assert depth == 1  # 0x41's frame, set aside
+    assert fasthost.enter_runtime() == ABANDONED
+    assert fasthost.depth() == 0

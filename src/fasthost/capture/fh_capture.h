@@ -42,20 +42,20 @@ static void fh_capture_close(uint64_t now, uint64_t position, uint32_t kind, uin
 /* The adapters' frames around the calls they make (an instrumented ctypes
  * or cffi function, a callback's Python function) are a capture's too: the
  * protocol's closes do not see them. Each open returns its position, which
- * its close takes; FH_ADAPTER_UNOPENED when the open was refused (stopped,
- * max_depth), which left no entry, so that the close finds nothing. */
+ * its close takes: read after the open, which may have joined a new session
+ * (dropping the captures' frames beneath); FH_ADAPTER_UNOPENED when the
+ * open was refused (stopped, max_depth) and left no entry, so that the
+ * close finds nothing. */
 #define FH_ADAPTER_UNOPENED UINT64_MAX
 
 static inline uint64_t fh_adapter_open_unmanaged(uint64_t target)
 {
-    uint64_t position = fh_current_depth();
-    return fh_leave(target, FH_FRAME_CAPTURED_UNMANAGED) == FH_OK ? position : FH_ADAPTER_UNOPENED;
+    return fh_leave(target, FH_FRAME_CAPTURED_UNMANAGED) == FH_OK ? fh_current_depth() - 1u : FH_ADAPTER_UNOPENED;
 }
 
 static inline uint64_t fh_adapter_open_managed(void)
 {
-    uint64_t position = fh_current_depth();
-    return fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED) == FH_OK ? position : FH_ADAPTER_UNOPENED;
+    return fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED) == FH_OK ? fh_current_depth() - 1u : FH_ADAPTER_UNOPENED;
 }
 
 static inline void fh_adapter_close_unmanaged(uint64_t position)
@@ -247,11 +247,15 @@ static inline int fh_hook_push(fh_hook_stack *hs, uintptr_t closer, uint32_t kin
 
 /* Takes the result of the open made for the entry just pushed: an open
  * that was refused (stopped, max_depth) left no entry in the core, so the
- * entry becomes a placeholder and its close closes nothing. */
+ * entry becomes a placeholder and its close closes nothing. The position is
+ * read again after the open, which may have joined a new session (that
+ * drops the captures' frames beneath it). */
 static inline void fh_hook_opened(fh_hook_stack *hs, int result)
 {
     fh_hook_entry *top = &hs->entries[hs->count - 1u];
-    if (FH_UNLIKELY(result != FH_OK))
+    if (FH_LIKELY(result == FH_OK))
+        top->position = fh_current_depth() - 1u;
+    else
         top->kind = top->kind == FH_HOOK_BUILTIN ? FH_HOOK_UNOPENED : FH_HOOK_CALLBACK_UNOPENED;
 }
 
@@ -436,8 +440,11 @@ static FH_NOINLINE int fh_hook_callback(PyFrameObject *frame)
 {
     /* A refused open leaves no entry (this hook's returns pop callbacks
      * only when they opened a frame). */
-    if (fh_top_is_unmanaged() && fh_hook_push(&fh_hook_own, (uintptr_t)frame, FH_HOOK_CALLBACK, 0, 0, 0) &&
-        fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED) != FH_OK)
+    if (!fh_top_is_unmanaged() || !fh_hook_push(&fh_hook_own, (uintptr_t)frame, FH_HOOK_CALLBACK, 0, 0, 0))
+        return 0;
+    if (fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED) == FH_OK)
+        fh_hook_opened(&fh_hook_own, FH_OK);
+    else
         __atomic_store_n(&fh_hook_own.count, fh_hook_own.count - 1u, __ATOMIC_RELAXED);
     return 0;
 }

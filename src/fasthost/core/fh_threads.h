@@ -173,6 +173,13 @@ static void fh_close_unrecorded(fh_thread *ts, uint32_t kind)
     uint32_t depth = ts->depth;
     if (depth > ts->capacity)
         return; /* corrupted: the next recorded call will say so */
+    if (FH_TAG_CAPTURED(kind)) {
+        /* A capture's close pops its own frame or nothing: an entry
+         * without a kind is the protocol's (fh_captured_where). */
+        if (depth > 0 && ts->stack[depth - 1u].tag == kind)
+            fh_store(&ts->depth, depth - 1u);
+        return;
+    }
     if (fh_pop_hidden(ts) >= 0 || depth == 0)
         return;
     uint32_t tag = ts->stack[depth - 1u].tag;

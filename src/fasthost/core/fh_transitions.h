@@ -238,6 +238,20 @@ FH_INLINE uint64_t fh_pop(fh_thread *ts, fh_frame *frame, uint32_t depth, uint64
     return frame->child_ns < ns ? ns - frame->child_ns : 0;
 }
 
+/* A close of a frame of `kind` that fh_close_finds did not find: a
+ * protocol close goes to fh_close_other; a capture's, whose frame a new
+ * session dropped since it looked (fh_captured_where), pops nothing, since
+ * every entry without a kind is the protocol's. */
+static FH_NOINLINE int fh_close_missed(fh_thread *ts, int call, uint32_t kind)
+{
+    if (!FH_TAG_CAPTURED(kind))
+        return fh_close_other(ts, call);
+    if (ts->depth > ts->capacity || (ts->depth > 0 && !FH_TAG_KIND_VALID(ts->stack[ts->depth - 1u].tag)))
+        return fh_fail(ts, call);
+    fh_bump(&ts->results[call][FH_NOT_OWNER], 1);
+    return FH_NOT_OWNER;
+}
+
 /* 1 when the close of a frame of `kind` finds one on top of `ts`'s array,
  * once a protocol close has had the captured frames on top abandoned that
  * it straddles (fh_uncover); 0 when it must go to fh_close_other. */
@@ -264,7 +278,7 @@ static FH_NOINLINE int fh_enter_close(uint64_t now, uint64_t code, uint32_t wher
     if (now == 0)
         now = fh_clock_ticks(&ts->clock);
     if (!fh_close_finds(ts, kind))
-        return fh_close_other(ts, FH_CALL_ENTER);
+        return fh_close_missed(ts, FH_CALL_ENTER, kind);
     uint32_t depth = ts->depth;
     fh_frame *frame = &ts->stack[depth - 1u];
     uint64_t inclusive = fh_frame_ns(ts, frame, now);
@@ -424,7 +438,7 @@ FH_INLINE int fh_reverse_leave(uint32_t kind)
     FH_ENTER_CALL(ts, FH_CALL_REVERSE_LEAVE, kind)
     uint64_t now = fh_clock_ticks(&ts->clock);
     if (FH_UNLIKELY(!fh_close_finds(ts, kind)))
-        return fh_close_other(ts, FH_CALL_REVERSE_LEAVE);
+        return fh_close_missed(ts, FH_CALL_REVERSE_LEAVE, kind);
     uint32_t depth = ts->depth;
     fh_frame *frame = &ts->stack[depth - 1u];
     uint64_t ns = fh_frame_ns(ts, frame, now);
