@@ -8,8 +8,8 @@ while frames are open) and the opens that were not recorded (refused at
 sequence through a captured call (``sorted`` and its key function: a
 captured U frame and a captured M frame) and compares what the protocol
 calls return with what they return without the capture, which is what the
-protocol alone gives: ``test_the_protocol_alone_*`` pins that reference on
-the real core.
+protocol alone gives: each test runs its sequence without a capture too
+(``alone``), which pins that reference on the real core.
 
 Each failed before the core took every entry without a kind to be the
 protocol's: a capture's open that is refused leaves no entry, and a new
@@ -18,13 +18,15 @@ session drops the captures' frames instead of setting them aside.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 import fasthost
 from fasthost.hresult import HResult
 
 CAPTURES = pytest.mark.parametrize(
-    "capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"]
+    "capture", [None, fasthost.capture_builtins, fasthost.capture_native], ids=["alone", "builtins", "native"]
 )
 
 OK = HResult.S_OK
@@ -33,47 +35,46 @@ NOT_AVAILABLE = HResult.HOST_E_CLRNOTAVAILABLE
 NOT_OWNER = HResult.HOST_E_NOT_OWNER
 
 
-def in_a_captured_call(body):
-    """Runs `body` as sorted()'s key function: inside a captured U frame
-    (sorted) and, when a U frame is on top, a captured M frame (the key
-    function, a callback)."""
-    sorted([0], key=lambda _: body() or 0)
-
-
 @pytest.fixture
 def session():
     yield
     fasthost.stop()
 
 
+def straddle(capture, inside, after, max_depth=256):
+    """Opens a protocol frame, then runs `inside(results)` as sorted()'s key
+    function under `capture` (inside a captured U frame, sorted's, and a
+    captured M frame, the key function's, a callback of a U frame), or
+    directly when `capture` is None, and `after(results)` once it returned.
+    Returns what the protocol calls returned and depth() at the end."""
+    fasthost.start(clock="manual", max_depth=max_depth)
+    results = [fasthost.leave_runtime(0x11)]
+    with capture() if capture is not None else contextlib.nullcontext():
+        if capture is None:
+            inside(results)
+        else:
+            sorted([0], key=lambda _: inside(results) or 0)
+        after(results)
+        depth = fasthost.depth()
+    return results, depth
+
+
+def close_u(results):
+    results.append(fasthost.enter_runtime())
+
+
 # ---- the session restarted while a straddle is open -----------------------
 
 
-def restart_inside_the_straddle(results):
+def restart_and_close(results):
     fasthost.stop()
     fasthost.start(clock="manual")
-    results.append(fasthost.enter_runtime())
-
-
-def test_the_protocol_alone_closes_a_frame_set_aside_once(session):
-    fasthost.start(clock="manual")
-    results = [fasthost.leave_runtime(0x11)]
-    restart_inside_the_straddle(results)
-    results.append(fasthost.enter_runtime())
-    assert results == [OK, ABANDONED, NOT_OWNER]
-    assert fasthost.depth() == 0
+    close_u(results)
 
 
 @CAPTURES
 def test_a_restart_inside_a_straddle_leaves_the_protocol_frame_to_its_own_close(session, capture):
-    fasthost.start(clock="manual")
-    results = [fasthost.leave_runtime(0x11)]
-    with capture():
-        in_a_captured_call(lambda: restart_inside_the_straddle(results))
-        results.append(fasthost.enter_runtime())
-        depth = fasthost.depth()
-    assert results == [OK, ABANDONED, NOT_OWNER]
-    assert depth == 0
+    assert straddle(capture, restart_and_close, close_u) == ([OK, ABANDONED, NOT_OWNER], 0)
 
 
 # ---- a gone captured frame's position reoccupied by an entry without kind ----
@@ -84,7 +85,7 @@ def reopen_and_restart(results):
     frames it straddles), opens two protocol frames, one more while stopped
     (unrecorded), and restarts: three set-aside entries, the newest at the
     key function's position."""
-    results.append(fasthost.enter_runtime())
+    close_u(results)
     results.append(fasthost.leave_runtime(0x22))
     results.append(fasthost.reverse_enter_runtime())
     fasthost.stop()
@@ -93,57 +94,35 @@ def reopen_and_restart(results):
 
 
 def close_all(results):
-    results.append(fasthost.enter_runtime())  # 0x23's unrecorded open
+    close_u(results)  # 0x23's unrecorded open
     results.append(fasthost.reverse_leave_runtime())  # set aside: abandoned
-    results.append(fasthost.enter_runtime())  # 0x22, set aside: abandoned
-    results.append(fasthost.enter_runtime())  # nothing open
-
-
-EXPECTED_REOPENED = [OK, OK, OK, OK, NOT_AVAILABLE, NOT_AVAILABLE, ABANDONED, ABANDONED, NOT_OWNER]
-
-
-def test_the_protocol_alone_pops_each_entry_set_aside_by_its_own_close(session):
-    fasthost.start(clock="manual")
-    results = [fasthost.leave_runtime(0x21)]
-    reopen_and_restart(results)
-    close_all(results)
-    assert results == EXPECTED_REOPENED
-    assert fasthost.depth() == 0
+    close_u(results)  # 0x22, set aside: abandoned
+    close_u(results)  # nothing open
 
 
 @CAPTURES
 def test_a_gone_captured_frame_never_closes_an_entry_reopened_at_its_position(session, capture):
-    fasthost.start(clock="manual")
-    results = [fasthost.leave_runtime(0x21)]
-    with capture():
-        in_a_captured_call(lambda: reopen_and_restart(results))
-        close_all(results)
-        depth = fasthost.depth()
-    assert results == EXPECTED_REOPENED
-    assert depth == 0
+    expected = [OK, OK, OK, OK, NOT_AVAILABLE, NOT_AVAILABLE, ABANDONED, ABANDONED, NOT_OWNER]
+    assert straddle(capture, reopen_and_restart, close_all) == (expected, 0)
 
 
 # ---- max_depth reached by a captured open mid-straddle --------------------
 
 
-def test_the_protocol_alone_closes_its_frame_well_below_max_depth(session):
-    fasthost.start(clock="manual", max_depth=2)
-    results = [fasthost.leave_runtime(0x31), fasthost.enter_runtime(), fasthost.enter_runtime()]
-    assert results == [OK, OK, NOT_OWNER]
-
-
 @CAPTURES
 def test_a_captured_open_refused_at_max_depth_never_takes_a_protocol_close(session, capture):
-    # 0x31's frame and sorted's fill max_depth: the key function's captured
-    # M frame is refused, an unrecorded open on top of sorted's frame.
-    fasthost.start(clock="manual", max_depth=2)
-    results = [fasthost.leave_runtime(0x31)]
-    with capture():
-        in_a_captured_call(lambda: results.append(fasthost.enter_runtime()))
-        results.append(fasthost.enter_runtime())
-        depth = fasthost.depth()
-    assert results == [OK, OK, NOT_OWNER]
-    assert depth == 0
+    # The protocol frame and sorted's fill max_depth: the key function's
+    # captured M frame is refused.
+    assert straddle(capture, close_u, close_u, max_depth=2) == ([OK, OK, NOT_OWNER], 0)
+
+
+# ---- a captured open that joins a new session ------------------------------
+
+
+def restart_then_call_a_builtin(results):
+    fasthost.stop()
+    fasthost.start(clock="manual")
+    results.append(len("abc"))
 
 
 @CAPTURES
@@ -151,20 +130,5 @@ def test_a_captured_call_that_joins_a_new_session_is_closed_by_its_return(sessio
     # The first call after start() inside sorted's key function is a captured
     # builtin's open: joining the session drops sorted's and the key's
     # frames, so its own frame is found where it lands, not where the stack
-    # stood before.
-    fasthost.start(clock="manual")
-    lengths = []
-
-    def restart_then_call_a_builtin():
-        fasthost.stop()
-        fasthost.start(clock="manual")
-        lengths.append(len("abc"))
-
-    with capture():
-        fasthost.leave_runtime(0x41)
-        in_a_captured_call(restart_then_call_a_builtin)
-        depth = fasthost.depth()
-    assert lengths == [3]
-    assert depth == 1  # 0x41's frame, set aside
-    assert fasthost.enter_runtime() == ABANDONED
-    assert fasthost.depth() == 0
+    # stood before. The protocol frame is set aside.
+    assert straddle(capture, restart_then_call_a_builtin, close_u) == ([OK, 3, ABANDONED], 0)
