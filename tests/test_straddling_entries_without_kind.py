@@ -132,3 +132,26 @@ def test_a_captured_call_that_joins_a_new_session_is_closed_by_its_return(sessio
     # frames, so its own frame is found where it lands, not where the stack
     # stood before. The protocol frame is set aside.
     assert straddle(capture, restart_then_call_a_builtin, close_u) == ([OK, 3, ABANDONED], 0)
+
+
+def open_u(results):
+    results.append(fasthost.leave_runtime(0x12))
+
+
+def close_u_twice(results):
+    close_u(results)
+    close_u(results)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known break: captured frames count toward max_depth, so a protocol open inside a captured "
+    "call is refused (E_OUTOFMEMORY) where the protocol alone has room",
+)
+@pytest.mark.parametrize("capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"])
+def test_a_protocol_open_inside_a_captured_call_is_refused_only_where_the_protocol_alone_is_refused(session, capture):
+    # Two protocol frames in max_depth 2: room for both, alone. Under a
+    # capture, sorted's frame and the key function's take the room.
+    assert straddle(None, open_u, close_u_twice, max_depth=2) == ([OK, OK, OK, OK], 0)
+    fasthost.stop()
+    assert straddle(capture, open_u, close_u_twice, max_depth=2) == ([OK, OK, OK, OK], 0)
