@@ -72,9 +72,15 @@ def restart_and_close(results):
     close_u(results)
 
 
+def reset_and_close(results):
+    fasthost.reset()
+    close_u(results)
+
+
 @CAPTURES
-def test_a_restart_inside_a_straddle_leaves_the_protocol_frame_to_its_own_close(session, capture):
-    assert straddle(capture, restart_and_close, close_u) == ([OK, ABANDONED, NOT_OWNER], 0)
+@pytest.mark.parametrize("new_session", [restart_and_close, reset_and_close], ids=["restart", "reset"])
+def test_a_new_session_inside_a_straddle_leaves_the_protocol_frame_to_its_own_close(session, capture, new_session):
+    assert straddle(capture, new_session, close_u) == ([OK, ABANDONED, NOT_OWNER], 0)
 
 
 # ---- a gone captured frame's position reoccupied by an entry without kind ----
