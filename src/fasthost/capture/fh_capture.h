@@ -376,8 +376,16 @@ static FH_NOINLINE int fh_hook_call(PyFrameObject *frame, PyObject *callable)
     PyObject *code = NULL;
     if (fh_sites_on && frame != NULL)
         code = fh_frame_site(frame, &where);
-    if (fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN, where, 0, (uintptr_t)code))
-        fh_hook_opened(&fh_hook_own, fh_leave(target, FH_FRAME_CAPTURED_UNMANAGED));
+    if (!fh_hook_push(&fh_hook_own, target, FH_HOOK_BUILTIN, where, 0, (uintptr_t)code))
+        return 0;
+    /* fh_leave, with the entry's result taken only on the full path: the
+     * fast one opens on a synced state, where the entry's position holds. */
+    fh_thread *ts = fh_current;
+    fh_target *t = fh_leave_ready(ts, target, 0);
+    if (FH_LIKELY(t != NULL))
+        fh_leave_push(ts, t, 0, 1, FH_FRAME_CAPTURED_UNMANAGED);
+    else
+        fh_hook_opened(&fh_hook_own, fh_leave_full(target, FH_FRAME_CAPTURED_UNMANAGED));
     return 0;
 }
 
