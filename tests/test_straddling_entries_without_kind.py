@@ -19,6 +19,8 @@ session drops the captures' frames instead of setting them aside.
 from __future__ import annotations
 
 import contextlib
+import cProfile
+import sys
 
 import pytest
 
@@ -161,3 +163,24 @@ def test_a_protocol_open_inside_a_captured_call_is_refused_only_where_the_protoc
     assert straddle(None, open_u, close_u_twice, max_depth=2) == ([OK, OK, OK, OK], 0)
     fasthost.stop()
     assert straddle(capture, open_u, close_u_twice, max_depth=2) == ([OK, OK, OK, OK], 0)
+
+
+# ---- another profiler taking the hook mid-straddle (3.9-3.11) ---------------
+
+
+def take_the_hook_then_close(results):
+    # cProfile replaces the profile hook: the capture can no longer close
+    # sorted's and the key function's frames, and abandons them.
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        close_u(results)
+        results.append(fasthost.leave_runtime(0x13))
+    finally:
+        profiler.disable()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ captures use sys.monitoring, not the profile hook")
+@CAPTURES
+def test_another_profiler_taking_the_hook_mid_straddle_changes_no_protocol_result(session, capture):
+    assert straddle(capture, take_the_hook_then_close, close_u_twice) == ([OK, OK, OK, OK, NOT_OWNER], 0)
