@@ -20,17 +20,15 @@ import ctypes
 import ctypes.util
 import functools
 import itertools
-import os
 import random
-import shutil
-import subprocess
-import threading
 
 import pytest
 
 import fasthost
 from fasthost import _testing
 from fasthost.hresult import HResult
+
+from .conftest import run_threads
 
 CAPTURES = pytest.mark.parametrize(
     "capture", [fasthost.capture_builtins, fasthost.capture_native], ids=["builtins", "native"]
@@ -302,28 +300,11 @@ def test_python_threads_straddling_captured_calls_get_the_protocols_results(capt
     failures: list = []
     try:
         with capture():
-            threads = [threading.Thread(target=_check_on_this_thread, args=(s, failures)) for s in range(4)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            seeds = iter(range(4))  # one each: next() holds the GIL
+            run_threads(lambda: _check_on_this_thread(next(seeds), failures), 4)
     finally:
         fasthost.stop()
     assert failures == []
-
-
-@pytest.fixture(scope="module")
-def callers(tmp_path_factory):
-    """tests/native/callers.c built into a real shared library."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler (cc) to build the native test library")
-    out = tmp_path_factory.mktemp("native") / "libcallers.so"
-    source = os.path.join(os.path.dirname(__file__), "native", "callers.c")
-    subprocess.run([compiler, "-shared", "-fPIC", "-pthread", "-O1", source, "-o", str(out)], check=True)
-    lib = ctypes.CDLL(str(out))
-    lib.call_from_threads.restype = ctypes.c_int
-    return lib
 
 
 @pytest.mark.filterwarnings("ignore::fasthost.capture.ctypes.NotInstrumentedWarning")  # libcallers, 3.9-3.11
