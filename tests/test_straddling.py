@@ -319,3 +319,50 @@ def test_native_pthreads_straddling_captured_calls_get_the_protocols_results(cal
     finally:
         fasthost.stop()
     assert failures == []
+
+
+@CAPTURES
+def test_a_protocol_close_abandoning_a_captured_call_counts_no_time_recorded_inside_it_twice(manual, capture):
+    # sorted's first key call records 100 ns (the captured builtin that
+    # advances the clock); the second closes 0x7C's frame, abandoning
+    # sorted's: those 100 ns are 0x7C's child time, not its self time too.
+    closed = []
+
+    def key(x):
+        if x == 0:
+            _testing.advance_manual_time(100)
+        else:
+            closed.append(fasthost.enter_runtime())
+        return x
+
+    assert fasthost.leave_runtime(0x7C) == HResult.S_OK
+    with capture():
+        sorted([0, 1], key=key)
+    assert closed == [HResult.S_OK]
+    snap = fasthost.snapshot()
+    assert target_row(snap, 0x7C) == (1, 100)
+    recorded = int(snap.targets["exclusive_ns"].sum()) + int(snap.threads["callback_exclusive_ns"].sum())
+    assert recorded <= 100
+
+
+@CAPTURES
+def test_a_captured_call_abandoned_under_a_protocol_frame_it_left_open_counts_no_time_twice(manual, capture):
+    # Inside 0x7E's frame, sorted's first key call records 100 ns and the
+    # second opens 0x7F's frame and returns with it open: sorted's frame is
+    # abandoned in place, and its 100 ns are 0x7E's child time.
+    def key(x):
+        if x == 0:
+            _testing.advance_manual_time(100)
+        else:
+            fasthost.leave_runtime(0x7F)
+        return x
+
+    assert fasthost.leave_runtime(0x7E) == HResult.S_OK
+    with capture():
+        sorted([0, 1], key=key)
+    assert [fasthost.enter_runtime(), fasthost.enter_runtime()] == [HResult.S_OK, HResult.S_OK]
+    snap = fasthost.snapshot()
+    assert target_row(snap, 0x7E) == (1, 100)
+    recorded = int(snap.targets["exclusive_ns"].sum()) + int(snap.threads["callback_exclusive_ns"].sum())
+    assert recorded <= 100
+    assert fasthost.depth() == 0

@@ -138,6 +138,11 @@ static FH_UNUSED int fh_abandon_entry(uint64_t position)
     if (position < depth) {
         uint32_t i = (uint32_t)position;
         uint32_t above = FH_TAG_ABOVE(ts->stack[depth - 1u].tag);
+        /* What closed inside it was recorded: the frame beneath (or the
+         * sentinel) takes it as child time, so that it is not counted
+         * again in that frame's exclusive time. */
+        fh_frame *gone = &ts->stack[i];
+        gone[-1].child_ns += gone->child_ns;
         memmove(&ts->stack[i], &ts->stack[i + 1u], (size_t)(depth - 1u - i) * sizeof(fh_frame));
         fh_store(&ts->depth, depth - 1u);
         if (i == depth - 1u && above > 0) {

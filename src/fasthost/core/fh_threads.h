@@ -159,6 +159,12 @@ static FH_NOINLINE int fh_uncover(fh_thread *ts, uint32_t kind)
         below--;
     if (below > 0 ? ts->stack[below - 1u].tag != kind : ts->naside == 0)
         return 0;
+    /* What closed inside the abandoned frames was recorded: it is the
+     * child time of the frame beneath (the sentinel when the entry is set
+     * aside), so that its exclusive time does not count it again. */
+    fh_frame *beneath = &ts->stack[below] - 1;
+    for (uint32_t i = below; i < depth; i++)
+        beneath->child_ns += ts->stack[i].child_ns;
     fh_store(&ts->depth, below);
     if (ts->epoch == fh_load(&fh_rt.epoch))
         fh_bump(&ts->exit_abandoned, depth - below);
