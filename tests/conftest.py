@@ -1,3 +1,7 @@
+import ctypes
+import os
+import shutil
+import subprocess
 import sys
 import threading
 
@@ -113,3 +117,17 @@ def run_threads_in_turn(target, count):
         thread = threading.Thread(target=target)
         thread.start()
         thread.join()
+
+
+@pytest.fixture(scope="module")
+def callers(tmp_path_factory):
+    """tests/native/callers.c built into a real shared library."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler (cc) to build the native test library")
+    out = tmp_path_factory.mktemp("native") / "libcallers.so"
+    source = os.path.join(os.path.dirname(__file__), "native", "callers.c")
+    subprocess.run([compiler, "-shared", "-fPIC", "-pthread", "-O1", source, "-o", str(out)], check=True)
+    lib = ctypes.CDLL(str(out))
+    lib.call_from_threads.restype = ctypes.c_int
+    return lib

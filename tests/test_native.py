@@ -136,20 +136,6 @@ def test_an_unpatched_ctypes_qsort_with_a_python_comparator(session):
     assert fasthost.depth() == 0
 
 
-@pytest.fixture(scope="module")
-def callers(tmp_path_factory):
-    """tests/native/callers.c built into a real shared library."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler (cc) to build the native test library")
-    out = tmp_path_factory.mktemp("native") / "libcallers.so"
-    source = os.path.join(os.path.dirname(__file__), "native", "callers.c")
-    subprocess.run([compiler, "-shared", "-fPIC", "-pthread", "-O1", source, "-o", str(out)], check=True)
-    lib = ctypes.CDLL(str(out))
-    lib.call_from_threads.restype = ctypes.c_int
-    return lib
-
-
 def test_builtins_called_back_from_native_pthreads_are_captured(session, callers):
     with fasthost.capture_native():
         # Made inside the capture: on 3.9-3.11 the ctypes adapter runs it in

@@ -20,10 +20,7 @@ import ctypes
 import ctypes.util
 import functools
 import itertools
-import os
 import random
-import shutil
-import subprocess
 import threading
 
 import pytest
@@ -334,20 +331,6 @@ def test_python_threads_straddling_captured_calls_get_the_protocols_results(capt
     finally:
         fasthost.stop()
     assert failures == []
-
-
-@pytest.fixture(scope="module")
-def callers(tmp_path_factory):
-    """tests/native/callers.c built into a real shared library."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler (cc) to build the native test library")
-    out = tmp_path_factory.mktemp("native") / "libcallers.so"
-    source = os.path.join(os.path.dirname(__file__), "native", "callers.c")
-    subprocess.run([compiler, "-shared", "-fPIC", "-pthread", "-O1", source, "-o", str(out)], check=True)
-    lib = ctypes.CDLL(str(out))
-    lib.call_from_threads.restype = ctypes.c_int
-    return lib
 
 
 @pytest.mark.filterwarnings("ignore::fasthost.capture.ctypes.NotInstrumentedWarning")  # libcallers, 3.9-3.11
