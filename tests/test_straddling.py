@@ -188,6 +188,30 @@ def test_leave_outside_and_enter_inside_a_captured_call_time_the_protocols_targe
     assert fasthost.depth() == 0
 
 
+def _begin(target):
+    return fasthost.leave_runtime(target)
+
+
+def _end():
+    return fasthost.enter_runtime()
+
+
+@CAPTURES
+def test_protocol_calls_wrapped_in_python_helpers_pair_under_a_capture(manual, capture):
+    # _end() starts while 0x7C's frame is open, so the capture runs it as a
+    # callback (an M frame); its enter_runtime still closes 0x7C, and the
+    # callback's frame, which would outlive it, is abandoned.
+    with capture():
+        for _ in range(4):
+            assert _begin(0x7C) == HResult.S_OK
+            _testing.advance_manual_time(25)
+            assert _end() == HResult.S_OK
+    snap = fasthost.snapshot()
+    assert target_row(snap, 0x7C) == (4, 100)
+    assert abandoned(snap) == 4
+    assert fasthost.depth() == 0
+
+
 @CAPTURES
 def test_reverse_enter_inside_a_captured_callback_and_reverse_leave_outside_pair(manual, capture):
     with capture():
