@@ -72,7 +72,7 @@ static int site_close(site_ticket ticket, uint64_t code, uint32_t where, int lea
         return fh_enter_fast(code, where, SITE_KIND(leaf));
     if (ticket.result != FH_OK)
         return ticket.result;
-    uint64_t gate = fh_load_acquire(&fh_rt.gate);
+    uint32_t joined = fh_current->epoch;
     int state = fh_captured_where(ticket.position, SITE_KIND(leaf));
     if (state != FH_CAPTURED_NEWEST)
         return state == FH_CAPTURED_COVERED ? fh_abandon_entry(ticket.position) : FH_CLR_NOT_AVAILABLE;
@@ -82,8 +82,11 @@ static int site_close(site_ticket ticket, uint64_t code, uint32_t where, int lea
                      : fh_enter_close(plan.now, code, where, SITE_KIND(leaf));
     /* The controller runs without the GIL that keeps a capture's look and
      * close together (and start() apart from both): a session started in
-     * between dropped the frame (the close pops nothing). */
-    return result == FH_NOT_OWNER && fh_load_acquire(&fh_rt.gate) != gate ? FH_ABANDONED : result;
+     * between dropped the frame (the close pops nothing): the close made
+     * the thread join it. (Not told by the runtime's gate or epoch: the
+     * controller may have stopped again since, and a start() stores its
+     * epoch before its gate.) */
+    return result == FH_NOT_OWNER && fh_current->epoch != joined ? FH_ABANDONED : result;
 }
 
 static void *chaos_writer(void *arg)
