@@ -338,8 +338,6 @@ static inline PyObject *fh_frame_site(PyFrameObject *frame, uint32_t *where)
 static FH_NOINLINE void fh_capture_close(uint64_t now, uint64_t position, uint32_t kind, uintptr_t site,
                                          uint32_t where)
 {
-    /* Positions hold in a thread's state from before a new session too
-     * (its sync sets frames aside in order), and while stopped. */
     int state = fh_captured_where(position, kind);
     if (state == FH_CAPTURED_GONE)
         return;

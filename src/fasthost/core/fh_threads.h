@@ -171,30 +171,36 @@ static FH_NOINLINE int fh_uncover(fh_thread *ts, uint32_t kind)
     return 1;
 }
 
-/* A close made while not recording (stopped or poisoned): pops what it
- * closes when that can be told, records nothing. A close of the wrong kind
- * leaves everything as it is. */
-static void fh_close_unrecorded(fh_thread *ts, uint32_t kind)
+/* 1 when the close of a frame of `kind` finds one on top of `ts`'s array,
+ * once a protocol close has had the captured frames on top abandoned that
+ * it straddles (fh_uncover); 0 when it must go to fh_close_other. */
+FH_INLINE int fh_close_finds(fh_thread *ts, uint32_t kind)
 {
     uint32_t depth = ts->depth;
-    if (depth > ts->capacity)
-        return; /* corrupted: the next recorded call will say so */
-    if (FH_TAG_CAPTURED(kind)) {
-        /* A capture's close pops its own frame or nothing: an entry
-         * without a kind is the protocol's (fh_captured_where). */
-        if (depth > 0 && ts->stack[depth - 1u].tag == kind)
-            fh_store(&ts->depth, depth - 1u);
-        return;
-    }
-    if (fh_pop_hidden(ts) >= 0 || depth == 0)
-        return;
+    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
+        return 0;
     uint32_t tag = ts->stack[depth - 1u].tag;
-    if (tag != kind && !(FH_TAG_CAPTURED(tag) && !FH_TAG_CAPTURED(kind) && fh_uncover(ts, kind)))
+    if (FH_LIKELY(tag == kind))
+        return 1;
+    /* (With an unrecorded open on top, that is what the close pops.) */
+    return FH_TAG_CAPTURED(tag) && FH_TAG_ABOVE(tag) == 0 && !FH_TAG_CAPTURED(kind) && fh_uncover(ts, kind) &&
+           ts->depth > 0;
+}
+
+/* A close made while not recording (stopped or poisoned): pops what it
+ * closes when that can be told, records nothing. A close of the wrong kind
+ * leaves everything as it is; a capture's pops its own frame or nothing (an
+ * entry without a kind is the protocol's, fh_captured_where). */
+static void fh_close_unrecorded(fh_thread *ts, uint32_t kind)
+{
+    if (ts->depth > ts->capacity)
+        return; /* corrupted: the next recorded call will say so */
+    if (!FH_TAG_CAPTURED(kind) && fh_pop_hidden(ts) >= 0)
         return;
-    if (ts->depth > 0)
+    if (fh_close_finds(ts, kind))
         fh_store(&ts->depth, ts->depth - 1u);
-    else
-        fh_pop_hidden(ts); /* uncovered a set-aside entry */
+    else if (!FH_TAG_CAPTURED(kind) && ts->depth == 0)
+        fh_pop_hidden(ts); /* uncovered a set-aside entry, or none */
 }
 
 /* (Re)shapes `ts` for the session `gate` names and zeroes its data. Open

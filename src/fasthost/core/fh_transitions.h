@@ -252,22 +252,6 @@ static FH_NOINLINE int fh_close_missed(fh_thread *ts, int call, uint32_t kind)
     return FH_NOT_OWNER;
 }
 
-/* 1 when the close of a frame of `kind` finds one on top of `ts`'s array,
- * once a protocol close has had the captured frames on top abandoned that
- * it straddles (fh_uncover); 0 when it must go to fh_close_other. */
-FH_INLINE int fh_close_finds(fh_thread *ts, uint32_t kind)
-{
-    uint32_t depth = ts->depth;
-    if (FH_UNLIKELY(depth - 1u >= ts->capacity))
-        return 0;
-    uint32_t tag = ts->stack[depth - 1u].tag;
-    if (FH_LIKELY(tag == kind))
-        return 1;
-    /* (With an unrecorded open on top, that is what the close pops.) */
-    return FH_TAG_CAPTURED(tag) && FH_TAG_ABOVE(tag) == 0 && !FH_TAG_CAPTURED(kind) && fh_uncover(ts, kind) &&
-           ts->depth > 0;
-}
-
 /* The full close of a U frame of `kind` (the protocol's or a capture's);
  * `now` is the fast path's timestamp, or 0 when it took none (the state
  * was not synced yet). A nonzero `code` also records the call site (code,
