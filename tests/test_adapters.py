@@ -114,18 +114,43 @@ def test_calls_when_not_recording_are_plain_calls(libm):
 
 
 def test_refused_open_does_not_close_the_callers_frame(libm):
+    # The protocol's second open is refused at max_depth 1 and stays open,
+    # unrecorded; nothing opens inside it, so the instrumented call is
+    # refused too (no entry, no close) and the closes still pair.
     fasthost.start(clock="monotonic", max_depth=1)
     try:
         with fasthost.unmanaged(0x1234) as opened:
             assert opened is HResult.S_OK
+            assert fasthost.leave_runtime(0x5678) == HResult.E_OUTOFMEMORY
             assert libm.cos(0.0) == 1.0  # refused: E_OUTOFMEMORY, and no close
+            assert fasthost.depth() == 2
+            assert fasthost.enter_runtime() == HResult.HOST_E_CLRNOTAVAILABLE
             assert fasthost.depth() == 1
         assert fasthost.depth() == 0
     finally:
         fasthost.stop()
     snap = fasthost.snapshot()
-    assert snap.totals["results"]["E_OUTOFMEMORY"] == 1
+    assert snap.totals["results"]["E_OUTOFMEMORY"] == 2
     assert [int(t) for t in snap.targets["target"]] == [0x1234]
+
+
+def test_an_instrumented_call_records_inside_a_protocol_nesting_at_max_depth(libm):
+    # The captures' frames have max_depth of their own: the protocol's full
+    # nesting leaves the instrumented call its room.
+    fasthost.start(clock="monotonic", max_depth=1)
+    try:
+        with fasthost.unmanaged(0x1234) as opened:
+            assert opened is HResult.S_OK
+            assert libm.cos(0.0) == 1.0
+            assert fasthost.depth() == 1
+    finally:
+        fasthost.stop()
+    snap = fasthost.snapshot()
+    assert snap.totals["results"]["E_OUTOFMEMORY"] == 0
+    cos = fasthost.ctypes.address_of(libm.cos)
+    assert sorted(int(t) for t in snap.targets["target"]) == sorted([0x1234, cos])
+    row = snap.targets[snap.targets["target"] == 0x1234][0]
+    assert row["exclusive_ns"] < row["total_ns"]  # cos's time is 0x1234's child time
 
 
 def test_instrument_rejects_non_libraries():

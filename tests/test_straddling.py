@@ -16,6 +16,7 @@ and on native pthreads.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -93,21 +94,30 @@ WAYS = [direct, through_a_builtin, through_a_partial, through_a_key_function, th
 
 class Protocol:
     """What the core does with protocol calls and nothing else: a stack of
-    U and M frames on the manual clock (no max_depth is reached here)."""
+    U and M frames on the manual clock, at most `max_depth` of them; an
+    open past that, or on top of such an unrecorded open, is refused and
+    remembered (X) so that its close pops it."""
 
-    def __init__(self):
+    def __init__(self, max_depth=256):
         self.now = 0
+        self.max_depth = max_depth
         self.stack: list[tuple[str, int, int]] = []
         self.targets: dict[int, list[int]] = {}
+        self.refused = 0
 
     def call(self, name, *args):
-        if name == "leave":
-            self.stack.append(("U", args[0], self.now))
-            return HResult.S_OK
-        if name == "reverse_enter":
-            self.stack.append(("M", 0, self.now))
+        if name in ("leave", "reverse_enter"):
+            recorded = sum(kind != "X" for kind, _, _ in self.stack)
+            if recorded >= self.max_depth or (self.stack and self.stack[-1][0] == "X"):
+                self.stack.append(("X", 0, self.now))
+                self.refused += 1
+                return HResult.E_OUTOFMEMORY
+            self.stack.append(("U", args[0], self.now) if name == "leave" else ("M", 0, self.now))
             return HResult.S_OK
         kind = "U" if name == "enter" else "M"
+        if self.stack and self.stack[-1][0] == "X":
+            self.stack.pop()
+            return HResult.HOST_E_CLRNOTAVAILABLE
         if not self.stack or self.stack[-1][0] != kind:
             return HResult.HOST_E_NOT_OWNER
         _, target, start = self.stack.pop()
@@ -119,7 +129,7 @@ class Protocol:
 
     def drain(self):
         """The closes that empty the stack, newest first."""
-        return ["enter" if kind == "U" else "reverse_leave" for kind, _, _ in reversed(self.stack)]
+        return ["reverse_leave" if kind == "M" else "enter" for kind, _, _ in reversed(self.stack)]
 
 
 def random_steps(rng, n, targets):
@@ -285,6 +295,35 @@ def test_a_capture_changes_no_protocol_result_nor_target_over_random_straddles(m
     recorded = int(snap.targets["exclusive_ns"].sum()) + int(snap.threads["callback_exclusive_ns"].sum())
     assert recorded <= model.now
     assert fasthost.depth() == 0
+
+
+@pytest.mark.parametrize(
+    "capture", [None, fasthost.capture_builtins, fasthost.capture_native], ids=["alone", "builtins", "native"]
+)
+@pytest.mark.parametrize("seed", range(8))
+def test_a_capture_changes_no_protocol_result_at_a_small_max_depth(capture, seed):
+    # max_depth 3: the protocol's opens are refused past three frames, and
+    # the captures' (sorted's, the key function's, nested) often too. Each
+    # side has max_depth of its own: the protocol's refusals must fall
+    # exactly where the model of the protocol alone puts them.
+    rng = random.Random(1000 + seed)
+    targets = [0x7300 + i for i in range(3)]
+    model = Protocol(max_depth=3)
+    steps = random_steps(rng, 300, targets)
+    fasthost.start(clock="manual", max_depth=3)
+    try:
+        with capture() if capture is not None else contextlib.nullcontext():
+            differ = run_steps(steps, model)
+            for name in model.drain():
+                differ += run_steps([((name,), rng.choice(WAYS))], model)
+        assert differ == []
+        snap = fasthost.snapshot()
+        for target in targets:
+            assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+        assert model.refused > 0  # the sequence did reach max_depth
+        assert fasthost.depth() == 0
+    finally:
+        fasthost.stop()
 
 
 def test_the_random_straddles_reach_every_straddle(manual):

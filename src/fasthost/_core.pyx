@@ -353,8 +353,9 @@ def start(*, clock="auto", max_depth=256, precision=5, timeout_ns=0, max_targets
     clock: "tsc" (invariant TSC calibrated to ns), "monotonic"
     (clock_gettime), "auto" (tsc where invariant, else monotonic), or
     "manual" (time moves only when fasthost._testing says; for tests).
-    max_depth: frames per thread, 1..2**20; an opening call beyond it returns
-    E_OUTOFMEMORY. precision: sub-bucket bits of the histograms, 1..8.
+    max_depth: frames per thread, 1..2**20, for the protocol's frames and as
+    many again for the frames captures open; a protocol open beyond it
+    returns E_OUTOFMEMORY. precision: sub-bucket bits of the histograms, 1..8.
     timeout_ns: a frame longer than this closes with HOST_E_TIMEOUT (0 =
     never). max_targets: distinct targets per thread, 1..2**20, before the
     rest fold into one overflow row.

@@ -142,10 +142,13 @@ typedef struct fh_thread {
     /* Hot: read or written by every call. */
     uint64_t gate;       /* the global gate this state is synced to */
     uint32_t depth;      /* frames in `stack`: this session's, recorded */
-    uint32_t capacity;   /* max_depth of this state's session */
-    /* min(capacity, max_depth_seen): an open below it takes the fast path,
-     * which need not raise max_depth_seen. */
+    /* Frames the array holds: 2 * max_depth, since the protocol's frames
+     * and the captures' each get max_depth of their own (fh_has_room). */
+    uint32_t capacity;
+    /* min(max_depth, max_depth_seen): an open below it takes the fast path,
+     * which need not raise max_depth_seen nor count frames by kind. */
     uint32_t fast_depth;
+    uint32_t max_depth;  /* of this state's session */
     fh_frame *stack;     /* stack[-1] is a sentinel (see fh_stack_new) */
     fh_clock clock;
     uint32_t precision;

@@ -104,8 +104,11 @@ static uint32_t fh_set_aside(fh_thread *ts)
 
 /* An open that is not recorded (refused, or made while not recording)
  * still nests: it is remembered on top of the stack, so that its close pops
- * it and not the frame beneath. Only the top frame can carry such opens (a
- * refusal leaves the array full; a stop is followed by a new session). */
+ * it and not the frame beneath. Only the top frame carries such opens: no
+ * open is recorded on top of one (fh_room_slow; fast_depth drops to 0 here
+ * so that every open goes there), and a stop is followed by a new session
+ * that sets them aside. The captures find their frames by that
+ * (fh_captured_where). */
 static void fh_push_unrecorded(fh_thread *ts)
 {
     if (ts->depth == 0) {
@@ -113,6 +116,7 @@ static void fh_push_unrecorded(fh_thread *ts)
         return;
     }
     fh_frame *top = &ts->stack[ts->depth - 1u];
+    ts->fast_depth = 0;
     if (FH_TAG_ABOVE(top->tag) == FH_TAG_ABOVE_MAX)
         return; /* 16M opens on one frame and none closed: no longer tracked */
     top->tag += FH_TAG_ONE_ABOVE;
@@ -232,16 +236,18 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
         fh_store(&ts->depth, 0);
     }
     dropped += fh_set_aside(ts);
-    if (ts->stack == NULL || ts->capacity != cfg->max_depth) {
-        fh_frame *stack = fh_stack_new(cfg->max_depth);
+    if (ts->stack == NULL || ts->max_depth != cfg->max_depth) {
+        uint32_t capacity = 2u * cfg->max_depth; /* the protocol's and the captures' (fh_has_room) */
+        fh_frame *stack = fh_stack_new(capacity);
         if (stack == NULL)
             return -1;
         if (ts->stack != NULL)
             free(ts->stack - 1);
-        fh_bump(&ts->heap_bytes, ((uint64_t)cfg->max_depth - ts->capacity) * sizeof(fh_frame) +
+        fh_bump(&ts->heap_bytes, ((uint64_t)capacity - ts->capacity) * sizeof(fh_frame) +
                                      (ts->stack == NULL ? sizeof(fh_frame) : 0));
         ts->stack = stack;
-        ts->capacity = cfg->max_depth;
+        ts->capacity = capacity;
+        ts->max_depth = cfg->max_depth;
     }
     if (ts->callback_counts == NULL || ts->precision != cfg->precision) {
         uint64_t *counts = (uint64_t *)calloc(buckets, sizeof(uint64_t));

@@ -96,6 +96,33 @@ static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result, uint
     return result;
 }
 
+/* Room for an open of `kind` that is not below fast_depth (fh_has_room).
+ * The protocol's frames and the captures' each have max_depth of their
+ * own, in an array of twice that: a capture's calls never take the room of
+ * a protocol open, which is refused where it would be without the capture,
+ * nor the protocol's frames the captures'. Below max_depth both sides have
+ * room; past it the frames of the open's side are counted, which costs the
+ * depth, paid only by threads that deep. Nothing opens on top of an
+ * unrecorded open (see fh_push_unrecorded): a protocol open is then refused
+ * as well, a capture's leaves no entry. Entries without a kind are the
+ * protocol's but take no room in the array. */
+static FH_NOINLINE int fh_room_slow(const fh_thread *ts, uint32_t kind)
+{
+    uint32_t depth = ts->depth, same = 0;
+    if (depth >= ts->capacity || (depth > 0 && FH_TAG_ABOVE(ts->stack[depth - 1u].tag) != 0))
+        return 0;
+    if (depth < ts->max_depth)
+        return 1;
+    for (uint32_t i = 0; i < depth; i++)
+        same += FH_TAG_CAPTURED(ts->stack[i].tag) == FH_TAG_CAPTURED(kind);
+    return same < ts->max_depth;
+}
+
+FH_INLINE int fh_has_room(const fh_thread *ts, uint32_t kind)
+{
+    return FH_LIKELY(ts->depth < ts->fast_depth) || fh_room_slow(ts, kind);
+}
+
 /* A close that finds no recorded frame of its own kind on top of the array:
  * it pops an unrecorded open (HOST_E_CLRNOTAVAILABLE) or a set-aside frame
  * (HOST_E_ABANDONED) when one is on top; otherwise it is refused
@@ -135,9 +162,13 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind, int fast)
     frame->tag = kind;
     frame->child_ns = 0;
     fh_store(&ts->depth, depth + 1u);
-    if (!fast && FH_UNLIKELY(depth + 1u > ts->max_depth_seen)) {
-        fh_store(&ts->max_depth_seen, depth + 1u);
-        ts->fast_depth = depth + 1u < ts->capacity ? depth + 1u : ts->capacity;
+    if (!fast) {
+        /* The new top carries no unrecorded open, so fast_depth is back to
+         * what the depths seen allow (fh_push_unrecorded drops it). */
+        uint32_t seen = ts->max_depth_seen;
+        if (FH_UNLIKELY(depth + 1u > seen))
+            fh_store(&ts->max_depth_seen, seen = depth + 1u);
+        ts->fast_depth = seen < ts->max_depth ? seen : ts->max_depth;
     }
     return frame;
 }
@@ -159,7 +190,7 @@ FH_INLINE int fh_leave_push(fh_thread *ts, fh_target *t, int leaf, int fast, uin
 static FH_NOINLINE int fh_leave_full(uint64_t target, uint32_t kind)
 {
     FH_ENTER_CALL(ts, FH_CALL_LEAVE, kind)
-    if (FH_UNLIKELY(ts->depth >= ts->capacity))
+    if (FH_UNLIKELY(!fh_has_room(ts, kind)))
         return fh_open_refused(ts, FH_CALL_LEAVE, FH_OUT_OF_MEMORY, kind);
     fh_target_entry *recent = &ts->recent[fh_recent_slot(target)];
     fh_target *t = recent->target;
@@ -407,7 +438,7 @@ FH_INLINE int fh_enter_runtime(void) { return fh_enter_fast(0, 0, FH_FRAME_UNMAN
 FH_INLINE int fh_reverse_enter(uint32_t kind)
 {
     FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER, kind)
-    if (FH_UNLIKELY(ts->depth >= ts->capacity))
+    if (FH_UNLIKELY(!fh_has_room(ts, kind)))
         return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY, kind);
     fh_frame *frame = fh_push(ts, kind, 0);
     frame->target = NULL;
