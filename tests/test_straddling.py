@@ -26,6 +26,8 @@ import random
 import pytest
 
 import fasthost
+import fasthost.cffi
+import fasthost.ctypes
 from fasthost import _testing
 from fasthost.hresult import HResult
 
@@ -86,7 +88,54 @@ def through_nested_builtins(f, *args):
     return through_a_key_function(through_a_builtin, f, *args)
 
 
+# libc's qsort through the adapters, the protocol call in the first
+# comparison: the instrumented function is a captured U frame, the
+# comparator a captured M frame, whichever capture runs (or none).
+_LIBC = fasthost.ctypes.instrument(ctypes.CDLL(ctypes.util.find_library("c")))
+_COMPARE = fasthost.ctypes.callback(ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p))
+
+
+def _sort_calling(sort, make_comparator, f, args):
+    box = []
+
+    def compare(a, b):
+        if not box:
+            box.append(f(*args))
+        return 0
+
+    sort(make_comparator(compare))
+    return box[0]
+
+
+def through_instrumented_ctypes_qsort(f, *args):
+    values = (ctypes.c_int * 2)(1, 2)
+    return _sort_calling(
+        lambda compare: _LIBC.qsort(values, 2, ctypes.sizeof(ctypes.c_int), compare), _COMPARE, f, args
+    )
+
+
+try:
+    import cffi
+
+    _FFI = cffi.FFI()
+    _FFI.cdef("void qsort(void *, size_t, size_t, int (*)(const void *, const void *));")
+    _CFFI_LIBC = fasthost.cffi.instrument(_FFI.dlopen(None))
+except ImportError:  # the test extra has cffi; without it, this way is left out
+    _CFFI_LIBC = None
+
+
+def through_instrumented_cffi_qsort(f, *args):
+    values = _FFI.new("int[2]", [1, 2])
+    return _sort_calling(
+        lambda compare: _CFFI_LIBC.qsort(values, 2, _FFI.sizeof("int"), compare),
+        lambda compare: fasthost.cffi.callback(_FFI, "int(const void *, const void *)", compare),
+        f,
+        args,
+    )
+
+
 WAYS = [direct, through_a_builtin, through_a_partial, through_a_key_function, through_nested_builtins]
+WAYS += [through_instrumented_ctypes_qsort] + ([through_instrumented_cffi_qsort] if _CFFI_LIBC is not None else [])
 
 
 # ---- the model: the protocol alone --------------------------------------
