@@ -213,6 +213,24 @@ def run_steps(steps, model):
     return differ
 
 
+def run_to_the_end(steps, model, rng):
+    """run_steps(steps), then the closes that empty the model's stack, each
+    made a random way; returns what differs."""
+    differ = run_steps(steps, model)
+    for name in model.drain():
+        differ += run_steps([((name,), rng.choice(WAYS))], model)
+    return differ
+
+
+def snapshot_as_modelled(targets, model):
+    """A snapshot, once each of `targets` is checked to have the calls and
+    inclusive time of the model."""
+    snap = fasthost.snapshot()
+    for target in targets:
+        assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+    return snap
+
+
 # ---- the four straddles, one at a time ------------------------------------
 
 
@@ -333,13 +351,9 @@ def test_a_capture_changes_no_protocol_result_nor_target_over_random_straddles(m
     model = Protocol()
     steps = random_steps(rng, 400, targets)
     with capture():
-        differ = run_steps(steps, model)
-        for name in model.drain():
-            differ += run_steps([((name,), rng.choice(WAYS))], model)
+        differ = run_to_the_end(steps, model, rng)
     assert differ == []
-    snap = fasthost.snapshot()
-    for target in targets:
-        assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+    snap = snapshot_as_modelled(targets, model)
     # Self time still partitions the recorded time: no total past wall time.
     recorded = int(snap.targets["exclusive_ns"].sum()) + int(snap.threads["callback_exclusive_ns"].sum())
     assert recorded <= model.now
@@ -362,13 +376,9 @@ def test_a_capture_changes_no_protocol_result_at_a_small_max_depth(capture, seed
     fasthost.start(clock="manual", max_depth=3)
     try:
         with capture() if capture is not None else contextlib.nullcontext():
-            differ = run_steps(steps, model)
-            for name in model.drain():
-                differ += run_steps([((name,), rng.choice(WAYS))], model)
+            differ = run_to_the_end(steps, model, rng)
         assert differ == []
-        snap = fasthost.snapshot()
-        for target in targets:
-            assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+        snapshot_as_modelled(targets, model)
         assert model.refused > 0  # the sequence did reach max_depth
         assert fasthost.depth() == 0
     finally:
@@ -399,9 +409,7 @@ def _check_on_this_thread(seed, failures):
     rng = random.Random(seed)
     model = Protocol()
     steps = [step for step in random_steps(rng, 300, [0x7200 + seed]) if step[0][0] != "advance"]
-    differ = run_steps(steps, model)
-    for name in model.drain():
-        differ += run_steps([((name,), rng.choice(WAYS))], model)
+    differ = run_to_the_end(steps, model, rng)
     if differ or fasthost.depth() != before:
         failures.append((seed, differ[:3], before, fasthost.depth()))
 
