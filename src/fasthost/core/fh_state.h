@@ -198,6 +198,10 @@ typedef struct fh_thread {
     fh_aside_run aside[FH_ASIDE_RUNS];
     uint32_t naside;
     uint64_t hidden; /* aside frames + unrecorded opens above frames */
+    /* The newest of the set-aside entries that are this session's
+     * unrecorded opens, made with the array empty: nothing opens on top of
+     * them (fh_room_slow), as nothing opens on a frame that carries some. */
+    uint64_t refused_below;
 
     fh_arena_chunk *arena;
 

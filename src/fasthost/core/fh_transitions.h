@@ -17,6 +17,7 @@ static FH_COLD int fh_fail(fh_thread *ts, int call)
     uint64_t gate = fh_load(&fh_rt.gate);
     fh_store(&ts->depth, 0);
     ts->naside = 0;
+    ts->refused_below = 0;
     fh_store(&ts->hidden, 0);
     fh_bump(&ts->results[call][FH_FAIL], 1);
     while (gate != 0 && !(gate & 1u)) {
@@ -103,13 +104,14 @@ static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result, uint
  * nor the protocol's frames the captures'. Below max_depth both sides have
  * room; past it the frames of the open's side are counted, which costs the
  * depth, paid only by threads that deep. Nothing opens on top of an
- * unrecorded open (see fh_push_unrecorded): a protocol open is then refused
- * as well, a capture's leaves no entry. Entries without a kind are the
- * protocol's but take no room in the array. */
+ * unrecorded open of this session, on the top frame or, with the array
+ * empty, set aside below it (see fh_push_unrecorded): a protocol open is
+ * then refused as well, a capture's leaves no entry. Entries without a kind
+ * are the protocol's but take no room in the array. */
 static FH_NOINLINE int fh_room_slow(const fh_thread *ts, uint32_t kind)
 {
     uint32_t depth = ts->depth, same = 0;
-    if (depth >= ts->capacity || (depth > 0 && FH_TAG_ABOVE(ts->stack[depth - 1u].tag) != 0))
+    if (depth >= ts->capacity || (depth > 0 ? FH_TAG_ABOVE(ts->stack[depth - 1u].tag) != 0 : ts->refused_below != 0))
         return 0;
     if (depth < ts->max_depth)
         return 1;
