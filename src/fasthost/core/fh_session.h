@@ -148,6 +148,7 @@ static FH_UNUSED int fh_abandon_entry(uint64_t position)
          * again in that frame's exclusive time. */
         fh_frame *gone = &ts->stack[i];
         gone[-1].child_ns += gone->child_ns;
+        ts->counted_depth = UINT32_MAX; /* the frames above move down */
         memmove(&ts->stack[i], &ts->stack[i + 1u], (size_t)(depth - 1u - i) * sizeof(fh_frame));
         fh_store(&ts->depth, depth - 1u);
         if (i == depth - 1u && above > 0) {

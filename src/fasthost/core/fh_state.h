@@ -145,10 +145,16 @@ typedef struct fh_thread {
     /* Frames the array holds: 2 * max_depth, since the protocol's frames
      * and the captures' each get max_depth of their own (fh_has_room). */
     uint32_t capacity;
-    /* min(max_depth, max_depth_seen): an open below it takes the fast path,
-     * which need not raise max_depth_seen nor count frames by kind. */
+    /* min(max_depth - 1, max_depth_seen): an open below it takes the fast
+     * path, which need not raise max_depth_seen nor count frames by kind.
+     * Every frame from max_depth - 1 up is pushed by the slow path, which
+     * keeps `counted` true (fh_room_slow). */
     uint32_t fast_depth;
     uint32_t max_depth;  /* of this state's session */
+    /* The captured frames among stack[0..counted_depth), counted by
+     * fh_room_slow; UINT32_MAX: none counted. */
+    uint32_t counted_depth;
+    uint32_t counted_captured;
     fh_frame *stack;     /* stack[-1] is a sentinel (see fh_stack_new) */
     fh_clock clock;
     uint32_t precision;

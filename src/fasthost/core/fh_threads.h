@@ -299,6 +299,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     memset(ts->results, 0, sizeof(ts->results));
     ts->max_depth_seen = 0;
     ts->fast_depth = 0;
+    ts->counted_depth = UINT32_MAX;
     ts->callback_calls = ts->callback_total_ns = ts->callback_exclusive_ns = ts->callback_max_ns = 0;
     ts->callback_min_ns = UINT64_MAX;
     ts->exit_abandoned = dropped;

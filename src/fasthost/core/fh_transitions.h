@@ -102,25 +102,36 @@ static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result, uint
  * own, in an array of twice that: a capture's calls never take the room of
  * a protocol open, which is refused where it would be without the capture,
  * nor the protocol's frames the captures'. Below max_depth both sides have
- * room; past it the frames of the open's side are counted, which costs the
- * depth, paid only by threads that deep. Nothing opens on top of an
+ * room; past it the frames of the open's side are counted. The count of the
+ * frames beneath is kept (counted_depth), so that code looping at that
+ * depth pays for the frames opened since, not for the whole stack: it
+ * holds while the stack does not shrink below it, and every frame from
+ * max_depth - 1 up is pushed by fh_push's slow branch, which drops a count
+ * that the push would refill with other frames. Nothing opens on top of an
  * unrecorded open of this session, on the top frame or, with the array
  * empty, set aside below it (see fh_push_unrecorded): a protocol open is
  * then refused as well, a capture's leaves no entry. Entries without a kind
  * are the protocol's but take no room in the array. */
-static FH_NOINLINE int fh_room_slow(const fh_thread *ts, uint32_t kind)
+static FH_NOINLINE int fh_room_slow(fh_thread *ts, uint32_t kind)
 {
-    uint32_t depth = ts->depth, same = 0;
+    uint32_t depth = ts->depth;
     if (depth >= ts->capacity || (depth > 0 ? FH_TAG_ABOVE(ts->stack[depth - 1u].tag) != 0 : ts->refused_below != 0))
         return 0;
     if (depth < ts->max_depth)
         return 1;
-    for (uint32_t i = 0; i < depth; i++)
-        same += FH_TAG_CAPTURED(ts->stack[i].tag) == FH_TAG_CAPTURED(kind);
-    return same < ts->max_depth;
+    uint32_t from = 0, captured = 0;
+    if (ts->counted_depth <= depth) {
+        from = ts->counted_depth;
+        captured = ts->counted_captured;
+    }
+    for (uint32_t i = from; i < depth; i++)
+        captured += FH_TAG_CAPTURED(ts->stack[i].tag);
+    ts->counted_depth = depth;
+    ts->counted_captured = captured;
+    return (FH_TAG_CAPTURED(kind) ? captured : depth - captured) < ts->max_depth;
 }
 
-FH_INLINE int fh_has_room(const fh_thread *ts, uint32_t kind)
+FH_INLINE int fh_has_room(fh_thread *ts, uint32_t kind)
 {
     return FH_LIKELY(ts->depth < ts->fast_depth) || fh_room_slow(ts, kind);
 }
@@ -167,10 +178,14 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind, int fast)
     if (!fast) {
         /* The new top carries no unrecorded open, so fast_depth is back to
          * what the depths seen allow (fh_push_unrecorded drops it). */
-        uint32_t seen = ts->max_depth_seen;
+        uint32_t seen = ts->max_depth_seen, cap = ts->max_depth - 1u;
         if (FH_UNLIKELY(depth + 1u > seen))
             fh_store(&ts->max_depth_seen, seen = depth + 1u);
-        ts->fast_depth = seen < ts->max_depth ? seen : ts->max_depth;
+        ts->fast_depth = seen < cap ? seen : cap;
+        /* A frame that takes the place of counted ones: the count no longer
+         * holds (fh_room_slow). */
+        if (FH_UNLIKELY(depth < ts->counted_depth))
+            ts->counted_depth = UINT32_MAX;
     }
     return frame;
 }
@@ -440,9 +455,10 @@ FH_INLINE int fh_enter_runtime(void) { return fh_enter_fast(0, 0, FH_FRAME_UNMAN
 FH_INLINE int fh_reverse_enter(uint32_t kind)
 {
     FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER, kind)
-    if (FH_UNLIKELY(!fh_has_room(ts, kind)))
+    int fast = ts->depth < ts->fast_depth;
+    if (FH_UNLIKELY(!fast && !fh_room_slow(ts, kind)))
         return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY, kind);
-    fh_frame *frame = fh_push(ts, kind, 0);
+    fh_frame *frame = fh_push(ts, kind, fast);
     frame->target = NULL;
     fh_bump(&ts->results[FH_CALL_REVERSE_ENTER][FH_OK], 1);
     frame->start = fh_clock_ticks(&ts->clock);
