@@ -86,7 +86,30 @@ def through_nested_builtins(f, *args):
     return through_a_key_function(through_a_builtin, f, *args)
 
 
+def through_a_recursion(levels):
+    """A way that calls the protocol `levels` key functions of sorted()
+    deep: two captured frames a level, so that the captures' side fills
+    max_depth and the protocol's calls come from past it."""
+
+    def way(f, *args):
+        box = []
+
+        def level(n):
+            if n == 0:
+                box.append(f(*args))
+            else:
+                sorted([0], key=lambda _: level(n - 1))
+            return 0
+
+        level(levels)
+        return box[0]
+
+    way.__name__ = f"through_a_recursion_{levels}_deep"
+    return way
+
+
 WAYS = [direct, through_a_builtin, through_a_partial, through_a_key_function, through_nested_builtins]
+DEEP_WAYS = [*WAYS, through_a_recursion(2), through_a_recursion(5)]
 
 
 # ---- the model: the protocol alone --------------------------------------
@@ -132,7 +155,7 @@ class Protocol:
         return ["reverse_leave" if kind == "M" else "enter" for kind, _, _ in reversed(self.stack)]
 
 
-def random_steps(rng, n, targets):
+def random_steps(rng, n, targets, ways=WAYS):
     steps = []
     for _ in range(n):
         roll = rng.random()
@@ -146,7 +169,7 @@ def random_steps(rng, n, targets):
             steps.append(("reverse_enter",))
         else:
             steps.append(("reverse_leave",))
-    return [(step, rng.choice(WAYS)) for step in steps]
+    return [(step, rng.choice(ways)) for step in steps]
 
 
 def run_steps(steps, model):
@@ -300,22 +323,24 @@ def test_a_capture_changes_no_protocol_result_nor_target_over_random_straddles(m
 @pytest.mark.parametrize(
     "capture", [None, fasthost.capture_builtins, fasthost.capture_native], ids=["alone", "builtins", "native"]
 )
-@pytest.mark.parametrize("seed", range(8))
-def test_a_capture_changes_no_protocol_result_at_a_small_max_depth(capture, seed):
-    # max_depth 3: the protocol's opens are refused past three frames, and
-    # the captures' (sorted's, the key function's, nested) often too. Each
-    # side has max_depth of its own: the protocol's refusals must fall
-    # exactly where the model of the protocol alone puts them.
-    rng = random.Random(1000 + seed)
+@pytest.mark.parametrize("max_depth", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(5))
+def test_a_capture_changes_no_protocol_result_at_a_small_max_depth(capture, max_depth, seed):
+    # The protocol's opens are refused past max_depth frames, and the
+    # captures' (sorted's, the key function's, nested, recursions five
+    # levels deep) often too. Each side has max_depth of its own: the
+    # protocol's refusals must fall exactly where the model of the protocol
+    # alone puts them, from inside captured frames past max_depth too.
+    rng = random.Random(1000 * max_depth + seed)
     targets = [0x7300 + i for i in range(3)]
-    model = Protocol(max_depth=3)
-    steps = random_steps(rng, 300, targets)
-    fasthost.start(clock="manual", max_depth=3)
+    model = Protocol(max_depth=max_depth)
+    steps = random_steps(rng, 300, targets, DEEP_WAYS)
+    fasthost.start(clock="manual", max_depth=max_depth)
     try:
         with capture() if capture is not None else contextlib.nullcontext():
             differ = run_steps(steps, model)
             for name in model.drain():
-                differ += run_steps([((name,), rng.choice(WAYS))], model)
+                differ += run_steps([((name,), rng.choice(DEEP_WAYS))], model)
         assert differ == []
         snap = fasthost.snapshot()
         for target in targets:
