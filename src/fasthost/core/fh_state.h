@@ -148,11 +148,11 @@ typedef struct fh_thread {
     /* min(max_depth - 1, max_depth_seen): an open below it takes the fast
      * path, which need not raise max_depth_seen nor count frames by kind.
      * Every frame from max_depth - 1 up is pushed by the slow path, which
-     * keeps `counted` true (fh_room_slow). */
+     * keeps the count below true (fh_count_to). */
     uint32_t fast_depth;
     uint32_t max_depth;  /* of this state's session */
     /* The captured frames among stack[0..counted_depth), counted by
-     * fh_room_slow; UINT32_MAX: none counted. */
+     * fh_room_slow (fh_count_to); UINT32_MAX: none counted. */
     uint32_t counted_depth;
     uint32_t counted_captured;
     fh_frame *stack;     /* stack[-1] is a sentinel (see fh_stack_new) */

@@ -102,16 +102,52 @@ static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result, uint
  * own, in an array of twice that: a capture's calls never take the room of
  * a protocol open, which is refused where it would be without the capture,
  * nor the protocol's frames the captures'. Below max_depth both sides have
- * room; past it the frames of the open's side are counted. The count of the
- * frames beneath is kept (counted_depth), so that code looping at that
- * depth pays for the frames opened since, not for the whole stack: it
- * holds while the stack does not shrink below it, and every frame from
- * max_depth - 1 up is pushed by fh_push's slow branch, which drops a count
- * that the push would refill with other frames. Nothing opens on top of an
+ * room; past it the frames of the open's side are counted. The count is
+ * kept (counted_depth) and moved to the depth of each open past max_depth
+ * by the frames opened or closed since, so that code looping there pays
+ * for those, not for the whole stack (fh_count_to). Nothing opens on top of an
  * unrecorded open of this session, on the top frame or, with the array
  * empty, set aside below it (see fh_push_unrecorded): a protocol open is
  * then refused as well, a capture's leaves no entry. Entries without a kind
  * are the protocol's but take no room in the array. */
+static uint32_t fh_captured_between(const fh_thread *ts, uint32_t from, uint32_t to)
+{
+    uint32_t captured = 0;
+    for (uint32_t i = from; i < to; i++)
+        captured += FH_TAG_CAPTURED(ts->stack[i].tag);
+    return captured;
+}
+
+/* Moves the count of captured frames (counted_depth, counted_captured) to
+ * stack[0..depth), for `depth` at or past max_depth. It holds there by
+ * what can change the array: a frame at or past max_depth - 1 is pushed
+ * only by fh_push's slow branch (fast_depth stops below), which moves the
+ * count down to itself before writing, or drops it if it is below
+ * max_depth (the frames beneath may have been replaced on the fast path);
+ * so while the count stands above the depth, the frames in between were
+ * only closed, and their tags are still in place to be taken off. A frame
+ * removed from the middle (fh_abandon_entry) or a new session drops it. */
+static void fh_count_to(fh_thread *ts, uint32_t depth)
+{
+    uint32_t counted = ts->counted_depth;
+    if (counted == UINT32_MAX)
+        ts->counted_captured = fh_captured_between(ts, 0, depth);
+    else if (counted <= depth)
+        ts->counted_captured += fh_captured_between(ts, counted, depth);
+    else
+        ts->counted_captured -= fh_captured_between(ts, depth, counted);
+    ts->counted_depth = depth;
+}
+
+/* fh_push's slow branch, about to write a frame at `depth` below the count. */
+static FH_NOINLINE void fh_count_below(fh_thread *ts, uint32_t depth)
+{
+    if (depth < ts->max_depth)
+        ts->counted_depth = UINT32_MAX;
+    else
+        fh_count_to(ts, depth);
+}
+
 static FH_NOINLINE int fh_room_slow(fh_thread *ts, uint32_t kind)
 {
     uint32_t depth = ts->depth;
@@ -119,15 +155,8 @@ static FH_NOINLINE int fh_room_slow(fh_thread *ts, uint32_t kind)
         return 0;
     if (depth < ts->max_depth)
         return 1;
-    uint32_t from = 0, captured = 0;
-    if (ts->counted_depth <= depth) {
-        from = ts->counted_depth;
-        captured = ts->counted_captured;
-    }
-    for (uint32_t i = from; i < depth; i++)
-        captured += FH_TAG_CAPTURED(ts->stack[i].tag);
-    ts->counted_depth = depth;
-    ts->counted_captured = captured;
+    fh_count_to(ts, depth);
+    uint32_t captured = ts->counted_captured;
     return (FH_TAG_CAPTURED(kind) ? captured : depth - captured) < ts->max_depth;
 }
 
@@ -172,6 +201,8 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind, int fast)
     assert(depth < ts->capacity); /* every caller refuses a full array first */
     assert(!fast || depth < ts->max_depth_seen);
     fh_frame *frame = &ts->stack[depth];
+    if (!fast && FH_UNLIKELY(depth < ts->counted_depth))
+        fh_count_below(ts, depth); /* before the frame it counted is replaced */
     frame->tag = kind;
     frame->child_ns = 0;
     fh_store(&ts->depth, depth + 1u);
@@ -182,10 +213,6 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind, int fast)
         if (FH_UNLIKELY(depth + 1u > seen))
             fh_store(&ts->max_depth_seen, seen = depth + 1u);
         ts->fast_depth = seen < cap ? seen : cap;
-        /* A frame that takes the place of counted ones: the count no longer
-         * holds (fh_room_slow). */
-        if (FH_UNLIKELY(depth < ts->counted_depth))
-            ts->counted_depth = UINT32_MAX;
     }
     return frame;
 }
