@@ -119,7 +119,9 @@ class Protocol:
     """What the core does with protocol calls and nothing else: a stack of
     U and M frames on the manual clock, at most `max_depth` of them; an
     open past that, or on top of such an unrecorded open, is refused and
-    remembered (X) so that its close pops it."""
+    remembered (X) so that its close pops it. A new session sets every
+    entry aside (A: a frame, whose close is HOST_E_ABANDONED; Y: an
+    unrecorded open), taking no room."""
 
     def __init__(self, max_depth=256):
         self.now = 0
@@ -127,10 +129,11 @@ class Protocol:
         self.stack: list[tuple[str, int, int]] = []
         self.targets: dict[int, list[int]] = {}
         self.refused = 0
+        self.aside_closed = 0
 
     def call(self, name, *args):
         if name in ("leave", "reverse_enter"):
-            recorded = sum(kind != "X" for kind, _, _ in self.stack)
+            recorded = sum(kind in "UM" for kind, _, _ in self.stack)
             if recorded >= self.max_depth or (self.stack and self.stack[-1][0] == "X"):
                 self.stack.append(("X", 0, self.now))
                 self.refused += 1
@@ -138,9 +141,10 @@ class Protocol:
             self.stack.append(("U", args[0], self.now) if name == "leave" else ("M", 0, self.now))
             return HResult.S_OK
         kind = "U" if name == "enter" else "M"
-        if self.stack and self.stack[-1][0] == "X":
-            self.stack.pop()
-            return HResult.HOST_E_CLRNOTAVAILABLE
+        if self.stack and self.stack[-1][0] in "XYA":
+            entry = self.stack.pop()[0]
+            self.aside_closed += entry != "X"
+            return HResult.HOST_E_ABANDONED if entry == "A" else HResult.HOST_E_CLRNOTAVAILABLE
         if not self.stack or self.stack[-1][0] != kind:
             return HResult.HOST_E_NOT_OWNER
         _, target, start = self.stack.pop()
@@ -149,6 +153,12 @@ class Protocol:
             row[0] += 1
             row[1] += self.now - start
         return HResult.S_OK
+
+    def new_session(self, max_depth):
+        """start() or reset(): what is open is set aside, targets start anew."""
+        self.stack = [("Y" if kind in "XY" else "A", 0, 0) for kind, _, _ in self.stack]
+        self.targets = {}
+        self.max_depth = max_depth
 
     def drain(self):
         """The closes that empty the stack, newest first."""
@@ -172,6 +182,17 @@ def random_steps(rng, n, targets, ways=WAYS):
     return [(step, rng.choice(ways)) for step in steps]
 
 
+def new_session(max_depth, current):
+    """A new session on the manual clock: a reset() when `max_depth` is the
+    `current` one, else a restart with it (the frame array made anew)."""
+    if max_depth == current:
+        fasthost.reset()
+    else:
+        fasthost.stop()
+        fasthost.start(clock="manual", max_depth=max_depth)
+    return 0
+
+
 def run_steps(steps, model):
     """Runs `steps` for real and in `model`; returns the (step, real, model)
     results that differ."""
@@ -180,6 +201,10 @@ def run_steps(steps, model):
         if name == "advance":
             way(_testing.advance_manual_time, args[0])
             model.now += args[0]
+            continue
+        if name == "session":
+            way(new_session, args[0], model.max_depth)
+            model.new_session(args[0])
             continue
         real, expected = way(PROTOCOL[name], *args), model.call(name, *args)
         if real != expected:
@@ -346,6 +371,36 @@ def test_a_capture_changes_no_protocol_result_at_a_small_max_depth(capture, max_
         for target in targets:
             assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
         assert model.refused > 0  # the sequence did reach max_depth
+        assert fasthost.depth() == 0
+    finally:
+        fasthost.stop()
+
+
+@CAPTURES
+@pytest.mark.parametrize("seed", range(4))
+def test_a_capture_changes_no_protocol_result_across_new_sessions_of_another_max_depth(capture, seed):
+    # reset() and restarts with another max_depth (1 to 5), made from
+    # inside captured calls too, while frames of both sides are open: the
+    # protocol's entries are set aside, the captures' dropped, and the
+    # protocol's results stay those of the protocol alone.
+    rng = random.Random(2000 + seed)
+    targets = [0x7400 + i for i in range(3)]
+    model = Protocol(max_depth=2)
+    steps = random_steps(rng, 300, targets, DEEP_WAYS)
+    for i in rng.sample(range(len(steps)), 15):
+        steps[i] = (("session", rng.choice([1, 2, 3, 5])), steps[i][1])
+    fasthost.start(clock="manual", max_depth=2)
+    try:
+        with capture():
+            differ = run_steps(steps, model)
+            for name in model.drain():
+                differ += run_steps([((name,), rng.choice(DEEP_WAYS))], model)
+        assert differ == []
+        snap = fasthost.snapshot()
+        for target in targets:
+            assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+        assert model.aside_closed > 0  # the sequence closed set-aside entries
+        assert model.refused > 0  # and reached max_depth
         assert fasthost.depth() == 0
     finally:
         fasthost.stop()
