@@ -212,6 +212,22 @@ def run_steps(steps, model):
     return differ
 
 
+def run_against_the_model(steps, model, targets, rng, capture, ways=WAYS):
+    """Runs `steps`, then the closes that empty the model's stack (each
+    made one of `ways`), under `capture` (None: none), and asserts that
+    every result and each target's calls and total time are the model's.
+    Returns the snapshot."""
+    with capture() if capture is not None else contextlib.nullcontext():
+        differ = run_steps(steps, model)
+        for name in model.drain():
+            differ += run_steps([((name,), rng.choice(ways))], model)
+    assert differ == []
+    snap = fasthost.snapshot()
+    for target in targets:
+        assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+    return snap
+
+
 # ---- the four straddles, one at a time ------------------------------------
 
 
@@ -330,15 +346,7 @@ def test_a_capture_changes_no_protocol_result_nor_target_over_random_straddles(m
     rng = random.Random(seed)
     targets = [0x7100 + i for i in range(4)]
     model = Protocol()
-    steps = random_steps(rng, 400, targets)
-    with capture():
-        differ = run_steps(steps, model)
-        for name in model.drain():
-            differ += run_steps([((name,), rng.choice(WAYS))], model)
-    assert differ == []
-    snap = fasthost.snapshot()
-    for target in targets:
-        assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+    snap = run_against_the_model(random_steps(rng, 400, targets), model, targets, rng, capture)
     # Self time still partitions the recorded time: no total past wall time.
     recorded = int(snap.targets["exclusive_ns"].sum()) + int(snap.threads["callback_exclusive_ns"].sum())
     assert recorded <= model.now
@@ -362,14 +370,7 @@ def test_a_capture_changes_no_protocol_result_at_a_small_max_depth(capture, max_
     steps = random_steps(rng, 300, targets, DEEP_WAYS)
     fasthost.start(clock="manual", max_depth=max_depth)
     try:
-        with capture() if capture is not None else contextlib.nullcontext():
-            differ = run_steps(steps, model)
-            for name in model.drain():
-                differ += run_steps([((name,), rng.choice(DEEP_WAYS))], model)
-        assert differ == []
-        snap = fasthost.snapshot()
-        for target in targets:
-            assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+        run_against_the_model(steps, model, targets, rng, capture, DEEP_WAYS)
         assert model.refused > 0  # the sequence did reach max_depth
         assert fasthost.depth() == 0
     finally:
@@ -391,14 +392,7 @@ def test_a_capture_changes_no_protocol_result_across_new_sessions_of_another_max
         steps[i] = (("session", rng.choice([1, 2, 3, 5])), steps[i][1])
     fasthost.start(clock="manual", max_depth=2)
     try:
-        with capture():
-            differ = run_steps(steps, model)
-            for name in model.drain():
-                differ += run_steps([((name,), rng.choice(DEEP_WAYS))], model)
-        assert differ == []
-        snap = fasthost.snapshot()
-        for target in targets:
-            assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
+        run_against_the_model(steps, model, targets, rng, capture, DEEP_WAYS)
         assert model.aside_closed > 0  # the sequence closed set-aside entries
         assert model.refused > 0  # and reached max_depth
         assert fasthost.depth() == 0
