@@ -134,8 +134,31 @@ def through_instrumented_cffi_qsort(f, *args):
     )
 
 
+def through_a_recursion(levels):
+    """A way that calls the protocol `levels` key functions of sorted()
+    deep: two captured frames a level, so that the captures' side fills
+    max_depth and the protocol's calls come from past it."""
+
+    def way(f, *args):
+        box = []
+
+        def level(n):
+            if n == 0:
+                box.append(f(*args))
+            else:
+                sorted([0], key=lambda _: level(n - 1))
+            return 0
+
+        level(levels)
+        return box[0]
+
+    way.__name__ = f"through_a_recursion_{levels}_deep"
+    return way
+
+
 WAYS = [direct, through_a_builtin, through_a_partial, through_a_key_function, through_nested_builtins]
 WAYS += [through_instrumented_ctypes_qsort] + ([through_instrumented_cffi_qsort] if _CFFI_LIBC is not None else [])
+DEEP_WAYS = [*WAYS, through_a_recursion(2), through_a_recursion(5)]
 
 
 # ---- the model: the protocol alone --------------------------------------
@@ -145,7 +168,9 @@ class Protocol:
     """What the core does with protocol calls and nothing else: a stack of
     U and M frames on the manual clock, at most `max_depth` of them; an
     open past that, or on top of such an unrecorded open, is refused and
-    remembered (X) so that its close pops it."""
+    remembered (X) so that its close pops it. A new session sets every
+    entry aside (A: a frame, whose close is HOST_E_ABANDONED; Y: an
+    unrecorded open), taking no room."""
 
     def __init__(self, max_depth=256):
         self.now = 0
@@ -153,10 +178,11 @@ class Protocol:
         self.stack: list[tuple[str, int, int]] = []
         self.targets: dict[int, list[int]] = {}
         self.refused = 0
+        self.aside_closed = 0
 
     def call(self, name, *args):
         if name in ("leave", "reverse_enter"):
-            recorded = sum(kind != "X" for kind, _, _ in self.stack)
+            recorded = sum(kind in "UM" for kind, _, _ in self.stack)
             if recorded >= self.max_depth or (self.stack and self.stack[-1][0] == "X"):
                 self.stack.append(("X", 0, self.now))
                 self.refused += 1
@@ -164,9 +190,10 @@ class Protocol:
             self.stack.append(("U", args[0], self.now) if name == "leave" else ("M", 0, self.now))
             return HResult.S_OK
         kind = "U" if name == "enter" else "M"
-        if self.stack and self.stack[-1][0] == "X":
-            self.stack.pop()
-            return HResult.HOST_E_CLRNOTAVAILABLE
+        if self.stack and self.stack[-1][0] in "XYA":
+            entry = self.stack.pop()[0]
+            self.aside_closed += entry != "X"
+            return HResult.HOST_E_ABANDONED if entry == "A" else HResult.HOST_E_CLRNOTAVAILABLE
         if not self.stack or self.stack[-1][0] != kind:
             return HResult.HOST_E_NOT_OWNER
         _, target, start = self.stack.pop()
@@ -176,12 +203,18 @@ class Protocol:
             row[1] += self.now - start
         return HResult.S_OK
 
+    def new_session(self, max_depth):
+        """start() or reset(): what is open is set aside, targets start anew."""
+        self.stack = [("Y" if kind in "XY" else "A", 0, 0) for kind, _, _ in self.stack]
+        self.targets = {}
+        self.max_depth = max_depth
+
     def drain(self):
         """The closes that empty the stack, newest first."""
         return ["reverse_leave" if kind == "M" else "enter" for kind, _, _ in reversed(self.stack)]
 
 
-def random_steps(rng, n, targets):
+def random_steps(rng, n, targets, ways=WAYS):
     steps = []
     for _ in range(n):
         roll = rng.random()
@@ -195,7 +228,18 @@ def random_steps(rng, n, targets):
             steps.append(("reverse_enter",))
         else:
             steps.append(("reverse_leave",))
-    return [(step, rng.choice(WAYS)) for step in steps]
+    return [(step, rng.choice(ways)) for step in steps]
+
+
+def new_session(max_depth, current):
+    """A new session on the manual clock: a reset() when `max_depth` is the
+    `current` one, else a restart with it (the frame array made anew)."""
+    if max_depth == current:
+        fasthost.reset()
+    else:
+        fasthost.stop()
+        fasthost.start(clock="manual", max_depth=max_depth)
+    return 0
 
 
 def run_steps(steps, model):
@@ -207,24 +251,32 @@ def run_steps(steps, model):
             way(_testing.advance_manual_time, args[0])
             model.now += args[0]
             continue
+        if name == "session":
+            way(new_session, args[0], model.max_depth)
+            model.new_session(args[0])
+            continue
         real, expected = way(PROTOCOL[name], *args), model.call(name, *args)
         if real != expected:
             differ.append((name, way.__name__, real, expected))
     return differ
 
 
-def run_to_the_end(steps, model, rng):
+def run_to_the_end(steps, model, rng, ways=WAYS):
     """run_steps(steps), then the closes that empty the model's stack, each
-    made a random way; returns what differs."""
+    made one of `ways`; returns what differs."""
     differ = run_steps(steps, model)
     for name in model.drain():
-        differ += run_steps([((name,), rng.choice(WAYS))], model)
+        differ += run_steps([((name,), rng.choice(ways))], model)
     return differ
 
 
-def snapshot_as_modelled(targets, model):
-    """A snapshot, once each of `targets` is checked to have the calls and
-    inclusive time of the model."""
+def run_against_the_model(steps, model, targets, rng, capture, ways=WAYS):
+    """run_to_the_end under `capture` (None: none), asserting that every
+    result and each target's calls and total time are the model's.
+    Returns the snapshot."""
+    with capture() if capture is not None else contextlib.nullcontext():
+        differ = run_to_the_end(steps, model, rng, ways)
+    assert differ == []
     snap = fasthost.snapshot()
     for target in targets:
         assert target_row(snap, target) == tuple(model.targets.get(target, (0, 0))), hex(target)
@@ -349,11 +401,7 @@ def test_a_capture_changes_no_protocol_result_nor_target_over_random_straddles(m
     rng = random.Random(seed)
     targets = [0x7100 + i for i in range(4)]
     model = Protocol()
-    steps = random_steps(rng, 400, targets)
-    with capture():
-        differ = run_to_the_end(steps, model, rng)
-    assert differ == []
-    snap = snapshot_as_modelled(targets, model)
+    snap = run_against_the_model(random_steps(rng, 400, targets), model, targets, rng, capture)
     # Self time still partitions the recorded time: no total past wall time.
     recorded = int(snap.targets["exclusive_ns"].sum()) + int(snap.threads["callback_exclusive_ns"].sum())
     assert recorded <= model.now
@@ -363,23 +411,45 @@ def test_a_capture_changes_no_protocol_result_nor_target_over_random_straddles(m
 @pytest.mark.parametrize(
     "capture", [None, fasthost.capture_builtins, fasthost.capture_native], ids=["alone", "builtins", "native"]
 )
-@pytest.mark.parametrize("seed", range(8))
-def test_a_capture_changes_no_protocol_result_at_a_small_max_depth(capture, seed):
-    # max_depth 3: the protocol's opens are refused past three frames, and
-    # the captures' (sorted's, the key function's, nested) often too. Each
-    # side has max_depth of its own: the protocol's refusals must fall
-    # exactly where the model of the protocol alone puts them.
-    rng = random.Random(1000 + seed)
+@pytest.mark.parametrize("max_depth", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(5))
+def test_a_capture_changes_no_protocol_result_at_a_small_max_depth(capture, max_depth, seed):
+    # The protocol's opens are refused past max_depth frames, and the
+    # captures' (sorted's, the key function's, nested, recursions five
+    # levels deep) often too. Each side has max_depth of its own: the
+    # protocol's refusals must fall exactly where the model of the protocol
+    # alone puts them, from inside captured frames past max_depth too.
+    rng = random.Random(1000 * max_depth + seed)
     targets = [0x7300 + i for i in range(3)]
-    model = Protocol(max_depth=3)
-    steps = random_steps(rng, 300, targets)
-    fasthost.start(clock="manual", max_depth=3)
+    model = Protocol(max_depth=max_depth)
+    steps = random_steps(rng, 300, targets, DEEP_WAYS)
+    fasthost.start(clock="manual", max_depth=max_depth)
     try:
-        with capture() if capture is not None else contextlib.nullcontext():
-            differ = run_to_the_end(steps, model, rng)
-        assert differ == []
-        snapshot_as_modelled(targets, model)
+        run_against_the_model(steps, model, targets, rng, capture, DEEP_WAYS)
         assert model.refused > 0  # the sequence did reach max_depth
+        assert fasthost.depth() == 0
+    finally:
+        fasthost.stop()
+
+
+@CAPTURES
+@pytest.mark.parametrize("seed", range(4))
+def test_a_capture_changes_no_protocol_result_across_new_sessions_of_another_max_depth(capture, seed):
+    # reset() and restarts with another max_depth (1 to 5), made from
+    # inside captured calls too, while frames of both sides are open: the
+    # protocol's entries are set aside, the captures' dropped, and the
+    # protocol's results stay those of the protocol alone.
+    rng = random.Random(2000 + seed)
+    targets = [0x7400 + i for i in range(3)]
+    model = Protocol(max_depth=2)
+    steps = random_steps(rng, 300, targets, DEEP_WAYS)
+    for i in rng.sample(range(len(steps)), 15):
+        steps[i] = (("session", rng.choice([1, 2, 3, 5])), steps[i][1])
+    fasthost.start(clock="manual", max_depth=2)
+    try:
+        run_against_the_model(steps, model, targets, rng, capture, DEEP_WAYS)
+        assert model.aside_closed > 0  # the sequence closed set-aside entries
+        assert model.refused > 0  # and reached max_depth
         assert fasthost.depth() == 0
     finally:
         fasthost.stop()

@@ -75,6 +75,33 @@ int main(void)
     CHECK(fh_enter_fast(0, 0, FH_FRAME_CAPTURED_UNMANAGED) == FH_OK && fh_enter_runtime() == FH_OK);
     CHECK(fh_current_depth() == 0);
 
+    /* The same with the array empty: the refused open is remembered below
+     * it (where a new session sets frames aside), and still nothing opens
+     * inside it, on the fast path neither (0x10 and 0x20 are known, at
+     * depths seen before). */
+    exhaust();
+    CHECK(fh_leave_runtime(0x40) == FH_OUT_OF_MEMORY);
+    out_of_memory = 0;
+    CHECK(fh_leave_runtime(0x10) == FH_OUT_OF_MEMORY);
+    CHECK(fh_leave(0x20, FH_FRAME_CAPTURED_UNMANAGED) == FH_OUT_OF_MEMORY);
+    CHECK(fh_reverse_enter(FH_FRAME_CAPTURED_MANAGED) == FH_OUT_OF_MEMORY);
+    CHECK(fh_current->depth == 0 && fh_current_depth() == 2);
+    CHECK(fh_enter_runtime() == FH_CLR_NOT_AVAILABLE && fh_enter_runtime() == FH_CLR_NOT_AVAILABLE);
+    CHECK(fh_current_depth() == 0);
+    CHECK(fh_leave_runtime(0x10) == FH_OK && fh_enter_runtime() == FH_OK);
+
+    /* An older session's entries set aside below the array are not opens
+     * refused in this one: a new session records on top of them. */
+    CHECK(fh_leave_runtime(0x10) == FH_OK);
+    exhaust();
+    CHECK(fh_leave_runtime(0x50) == FH_OUT_OF_MEMORY);
+    out_of_memory = 0;
+    fh_reset();
+    CHECK(fh_leave_runtime(0x10) == FH_OK && fh_current_depth() == 3);
+    CHECK(fh_enter_runtime() == FH_OK);
+    CHECK(fh_enter_runtime() == FH_CLR_NOT_AVAILABLE && fh_enter_runtime() == FH_ABANDONED);
+    CHECK(fh_current_depth() == 0);
+
     fh_stop();
     fh_reset();
     printf("out_of_memory: %s\n", failures ? "FAILED" : "ok");

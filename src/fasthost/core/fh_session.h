@@ -115,6 +115,11 @@ static FH_UNUSED int fh_abandon_entry(uint64_t position)
     uint32_t depth = ts->depth;
     if (ts == &fh_detached || depth > ts->capacity)
         return -1;
+    /* The set-aside entries; the newest refused_below are this session's
+     * unrecorded opens. */
+    uint64_t aside = ts->hidden - (depth > 0 ? FH_TAG_ABOVE(ts->stack[depth - 1u].tag) : 0u);
+    if (position < aside && position >= aside - ts->refused_below)
+        ts->refused_below--;
     for (uint32_t r = 0; r < ts->naside; r++) {
         fh_aside_run *run = &ts->aside[r];
         if (position >= run->count) {
@@ -143,6 +148,7 @@ static FH_UNUSED int fh_abandon_entry(uint64_t position)
          * again in that frame's exclusive time. */
         fh_frame *gone = &ts->stack[i];
         gone[-1].child_ns += gone->child_ns;
+        fh_count_nothing(ts); /* the frames above move down */
         memmove(&ts->stack[i], &ts->stack[i + 1u], (size_t)(depth - 1u - i) * sizeof(fh_frame));
         fh_store(&ts->depth, depth - 1u);
         if (i == depth - 1u && above > 0) {
@@ -152,6 +158,7 @@ static FH_UNUSED int fh_abandon_entry(uint64_t position)
             } else {
                 fh_store(&ts->hidden, ts->hidden - above);
                 fh_aside_push(ts, 0, above);
+                ts->refused_below += above;
             }
         }
         if (ts->epoch == fh_load(&fh_rt.epoch))

@@ -145,10 +145,17 @@ typedef struct fh_thread {
     /* Frames the array holds: 2 * max_depth, since the protocol's frames
      * and the captures' each get max_depth of their own (fh_has_room). */
     uint32_t capacity;
-    /* min(max_depth, max_depth_seen): an open below it takes the fast path,
-     * which need not raise max_depth_seen nor count frames by kind. */
+    /* min(max_depth - 1, max_depth_seen): an open below it takes the fast
+     * path, which need not raise max_depth_seen nor count frames by kind.
+     * Every frame from max_depth - 1 up is pushed by the slow path, which
+     * keeps the count below true (fh_count_to). */
     uint32_t fast_depth;
     uint32_t max_depth;  /* of this state's session */
+    /* The captured frames among stack[0..counted_depth), counted by
+     * fh_room_slow (fh_count_to); both 0 when nothing is counted (then
+     * fh_push's slow branch has nothing to move: no test fails). */
+    uint32_t counted_depth;
+    uint32_t counted_captured;
     fh_frame *stack;     /* stack[-1] is a sentinel (see fh_stack_new) */
     fh_clock clock;
     uint32_t precision;
@@ -198,6 +205,10 @@ typedef struct fh_thread {
     fh_aside_run aside[FH_ASIDE_RUNS];
     uint32_t naside;
     uint64_t hidden; /* aside frames + unrecorded opens above frames */
+    /* The newest of the set-aside entries that are this session's
+     * unrecorded opens, made with the array empty: nothing opens on top of
+     * them (fh_room_slow), as nothing opens on a frame that carries some. */
+    uint64_t refused_below;
 
     fh_arena_chunk *arena;
 
@@ -205,6 +216,14 @@ typedef struct fh_thread {
     char name[FH_THREAD_NAME]; /* Python's name for it, else the OS's */
     struct fh_thread *next;
 } fh_thread;
+
+/* Forgets the count of captured frames (fh_count_to in fh_transitions.h):
+ * the next open past max_depth counts from the bottom. */
+static inline void fh_count_nothing(fh_thread *ts)
+{
+    ts->counted_depth = 0;
+    ts->counted_captured = 0;
+}
 
 typedef struct fh_runtime {
     /* `gate` is the one global word the hot path reads: (epoch << 1) while

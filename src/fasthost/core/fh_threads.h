@@ -73,6 +73,8 @@ static int fh_aside_pop(fh_thread *ts)
     fh_aside_run *run = &ts->aside[n - 1u];
     int abandoned = (int)run->abandoned;
     assert(run->count > 0 && ts->hidden > 0); /* hidden counts every set-aside entry */
+    if (ts->refused_below > 0)
+        ts->refused_below--; /* the newest entries */
     if (--run->count == 0)
         ts->naside = n - 1u;
     fh_store(&ts->hidden, ts->hidden - 1u);
@@ -104,19 +106,20 @@ static uint32_t fh_set_aside(fh_thread *ts)
 
 /* An open that is not recorded (refused, or made while not recording)
  * still nests: it is remembered on top of the stack, so that its close pops
- * it and not the frame beneath. Only the top frame carries such opens: no
- * open is recorded on top of one (fh_room_slow; fast_depth drops to 0 here
- * so that every open goes there), and a stop is followed by a new session
- * that sets them aside. The captures find their frames by that
- * (fh_captured_where). */
+ * it and not the frame beneath. Only the top frame carries such opens, or,
+ * with the array empty, the set-aside entries (refused_below): no open is
+ * recorded on top of one (fh_room_slow; fast_depth drops to 0 here so that
+ * every open goes there), and a stop is followed by a new session that sets
+ * them aside. The captures find their frames by that (fh_captured_where). */
 static void fh_push_unrecorded(fh_thread *ts)
 {
+    ts->fast_depth = 0;
     if (ts->depth == 0) {
         fh_aside_push(ts, 0, 1);
+        ts->refused_below++;
         return;
     }
     fh_frame *top = &ts->stack[ts->depth - 1u];
-    ts->fast_depth = 0;
     if (FH_TAG_ABOVE(top->tag) == FH_TAG_ABOVE_MAX)
         return; /* 16M opens on one frame and none closed: no longer tracked */
     top->tag += FH_TAG_ONE_ABOVE;
@@ -236,6 +239,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
         fh_store(&ts->depth, 0);
     }
     dropped += fh_set_aside(ts);
+    ts->refused_below = 0; /* an older session's: the new one records on top */
     if (ts->stack == NULL || ts->max_depth != cfg->max_depth) {
         uint32_t capacity = 2u * cfg->max_depth; /* the protocol's and the captures' (fh_has_room) */
         fh_frame *stack = fh_stack_new(capacity);
@@ -295,6 +299,7 @@ static int fh_thread_adopt(fh_thread *ts, uint64_t gate)
     memset(ts->results, 0, sizeof(ts->results));
     ts->max_depth_seen = 0;
     ts->fast_depth = 0;
+    fh_count_nothing(ts);
     ts->callback_calls = ts->callback_total_ns = ts->callback_exclusive_ns = ts->callback_max_ns = 0;
     ts->callback_min_ns = UINT64_MAX;
     ts->exit_abandoned = dropped;
@@ -486,6 +491,7 @@ static void fh_thread_exit(void *arg)
     }
     fh_store(&ts->depth, 0);
     ts->naside = 0;
+    ts->refused_below = 0;
     fh_store(&ts->hidden, 0);
     pthread_mutex_lock(&fh_rt.lock);
     /* Under the lock, the session cannot change: reset() reaps under it. */

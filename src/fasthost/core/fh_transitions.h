@@ -17,6 +17,7 @@ static FH_COLD int fh_fail(fh_thread *ts, int call)
     uint64_t gate = fh_load(&fh_rt.gate);
     fh_store(&ts->depth, 0);
     ts->naside = 0;
+    ts->refused_below = 0;
     fh_store(&ts->hidden, 0);
     fh_bump(&ts->results[call][FH_FAIL], 1);
     while (gate != 0 && !(gate & 1u)) {
@@ -101,24 +102,63 @@ static FH_NOINLINE int fh_open_refused(fh_thread *ts, int call, int result, uint
  * own, in an array of twice that: a capture's calls never take the room of
  * a protocol open, which is refused where it would be without the capture,
  * nor the protocol's frames the captures'. Below max_depth both sides have
- * room; past it the frames of the open's side are counted, which costs the
- * depth, paid only by threads that deep. Nothing opens on top of an
- * unrecorded open (see fh_push_unrecorded): a protocol open is then refused
- * as well, a capture's leaves no entry. Entries without a kind are the
- * protocol's but take no room in the array. */
-static FH_NOINLINE int fh_room_slow(const fh_thread *ts, uint32_t kind)
+ * room; past it the frames of the open's side are counted. The count is
+ * kept (counted_depth) and moved to the depth of each open past max_depth
+ * by the frames opened or closed since, so that code looping there pays
+ * for those, not for the whole stack (fh_count_to). Nothing opens on top of an
+ * unrecorded open of this session, on the top frame or, with the array
+ * empty, set aside below it (see fh_push_unrecorded): a protocol open is
+ * then refused as well, a capture's leaves no entry. Entries without a kind
+ * are the protocol's but take no room in the array. */
+static uint32_t fh_captured_between(const fh_thread *ts, uint32_t from, uint32_t to)
 {
-    uint32_t depth = ts->depth, same = 0;
-    if (depth >= ts->capacity || (depth > 0 && FH_TAG_ABOVE(ts->stack[depth - 1u].tag) != 0))
+    uint32_t captured = 0;
+    for (uint32_t i = from; i < to; i++)
+        captured += FH_TAG_CAPTURED(ts->stack[i].tag);
+    return captured;
+}
+
+/* Moves the count of captured frames (counted_depth, counted_captured) to
+ * stack[0..depth), for `depth` at or past max_depth. It holds there by
+ * what can change the array: a frame at or past max_depth - 1 is pushed
+ * only by fh_push's slow branch (fast_depth stops below), which moves the
+ * count down to itself before writing, or drops it if it is below
+ * max_depth (the frames beneath may have been replaced on the fast path);
+ * so while the count stands above the depth, the frames in between were
+ * only closed, and their tags are still in place to be taken off. A frame
+ * removed from the middle (fh_abandon_entry) or a new session drops it. */
+static void fh_count_to(fh_thread *ts, uint32_t depth)
+{
+    uint32_t counted = ts->counted_depth;
+    if (counted <= depth)
+        ts->counted_captured += fh_captured_between(ts, counted, depth);
+    else
+        ts->counted_captured -= fh_captured_between(ts, depth, counted);
+    ts->counted_depth = depth;
+}
+
+/* fh_push's slow branch, about to write a frame at `depth` below the count. */
+static FH_NOINLINE void fh_count_below(fh_thread *ts, uint32_t depth)
+{
+    if (depth < ts->max_depth)
+        fh_count_nothing(ts);
+    else
+        fh_count_to(ts, depth);
+}
+
+static FH_NOINLINE int fh_room_slow(fh_thread *ts, uint32_t kind)
+{
+    uint32_t depth = ts->depth;
+    if (depth >= ts->capacity || (depth > 0 ? FH_TAG_ABOVE(ts->stack[depth - 1u].tag) != 0 : ts->refused_below != 0))
         return 0;
     if (depth < ts->max_depth)
         return 1;
-    for (uint32_t i = 0; i < depth; i++)
-        same += FH_TAG_CAPTURED(ts->stack[i].tag) == FH_TAG_CAPTURED(kind);
-    return same < ts->max_depth;
+    fh_count_to(ts, depth);
+    uint32_t captured = ts->counted_captured;
+    return (FH_TAG_CAPTURED(kind) ? captured : depth - captured) < ts->max_depth;
 }
 
-FH_INLINE int fh_has_room(const fh_thread *ts, uint32_t kind)
+FH_INLINE int fh_has_room(fh_thread *ts, uint32_t kind)
 {
     return FH_LIKELY(ts->depth < ts->fast_depth) || fh_room_slow(ts, kind);
 }
@@ -159,16 +199,18 @@ FH_INLINE fh_frame *fh_push(fh_thread *ts, uint32_t kind, int fast)
     assert(depth < ts->capacity); /* every caller refuses a full array first */
     assert(!fast || depth < ts->max_depth_seen);
     fh_frame *frame = &ts->stack[depth];
+    if (!fast && FH_UNLIKELY(depth < ts->counted_depth))
+        fh_count_below(ts, depth); /* before the frame it counted is replaced */
     frame->tag = kind;
     frame->child_ns = 0;
     fh_store(&ts->depth, depth + 1u);
     if (!fast) {
         /* The new top carries no unrecorded open, so fast_depth is back to
          * what the depths seen allow (fh_push_unrecorded drops it). */
-        uint32_t seen = ts->max_depth_seen;
+        uint32_t seen = ts->max_depth_seen, cap = ts->max_depth - 1u;
         if (FH_UNLIKELY(depth + 1u > seen))
             fh_store(&ts->max_depth_seen, seen = depth + 1u);
-        ts->fast_depth = seen < ts->max_depth ? seen : ts->max_depth;
+        ts->fast_depth = seen < cap ? seen : cap;
     }
     return frame;
 }
@@ -438,9 +480,10 @@ FH_INLINE int fh_enter_runtime(void) { return fh_enter_fast(0, 0, FH_FRAME_UNMAN
 FH_INLINE int fh_reverse_enter(uint32_t kind)
 {
     FH_ENTER_CALL(ts, FH_CALL_REVERSE_ENTER, kind)
-    if (FH_UNLIKELY(!fh_has_room(ts, kind)))
+    int fast = ts->depth < ts->fast_depth;
+    if (FH_UNLIKELY(!fast && !fh_room_slow(ts, kind)))
         return fh_open_refused(ts, FH_CALL_REVERSE_ENTER, FH_OUT_OF_MEMORY, kind);
-    fh_frame *frame = fh_push(ts, kind, 0);
+    fh_frame *frame = fh_push(ts, kind, fast);
     frame->target = NULL;
     fh_bump(&ts->results[FH_CALL_REVERSE_ENTER][FH_OK], 1);
     frame->start = fh_clock_ticks(&ts->clock);
