@@ -474,37 +474,44 @@ def test_the_random_straddles_reach_every_straddle(manual):
 # ---- threads ---------------------------------------------------------------
 
 
-def _check_on_this_thread(seed, failures):
+def _check_on_this_thread(seed, failures, max_depth):
     before = fasthost.depth()  # a ctypes callback's own M frame, on 3.9-3.11
     rng = random.Random(seed)
-    model = Protocol()
-    steps = [step for step in random_steps(rng, 300, [0x7200 + seed]) if step[0][0] != "advance"]
-    differ = run_to_the_end(steps, model, rng)
+    model = Protocol(max_depth=max_depth)
+    steps = [step for step in random_steps(rng, 300, [0x7200 + seed], DEEP_WAYS) if step[0][0] != "advance"]
+    differ = run_to_the_end(steps, model, rng, DEEP_WAYS)
     if differ or fasthost.depth() != before:
         failures.append((seed, differ[:3], before, fasthost.depth()))
 
 
+# max_depth 2: each thread's protocol opens are refused past two frames,
+# its captures' often too (a ctypes callback's own frame counts there).
+THREAD_MAX_DEPTHS = pytest.mark.parametrize("max_depth", [256, 2])
+
+
+@THREAD_MAX_DEPTHS
 @CAPTURES
-def test_python_threads_straddling_captured_calls_get_the_protocols_results(capture):
-    fasthost.start(clock="monotonic")
+def test_python_threads_straddling_captured_calls_get_the_protocols_results(capture, max_depth):
+    fasthost.start(clock="monotonic", max_depth=max_depth)
     failures: list = []
     try:
         with capture():
             seeds = iter(range(4))  # one each: next() holds the GIL
-            run_threads(lambda: _check_on_this_thread(next(seeds), failures), 4)
+            run_threads(lambda: _check_on_this_thread(next(seeds), failures, max_depth), 4)
     finally:
         fasthost.stop()
     assert failures == []
 
 
 @pytest.mark.filterwarnings("ignore::fasthost.capture.ctypes.NotInstrumentedWarning")  # libcallers, 3.9-3.11
+@THREAD_MAX_DEPTHS
 @CAPTURES
-def test_native_pthreads_straddling_captured_calls_get_the_protocols_results(callers, capture):
-    fasthost.start(clock="monotonic")
+def test_native_pthreads_straddling_captured_calls_get_the_protocols_results(callers, capture, max_depth):
+    fasthost.start(clock="monotonic", max_depth=max_depth)
     failures: list = []
     try:
         with capture():
-            callback = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda i: _check_on_this_thread(i, failures))
+            callback = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda i: _check_on_this_thread(i, failures, max_depth))
             assert callers.call_from_threads(callback, 3, 4) == 0
     finally:
         fasthost.stop()
