@@ -119,6 +119,46 @@ def test_a_pool_and_a_subprocess_child_add_up_exactly_under_each_start_method(tm
     assert not [name for name in os.listdir(tmp_path) if name.startswith("fasthost-run-")]
 
 
+# A pool worker that Pool.terminate()'s SIGTERM finds in a native wait that
+# no signal interrupts (a condition variable nobody signals): Python never
+# gets to run the SIGTERM handler that writes its data.
+STUCK = (
+    PRELUDE
+    + """
+import ctypes, time
+
+def stuck(n):
+    cos_calls(n)
+    libc = ctypes.CDLL(None)
+    mutex, cond = ctypes.create_string_buffer(64), ctypes.create_string_buffer(64)  # zeroes: glibc's initializers
+    libc.pthread_mutex_lock(mutex)
+    open("stuck", "w").close()
+    libc.pthread_cond_wait(cond, mutex)
+
+if __name__ == "__main__":
+    pool = multiprocessing.get_context("fork").Pool(1)
+    pool.apply_async(stuck, (5,))
+    while not os.path.exists("stuck"):
+        time.sleep(0.01)
+    pool.terminate()  # SIGTERM, then joins the worker
+    cos_calls(7)
+    tell(run=os.getpid())
+"""
+)
+
+
+def test_a_worker_stuck_in_a_native_wait_still_ends_on_terminate_and_is_named_as_writing_no_data(tmp_path):
+    # Without the watchdog (fh_follow.h), terminate() waits for the worker
+    # for ever: the run times out. With it, the worker ends by SIGTERM's
+    # default action, as without fasthost, and the run says it wrote nothing.
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "stuck.py", STUCK), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    snap = fasthost.load(out)
+    assert calls_by_pid(snap) == {facts(proc.stdout)["run"]: 7}
+    assert "1 child process(es) wrote no data" in proc.stderr
+
+
 # Spawn children that Pool.terminate()'s SIGTERM reaches while they import a
 # module that writing a snapshot imports too (zipfile, and what it imports):
 # child number k is signalled at the k-th audit event of `import zipfile`,

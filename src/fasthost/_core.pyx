@@ -14,8 +14,10 @@ from cpython.number cimport PyIndex_Check, PyNumber_Index
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.errno cimport errno
 from libc.string cimport memcpy, memset
 
+import os
 import sys
 
 import numpy as np
@@ -801,6 +803,27 @@ def _memory():
         if n >= 0:
             return out[:n]
         size *= 4
+
+
+cdef extern from "fh_follow.h":
+    int fh_term_arm() nogil
+    void fh_term_begin() nogil
+
+
+def _follow_arm_sigterm():
+    """In a followed child, right after follow.py installed its SIGTERM
+    handler from the main thread: puts the watchdog of fh_follow.h in front
+    of it, so that a SIGTERM ends the process even when the main thread
+    never gets back to the interpreter to run the handler. Raises OSError
+    if it cannot (the handler is then Python's alone)."""
+    if fh_term_arm() != 0:
+        code = errno
+        raise OSError(code, os.strerror(code), "the SIGTERM watchdog")
+
+
+def _follow_sigterm_begun():
+    """Called first by follow.py's SIGTERM handler: the watchdog stands down."""
+    fh_term_begin()
 
 
 include "capture/_capture.pxi"

@@ -224,6 +224,9 @@ def _write_and_die(signum: int, frame: Any) -> None:
     signal while writing would not do: the kernel hands it to another
     thread (numpy's OpenBLAS starts some), and Python runs the handler in
     the main thread all the same."""
+    from fasthost import _core
+
+    _core._follow_sigterm_begun()
     if _Process.writing:
         _Process.signal_pending = signum
         return
@@ -280,6 +283,15 @@ def _write_on_sigterm() -> None:
     handles SIGTERM itself."""
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _write_and_die)
+        from fasthost import _core
+
+        try:
+            # Python runs the handler only when the main thread is back in
+            # the interpreter; the watchdog (fh_follow.h) makes sure that a
+            # SIGTERM ends the process all the same, as it did before.
+            _core._follow_arm_sigterm()
+        except OSError as exc:
+            print(f"fasthost: pid {os.getpid()}: {_described(exc)}", file=sys.stderr)
 
 
 def _patch_multiprocessing() -> None:
