@@ -526,3 +526,60 @@ def test_a_child_still_running_at_the_end_is_named_and_writes_nothing_later(tmp_
     assert f"1 child process(es) wrote no data (1 still running): pid {told['child']}" in proc.stderr
     assert fasthost.load(out).meta["children_without_data"] == [told["child"]]
     assert "could not write" not in proc.stderr
+
+
+# A followed multiprocessing child forks a grandchild (os.fork) that waits in
+# a native wait no signal interrupts, and SIGTERMs it. Without fasthost the
+# grandchild dies of the signal at once. It inherits the child's Python
+# handler (_write_and_die) and the C handler of fh_follow.h in front of it,
+# but no watchdog thread (fork copies only the forking thread): unless it
+# arms its own, the Python handler never runs and the grandchild lives on.
+# The script gives it 20 s, then SIGKILLs it, so that the test cannot hang.
+GRANDCHILD_STUCK = (
+    PRELUDE
+    + """
+import ctypes, time
+
+def stuck_forever():
+    libc = ctypes.CDLL(None)
+    mutex, cond = ctypes.create_string_buffer(64), ctypes.create_string_buffer(64)  # zeroes: glibc's initializers
+    libc.pthread_mutex_lock(mutex)
+    open("stuck", "w").close()
+    libc.pthread_cond_wait(cond, mutex)
+
+def fork_a_stuck_grandchild():
+    cos_calls(3)
+    pid = os.fork()
+    if pid == 0:
+        stuck_forever()
+        os._exit(0)
+    while not os.path.exists("stuck"):
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(2000):  # 20 s
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            tell(grandchild=os.waitstatus_to_exitcode(status))
+            return
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    tell(grandchild="hung")
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context(sys.argv[1]).Process(target=fork_a_stuck_grandchild)
+    child.start()
+    child.join()
+    tell(child=child.exitcode)
+"""
+)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_grandchild_forked_by_a_followed_child_ends_on_sigterm_in_a_native_wait(tmp_path, method):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "grand.py", GRANDCHILD_STUCK), method, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    told = facts(proc.stdout)
+    assert told["child"] == 0
+    assert told["grandchild"] == -signal.SIGTERM  # as without fasthost
