@@ -143,7 +143,10 @@ def _after_fork() -> None:
     if _Process.options is None:
         return
     _Process.is_run = False
-    if _Process.forkserver or _forked_by_multiprocessing():
+    # A fork of a process that writes on SIGTERM inherits the handler but
+    # not the watchdog thread (fork copies only the forking thread): it
+    # needs one of its own, or a native wait would keep it alive for good.
+    if _Process.forkserver or _forked_by_multiprocessing() or signal.getsignal(signal.SIGTERM) is _write_and_die:
         _Process.forkserver = False
         _write_on_sigterm()  # from now: a pool may end it before it runs a task
     try:
@@ -281,7 +284,7 @@ def _die(signum: int) -> None:
 def _write_on_sigterm() -> None:
     """Writes this process's file when SIGTERM ends it, unless the program
     handles SIGTERM itself."""
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _write_and_die):  # ours: inherited by a fork
         signal.signal(signal.SIGTERM, _write_and_die)
         from fasthost import _core
 
