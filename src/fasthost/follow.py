@@ -55,6 +55,7 @@ class _Process:
     written = False
     writing = False
     signal_pending: int | None = None  # a SIGTERM that came while writing
+    sigterm_in: int | None = None  # the pid that installed _write_and_die
     forkserver = False  # multiprocessing's forkserver: each fork is a Process
     captures: Any = None
     hooks_installed = False
@@ -284,7 +285,12 @@ def _die(signum: int) -> None:
 def _write_on_sigterm() -> None:
     """Writes this process's file when SIGTERM ends it, unless the program
     handles SIGTERM itself."""
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _write_and_die):  # ours: inherited by a fork
+    handler = signal.getsignal(signal.SIGTERM)
+    # Ours but from another process: inherited by a fork, without the
+    # watchdog. Installing it again in the same process would take the
+    # watchdog's C handler out of the chain.
+    if handler == signal.SIG_DFL or (handler is _write_and_die and _Process.sigterm_in != os.getpid()):
+        _Process.sigterm_in = os.getpid()
         signal.signal(signal.SIGTERM, _write_and_die)
         from fasthost import _core
 
