@@ -583,3 +583,50 @@ def test_a_grandchild_forked_by_a_followed_child_ends_on_sigterm_in_a_native_wai
     told = facts(proc.stdout)
     assert told["child"] == 0
     assert told["grandchild"] == -signal.SIGTERM  # as without fasthost
+
+
+# The watchdog stands down once the Python handler begins, but writing runs
+# Python code that another thread may keep from the GIL: here a thread takes
+# it, as soon as the writing begins, into a native call that never returns
+# (a ctypes.PyDLL call holds the GIL). Without fasthost the SIGTERM ends the
+# child at once, whatever its threads hold. The script gives it 20 s.
+GIL_HELD_WHILE_WRITING = (
+    PRELUDE
+    + """
+import ctypes, threading, time
+
+def hold_the_gil_once_writing_begins():
+    from fasthost.follow import _Process
+    while not _Process.writing:
+        time.sleep(0.001)
+    ctypes.PyDLL(None).pause()  # with the GIL, for good
+
+def busy():
+    cos_calls(3)
+    threading.Thread(target=hold_the_gil_once_writing_begins, daemon=True).start()
+    open("ready", "w").close()
+    while True:
+        time.sleep(0.01)
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("fork").Process(target=busy)
+    child.start()
+    while not os.path.exists("ready"):
+        time.sleep(0.01)
+    child.terminate()
+    child.join(20)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        tell(child="hung")
+    else:
+        tell(child=child.exitcode)
+"""
+)
+
+
+def test_a_child_whose_thread_holds_the_gil_while_it_writes_still_ends_on_sigterm(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "gil.py", GIL_HELD_WHILE_WRITING), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert facts(proc.stdout)["child"] == -signal.SIGTERM  # as without fasthost
