@@ -14,7 +14,9 @@
  * then, which breaks an interruptible wait so that the Python handler runs,
  * and ends the process by SIGTERM's default action if the handler has not
  * begun after FH_TERM_KICKS tries: that child writes no data, and the run
- * names it as one that wrote none.
+ * names it as one that wrote none. Once the handler has begun, the process
+ * has FH_TERM_WRITE_TICKS to write and die before the same default action
+ * ends it (a file cut short is never renamed into place: no data either).
  */
 #ifndef FASTHOST_FOLLOW_H
 #define FASTHOST_FOLLOW_H
@@ -29,6 +31,7 @@
 
 #define FH_TERM_KICKS 20         /* tries, FH_TERM_KICK_NS apart: 1 s in all */
 #define FH_TERM_KICK_NS 50000000L
+#define FH_TERM_WRITE_TICKS 100 /* FH_TERM_KICK_NS each: 5 s to write, once the handler began */
 
 static struct sigaction fh_term_python; /* Python's handler, which ours calls first */
 static sem_t fh_term_heard;
@@ -53,14 +56,17 @@ static void *fh_term_watch(void *unused)
     struct timespec pause = {0, FH_TERM_KICK_NS};
     while (sem_wait(&fh_term_heard) != 0) {
     }
-    for (int kick = 0; kick < FH_TERM_KICKS; kick++) {
+    for (int kick = 0; kick < FH_TERM_KICKS && !fh_term_begun; kick++) {
         nanosleep(&pause, NULL);
-        if (fh_term_begun)
-            return NULL;
-        pthread_kill(fh_term_main, SIGTERM);
+        if (!fh_term_begun)
+            pthread_kill(fh_term_main, SIGTERM);
     }
-    if (fh_term_begun)
-        return NULL;
+    /* Writing is Python code: another thread can keep it from the GIL for
+     * good (a native call that holds it), and an exception other than
+     * Exception (a KeyboardInterrupt) skips the dying. The handler ends the
+     * process itself when all goes well; this is the bound otherwise. */
+    for (int tick = 0; fh_term_begun && tick < FH_TERM_WRITE_TICKS; tick++)
+        nanosleep(&pause, NULL);
     signal(SIGTERM, SIG_DFL);
     kill(getpid(), SIGTERM); /* taken by a thread that does not block it: the process ends */
     return NULL;
