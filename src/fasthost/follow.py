@@ -56,6 +56,7 @@ class _Process:
     writing = False
     signal_pending: int | None = None  # a SIGTERM that came while writing
     sigterm_in: int | None = None  # the pid that installed _write_and_die
+    sigterm_begun: Any = None  # tells this process's SIGTERM watchdog that the handler runs
     forkserver = False  # multiprocessing's forkserver: each fork is a Process
     captures: Any = None
     hooks_installed = False
@@ -228,9 +229,12 @@ def _write_and_die(signum: int, frame: Any) -> None:
     signal while writing would not do: the kernel hands it to another
     thread (numpy's OpenBLAS starts some), and Python runs the handler in
     the main thread all the same."""
-    from fasthost import _core
-
-    _core._follow_sigterm_begun()
+    # Nothing here may import: the signal can come in the middle of an
+    # import of fasthost itself, and an exception raised here would be
+    # taken for that import's (the child then lived on, and terminate()
+    # waited for it for good).
+    if _Process.sigterm_begun is not None:
+        _Process.sigterm_begun()
     if _Process.writing:
         _Process.signal_pending = signum
         return
@@ -290,15 +294,17 @@ def _write_on_sigterm() -> None:
     # watchdog. Installing it again in the same process would take the
     # watchdog's C handler out of the chain.
     if handler == signal.SIG_DFL or (handler is _write_and_die and _Process.sigterm_in != os.getpid()):
-        _Process.sigterm_in = os.getpid()
-        signal.signal(signal.SIGTERM, _write_and_die)
-        from fasthost import _core
+        from fasthost import _core  # before the handler is in place (see _write_and_die)
 
+        _Process.sigterm_in = os.getpid()
+        _Process.sigterm_begun = None
+        signal.signal(signal.SIGTERM, _write_and_die)
         try:
             # Python runs the handler only when the main thread is back in
             # the interpreter; the watchdog (fh_follow.h) makes sure that a
             # SIGTERM ends the process all the same, as it did before.
             _core._follow_arm_sigterm()
+            _Process.sigterm_begun = _core._follow_sigterm_begun
         except OSError as exc:
             print(f"fasthost: pid {os.getpid()}: {_described(exc)}", file=sys.stderr)
 
