@@ -684,3 +684,38 @@ def test_a_child_interrupted_while_it_writes_on_sigterm_still_dies_of_it_at_once
     told = facts(proc.stdout)
     assert told["interrupted"], "the writing was not interrupted: nothing checked"
     assert told == {"child": -signal.SIGTERM, "interrupted": True, "ran_on": False}
+
+
+# From 3.12 os.fork() warns when the process has other threads (it counts
+# the OS's). The watchdog thread of fh_follow.h runs from the start of every
+# followed multiprocessing child, SIGTERM or not: a child that forks gets a
+# DeprecationWarning that it does not get without fasthost (an error under
+# -W error, as test suites often run).
+FORK_IN_A_CHILD = (
+    PRELUDE
+    + """
+import warnings
+
+def fork_once():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    tell(warned=[str(w.message) for w in caught])
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("fork").Process(target=fork_once)
+    child.start()
+    child.join()
+"""
+)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="os.fork() warns of other threads from Python 3.12")
+def test_a_followed_child_that_forks_gets_no_warning_about_threads_it_did_not_start(tmp_path):
+    out = tmp_path / "out.npz"
+    proc = fasthost_cli("run", "-o", out, write(tmp_path, "fork_in_child.py", FORK_IN_A_CHILD), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert facts(proc.stdout)["warned"] == []  # as without fasthost
