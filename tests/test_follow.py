@@ -714,6 +714,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="os.fork() warns of other threads from Python 3.12")
+@pytest.mark.xfail(strict=True, reason="open: the watchdog thread runs from the child's start (fh_follow.h)")
 def test_a_followed_child_that_forks_gets_no_warning_about_threads_it_did_not_start(tmp_path):
     out = tmp_path / "out.npz"
     proc = fasthost_cli("run", "-o", out, write(tmp_path, "fork_in_child.py", FORK_IN_A_CHILD), cwd=tmp_path)
