@@ -238,9 +238,11 @@ def _write_and_die(signum: int, frame: Any) -> None:
     if _Process.writing:
         _Process.signal_pending = signum
         return
-    with _imports_set_aside(frame):
-        write()
-    _die(signum)
+    try:
+        with _imports_set_aside(frame):
+            write()
+    finally:  # a KeyboardInterrupt meanwhile (Ctrl-C signals the whole group) must not let it run on
+        _die(signum)
 
 
 @contextlib.contextmanager
