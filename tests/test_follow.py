@@ -585,6 +585,26 @@ def test_a_grandchild_forked_by_a_followed_child_ends_on_sigterm_in_a_native_wai
     assert told["grandchild"] == -signal.SIGTERM  # as without fasthost
 
 
+# The parent side of the two scripts below: a fork child running `target`,
+# SIGTERMed once it made the file "ready"; its exit code, or "hung" (then
+# killed) if it had not ended 20 s later.
+TERMINATE_WHEN_READY = """
+import time
+
+def terminate_when_ready(target):
+    child = multiprocessing.get_context("fork").Process(target=target)
+    child.start()
+    while not os.path.exists("ready"):
+        time.sleep(0.01)
+    child.terminate()
+    child.join(20)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        return "hung"
+    return child.exitcode
+"""
+
 # The watchdog stands down once the Python handler begins, but writing runs
 # Python code that another thread may keep from the GIL: here a thread takes
 # it, as soon as the writing begins, into a native call that never returns
@@ -592,6 +612,7 @@ def test_a_grandchild_forked_by_a_followed_child_ends_on_sigterm_in_a_native_wai
 # child at once, whatever its threads hold. The script gives it 20 s.
 GIL_HELD_WHILE_WRITING = (
     PRELUDE
+    + TERMINATE_WHEN_READY
     + """
 import ctypes, threading, time
 
@@ -609,18 +630,7 @@ def busy():
         time.sleep(0.01)
 
 if __name__ == "__main__":
-    child = multiprocessing.get_context("fork").Process(target=busy)
-    child.start()
-    while not os.path.exists("ready"):
-        time.sleep(0.01)
-    child.terminate()
-    child.join(20)
-    if child.exitcode is None:
-        child.kill()
-        child.join()
-        tell(child="hung")
-    else:
-        tell(child=child.exitcode)
+    tell(child=terminate_when_ready(busy))
 """
 )
 
@@ -639,6 +649,7 @@ def test_a_child_whose_thread_holds_the_gil_while_it_writes_still_ends_on_sigter
 # ran on, catching it, after a SIGTERM that ends it without fasthost.
 INTERRUPTED_WHILE_WRITING = (
     PRELUDE
+    + TERMINATE_WHEN_READY
     + """
 import time
 
@@ -663,16 +674,8 @@ def busy():
             open("ran_on", "w").close()
 
 if __name__ == "__main__":
-    child = multiprocessing.get_context("fork").Process(target=busy)
-    child.start()
-    while not os.path.exists("ready"):
-        time.sleep(0.01)
-    child.terminate()
-    child.join(20)
-    if child.exitcode is None:
-        child.kill()
-        child.join()
-    tell(child=child.exitcode, interrupted=os.path.exists("interrupted"), ran_on=os.path.exists("ran_on"))
+    code = terminate_when_ready(busy)
+    tell(child=code, interrupted=os.path.exists("interrupted"), ran_on=os.path.exists("ran_on"))
 """
 )
 
